@@ -1,0 +1,427 @@
+//! Byte layouts of everything shredstore stores: storage keys, the message
+//! envelope, key records and erasure markers. `docs/format.md` documents each
+//! byte; change both together.
+//!
+//! Values use `encode(&self, out)` / `decode(bytes)`; decoders reject trailing
+//! bytes, unknown versions and checksum mismatches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{NONCE_LEN, TAG_LEN, WRAPPED_LEN};
+use crate::error::{Corruption, Error, Result};
+use crate::types::Handle;
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Version byte at the start of every envelope and record.
+pub const RECORD_VERSION: u8 = 1;
+
+/// A CRC32 (IEEE, `crc32fast`) over a byte range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crc32(pub u32);
+
+impl Crc32 {
+    /// Computes the checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Crc32(crc32fast::hash(bytes))
+    }
+
+    /// Checks `bytes` against the checksum.
+    ///
+    /// # Errors
+    /// [`Corruption::Checksum`] on mismatch.
+    pub fn check(self, bytes: &[u8]) -> Result<()> {
+        if Self::of(bytes) == self {
+            Ok(())
+        } else {
+            Err(Error::Corrupt(Corruption::Checksum))
+        }
+    }
+}
+
+fn corrupt_encoding() -> Error {
+    Error::Corrupt(Corruption::Encoding)
+}
+
+/// Splits `[body][crc32 BE]` and verifies the checksum.
+fn split_checked(bytes: &[u8]) -> Result<&[u8]> {
+    let split = bytes.len().checked_sub(4).ok_or_else(corrupt_encoding)?;
+    let (body, crc) = bytes.split_at(split);
+    let crc: [u8; 4] = crc.try_into().map_err(|_| corrupt_encoding())?;
+    Crc32(u32::from_be_bytes(crc)).check(body)?;
+    Ok(body)
+}
+
+fn push_crc(out: &mut Vec<u8>, start: usize) {
+    let crc = Crc32::of(&out[start..]);
+    out.extend_from_slice(&crc.0.to_be_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Storage keys
+
+/// Key of a message: `handle (16) || seq (u64 BE)`.
+pub fn message_key(handle: &Handle, seq: u64) -> [u8; MESSAGE_KEY_LEN] {
+    let mut k = [0u8; MESSAGE_KEY_LEN];
+    k[..Handle::LEN].copy_from_slice(handle.as_bytes());
+    k[Handle::LEN..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Length of a message key.
+pub const MESSAGE_KEY_LEN: usize = Handle::LEN + 8;
+
+/// Splits a message key into handle and seq.
+///
+/// # Errors
+/// [`Corruption::Key`] if the key has the wrong length.
+pub fn parse_message_key(key: &[u8]) -> Result<(Handle, u64)> {
+    if key.len() != MESSAGE_KEY_LEN {
+        return Err(Error::Corrupt(Corruption::Key));
+    }
+    let (h, s) = key.split_at(Handle::LEN);
+    let h: [u8; Handle::LEN] = h.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?;
+    let s: [u8; 8] = s.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?;
+    Ok((Handle(h), u64::from_be_bytes(s)))
+}
+
+/// The smallest key greater than every message key of `handle` (exclusive
+/// upper bound of its range). `None` for the all-`0xff` handle, whose range
+/// extends to the end of the keyspace.
+pub fn handle_upper_bound(handle: &Handle) -> Option<[u8; Handle::LEN]> {
+    let mut b = *handle.as_bytes();
+    for i in (0..b.len()).rev() {
+        if b[i] == 0xff {
+            b[i] = 0;
+        } else {
+            b[i] += 1;
+            return Some(b);
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
+// Envelope
+
+/// Fixed header length of an envelope: version, epoch, timestamp, nonce.
+pub const ENVELOPE_HEADER_LEN: usize = 1 + 4 + 8 + NONCE_LEN;
+/// Shortest valid envelope: header, an empty payload's tag, CRC.
+pub const ENVELOPE_MIN_LEN: usize = ENVELOPE_HEADER_LEN + TAG_LEN + 4;
+
+/// A decoded (still encrypted) message envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// Key epoch the message was sealed under.
+    pub epoch: u32,
+    /// Append time, milliseconds since the Unix epoch (plaintext).
+    pub timestamp_ms: u64,
+    /// The random 96-bit nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// AES-256-GCM-SIV ciphertext followed by the 16-byte tag.
+    pub sealed: &'a [u8],
+}
+
+impl<'a> Envelope<'a> {
+    /// Decodes an envelope, verifying the version and CRC. The ciphertext is
+    /// not authenticated here; see [`Envelope::aad`].
+    ///
+    /// # Errors
+    /// [`Corruption::Checksum`] or [`Corruption::Encoding`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
+        if bytes.len() < ENVELOPE_MIN_LEN {
+            return Err(corrupt_encoding());
+        }
+        let body = split_checked(bytes)?;
+        let h = EnvelopeHeader::parse(body)?;
+        Ok(Envelope {
+            epoch: h.epoch,
+            timestamp_ms: h.timestamp_ms,
+            nonce: h.nonce,
+            sealed: &body[ENVELOPE_HEADER_LEN..],
+        })
+    }
+
+    /// Appends the encoding of an envelope whose payload is sealed by `seal`.
+    /// `seal` gets the plaintext buffer and returns the tag.
+    pub(crate) fn encode_with(
+        out: &mut Vec<u8>,
+        epoch: u32,
+        timestamp_ms: u64,
+        nonce: &[u8; NONCE_LEN],
+        plaintext: &[u8],
+        seal: impl FnOnce(&mut [u8]) -> Result<[u8; TAG_LEN]>,
+    ) -> Result<()> {
+        let start = out.len();
+        out.reserve(ENVELOPE_MIN_LEN + plaintext.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&epoch.to_be_bytes());
+        out.extend_from_slice(&timestamp_ms.to_be_bytes());
+        out.extend_from_slice(nonce);
+        let ct_start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = seal(&mut out[ct_start..])?;
+        out.extend_from_slice(&tag);
+        push_crc(out, start);
+        Ok(())
+    }
+
+    /// Re-encodes the envelope (used by the fuzz targets' round-trip check).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(self.sealed);
+        push_crc(out, start);
+    }
+
+    /// Additional authenticated data of a message:
+    /// `version || handle || seq_be64 || epoch_be32 || timestamp_be64`.
+    pub fn aad(handle: &Handle, seq: u64, epoch: u32, timestamp_ms: u64) -> [u8; AAD_LEN] {
+        let mut a = [0u8; AAD_LEN];
+        a[0] = RECORD_VERSION;
+        a[1..17].copy_from_slice(handle.as_bytes());
+        a[17..25].copy_from_slice(&seq.to_be_bytes());
+        a[25..29].copy_from_slice(&epoch.to_be_bytes());
+        a[29..37].copy_from_slice(&timestamp_ms.to_be_bytes());
+        a
+    }
+}
+
+/// Length of a message's AAD.
+pub const AAD_LEN: usize = 1 + Handle::LEN + 8 + 4 + 8;
+
+/// The plaintext header of an envelope, readable without the CRC check (the
+/// compaction filter reads only the epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeHeader {
+    /// Key epoch.
+    pub epoch: u32,
+    /// Append time in ms.
+    pub timestamp_ms: u64,
+    /// Nonce.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl EnvelopeHeader {
+    /// Parses the fixed header.
+    ///
+    /// # Errors
+    /// [`Corruption::Encoding`] if too short or of an unknown version.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() < ENVELOPE_HEADER_LEN || bytes[0] != RECORD_VERSION {
+            return Err(corrupt_encoding());
+        }
+        let epoch = u32::from_be_bytes(bytes[1..5].try_into().map_err(|_| corrupt_encoding())?);
+        let timestamp_ms =
+            u64::from_be_bytes(bytes[5..13].try_into().map_err(|_| corrupt_encoding())?);
+        let nonce: [u8; NONCE_LEN] = bytes[13..25].try_into().map_err(|_| corrupt_encoding())?;
+        Ok(EnvelopeHeader {
+            epoch,
+            timestamp_ms,
+            nonce,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Records encoded with postcard: [version u8][postcard body][crc32 BE]
+
+fn encode_record<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(RECORD_VERSION);
+    // postcard only fails on writer errors or unsupported types; a Vec writer
+    // and these plain structs cannot fail.
+    if let Ok(body) = postcard::to_allocvec(value) {
+        out.extend_from_slice(&body);
+    }
+    push_crc(out, start);
+}
+
+fn decode_record<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
+    let body = split_checked(bytes)?;
+    let (&version, body) = body.split_first().ok_or_else(corrupt_encoding)?;
+    if version != RECORD_VERSION {
+        return Err(corrupt_encoding());
+    }
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|_| corrupt_encoding())?;
+    if !rest.is_empty() {
+        return Err(corrupt_encoding());
+    }
+    Ok(value)
+}
+
+/// Lifecycle state of a user's key (room for restriction in later versions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum KeyState {
+    /// Normal operation.
+    Active,
+}
+
+/// A user's key record, stored in the `keys` column family under its handle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key epoch; bumped each time the user's secret is replaced.
+    pub epoch: u32,
+    /// The user secret wrapped under the root key: nonce, ciphertext, tag.
+    pub wrapped_secret: Vec<u8>,
+    /// Creation time of this epoch, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// First seq assigned under this epoch.
+    pub first_seq: u64,
+    /// Key state.
+    pub state: KeyState,
+}
+
+impl KeyRecord {
+    /// Appends the encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_record(self, out);
+    }
+
+    /// Decodes and validates a key record.
+    ///
+    /// # Errors
+    /// [`Corruption::Checksum`] or [`Corruption::Encoding`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let r: KeyRecord = decode_record(bytes)?;
+        if r.wrapped_secret.len() != WRAPPED_LEN {
+            return Err(corrupt_encoding());
+        }
+        Ok(r)
+    }
+
+    /// AAD binding a wrapped user secret to its handle and epoch.
+    pub(crate) fn wrap_aad(handle: &Handle, epoch: u32) -> Vec<u8> {
+        let mut a = Vec::with_capacity(WRAP_AAD_PREFIX.len() + Handle::LEN + 4);
+        a.extend_from_slice(WRAP_AAD_PREFIX);
+        a.extend_from_slice(handle.as_bytes());
+        a.extend_from_slice(&epoch.to_be_bytes());
+        a
+    }
+}
+
+const WRAP_AAD_PREFIX: &[u8] = b"shredstore/v1/user-secret";
+
+/// AAD of the wrapped handle key in `meta`.
+pub(crate) const HANDLE_KEY_AAD: &[u8] = b"shredstore/v1/handle-key";
+
+/// The erasure marker of a user, stored in the `erased` column family under
+/// its handle. It drives the compaction filter and keeps seqs from being reused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseMarker {
+    /// Highest epoch erased; messages with epoch <= this are garbage.
+    pub epoch: u32,
+    /// When the last erasure happened, ms since the Unix epoch.
+    pub erased_at_ms: u64,
+    /// The next seq the user may be given (seqs are never reused).
+    pub next_seq: u64,
+    /// Refuse new appends for this user.
+    pub block_new: bool,
+    /// `purge()` has made this erasure physical.
+    pub purged: bool,
+}
+
+impl EraseMarker {
+    /// Appends the encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_record(self, out);
+    }
+
+    /// Decodes and validates a marker.
+    ///
+    /// # Errors
+    /// [`Corruption::Checksum`] or [`Corruption::Encoding`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        decode_record(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_record() -> KeyRecord {
+        KeyRecord {
+            epoch: 3,
+            wrapped_secret: vec![7; WRAPPED_LEN],
+            created_ms: 1_700_000_000_000,
+            first_seq: 42,
+            state: KeyState::Active,
+        }
+    }
+
+    #[test]
+    fn key_record_round_trip_and_rejections() {
+        let r = sample_record();
+        let mut buf = Vec::new();
+        r.encode(&mut buf);
+        assert_eq!(KeyRecord::decode(&buf).unwrap(), r);
+
+        let mut flipped = buf.clone();
+        flipped[3] ^= 1;
+        assert!(matches!(
+            KeyRecord::decode(&flipped),
+            Err(Error::Corrupt(Corruption::Checksum))
+        ));
+        // Trailing bytes inside a valid checksum are rejected.
+        let mut trailing = buf[..buf.len() - 4].to_vec();
+        trailing.push(0);
+        push_crc(&mut trailing, 0);
+        assert!(matches!(
+            KeyRecord::decode(&trailing),
+            Err(Error::Corrupt(Corruption::Encoding))
+        ));
+        assert!(KeyRecord::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn marker_round_trip() {
+        let m = EraseMarker {
+            epoch: 2,
+            erased_at_ms: 5,
+            next_seq: 99,
+            block_new: true,
+            purged: false,
+        };
+        let mut buf = Vec::new();
+        m.encode(&mut buf);
+        assert_eq!(EraseMarker::decode(&buf).unwrap(), m);
+    }
+
+    #[test]
+    fn envelope_round_trip_and_crc() {
+        let mut out = Vec::new();
+        Envelope::encode_with(&mut out, 9, 1234, &[1; 12], b"hello", |buf| {
+            buf.iter_mut().for_each(|b| *b ^= 0x55);
+            Ok([2; 16])
+        })
+        .unwrap();
+        let e = Envelope::decode(&out).unwrap();
+        assert_eq!((e.epoch, e.timestamp_ms, e.nonce), (9, 1234, [1; 12]));
+        assert_eq!(e.sealed.len(), 5 + 16);
+        let mut again = Vec::new();
+        e.encode(&mut again);
+        assert_eq!(again, out);
+        for i in 0..out.len() {
+            let mut bad = out.clone();
+            bad[i] ^= 0x80;
+            assert!(Envelope::decode(&bad).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn upper_bound_carries() {
+        let h = Handle([0xff; 16]);
+        assert_eq!(handle_upper_bound(&h), None);
+        let mut b = [0u8; 16];
+        b[15] = 0xff;
+        let mut want = [0u8; 16];
+        want[14] = 1;
+        assert_eq!(handle_upper_bound(&Handle(b)), Some(want));
+    }
+}

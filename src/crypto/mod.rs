@@ -1,0 +1,405 @@
+//! Key types and primitives: the root key, per-user secrets, HKDF, the
+//! AES-256-GCM-SIV wrapper and the handle HMAC.
+//!
+//! Every secret lives in a fixed-size array that is zeroized on drop, prints as
+//! `REDACTED` and is not `Clone`.
+
+use std::fmt;
+use std::path::Path;
+
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, Result};
+use crate::types::{Handle, UserId};
+
+/// Length of every symmetric key and secret, in bytes.
+pub const KEY_LEN: usize = 32;
+/// Length of an AES-GCM-SIV nonce, in bytes.
+pub const NONCE_LEN: usize = 12;
+/// Length of an AES-GCM-SIV tag, in bytes.
+pub const TAG_LEN: usize = 16;
+
+/// HKDF `info` prefix of message keys.
+const INFO_MESSAGE: &[u8] = b"shredstore/v1/message";
+/// HKDF `info` of the key-wrapping key derived from the root key.
+const INFO_WRAP: &[u8] = b"shredstore/v1/wrap";
+
+/// 32 secret bytes, zeroized on drop, never printed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Secret32([u8; KEY_LEN]);
+
+impl Secret32 {
+    /// Wraps bytes; the caller should zeroize its own copy.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Secret32(bytes)
+    }
+
+    /// Fresh random bytes from `rng`.
+    pub fn random(rng: &dyn SecureRandom) -> Result<Self> {
+        let mut s = Secret32([0; KEY_LEN]);
+        rng.fill(&mut s.0)?;
+        Ok(s)
+    }
+
+    /// The secret bytes. Keep the borrow short.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret32(REDACTED)")
+    }
+}
+
+/// The store's root key: supplied from outside the data directory and never
+/// written into it. It wraps the handle key and every user secret.
+#[derive(Debug)]
+pub struct RootKey(Secret32);
+
+impl RootKey {
+    /// Uses 32 bytes as the root key.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        RootKey(Secret32(bytes))
+    }
+
+    /// Uses a slice as the root key.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRootKey`] unless the slice is exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let arr: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| Error::InvalidRootKey("a root key is exactly 32 bytes"))?;
+        Ok(Self::from_bytes(arr))
+    }
+
+    /// Parses 64 hexadecimal characters (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRootKey`] for anything else.
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let text = text.trim().as_bytes();
+        if text.len() != KEY_LEN * 2 {
+            return Err(Error::InvalidRootKey(
+                "a hex root key is exactly 64 hex digits",
+            ));
+        }
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        for (i, pair) in text.chunks_exact(2).enumerate() {
+            let hi = hex_val(pair[0]);
+            let lo = hex_val(pair[1]);
+            match (hi, lo) {
+                (Some(h), Some(l)) => out[i] = (h << 4) | l,
+                _ => return Err(Error::InvalidRootKey("root key has a non-hex character")),
+            }
+        }
+        Ok(Self::from_bytes(*out))
+    }
+
+    /// Reads a root key file: either exactly 32 raw bytes, or 64 hex digits
+    /// (optionally followed by a newline).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file can't be read, [`Error::InvalidRootKey`] if
+    /// its contents are neither form.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let bytes = Zeroizing::new(std::fs::read(path)?);
+        if bytes.len() == KEY_LEN {
+            return Self::from_slice(&bytes);
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::InvalidRootKey("root key file is neither 32 bytes nor hex"))?;
+        Self::from_hex(text)
+    }
+
+    /// A fresh random root key from the OS CSPRNG (for development and tests;
+    /// production keys come from outside).
+    ///
+    /// # Errors
+    /// [`Error::Random`] if the OS generator fails.
+    pub fn generate() -> Result<Self> {
+        Ok(RootKey(Secret32::random(&OsRandom)?))
+    }
+
+    /// The key as 64 lowercase hex digits, for writing a key file.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        let mut s = Zeroizing::new(String::with_capacity(KEY_LEN * 2));
+        for b in self.0.expose() {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s
+    }
+
+    /// The key-wrapping cipher: `HKDF-SHA256(root, store salt, "shredstore/v1/wrap")`.
+    pub(crate) fn wrapping_cipher(&self, store_salt: &[u8; KEY_LEN]) -> MessageCipher {
+        let key = hkdf_sha256(self.0.expose(), store_salt, &[INFO_WRAP]);
+        MessageCipher::new(&key)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A source of cryptographically secure random bytes, injectable for tests and
+/// fuzzing. The default is [`OsRandom`].
+pub trait SecureRandom: Send + Sync + 'static {
+    /// Fills `dest` with random bytes.
+    ///
+    /// # Errors
+    /// [`Error::Random`] if no randomness is available.
+    fn fill(&self, dest: &mut [u8]) -> Result<()>;
+}
+
+/// The operating system's CSPRNG (`getrandom`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsRandom;
+
+impl SecureRandom for OsRandom {
+    fn fill(&self, dest: &mut [u8]) -> Result<()> {
+        getrandom::fill(dest).map_err(|_| Error::Random)
+    }
+}
+
+/// HKDF-SHA256 (RFC 5869) with a 32-byte output; `info` is the concatenation of
+/// `info_parts`.
+pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info_parts: &[&[u8]]) -> Secret32 {
+    let mut out = Secret32([0; KEY_LEN]);
+    hkdf_sha256_into(ikm, salt, info_parts, &mut out.0);
+    out
+}
+
+/// HKDF-SHA256 (RFC 5869) into a caller-sized buffer of at most 8160 bytes.
+///
+/// # Panics
+/// If `okm` is longer than 255 * 32 bytes (an HKDF limit; callers use fixed sizes).
+pub fn hkdf_sha256_into(ikm: &[u8], salt: &[u8], info_parts: &[&[u8]], okm: &mut [u8]) {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
+    #[expect(
+        clippy::expect_used,
+        reason = "output lengths are compile-time constants far below the HKDF limit"
+    )]
+    hk.expand_multi_info(info_parts, okm)
+        .expect("HKDF output length within 255 * HashLen");
+}
+
+/// AES-256-GCM-SIV (RFC 8452) with a fixed key. The key schedule is zeroized on
+/// drop (the `zeroize` features of `aes-gcm-siv` and `aes`).
+pub struct MessageCipher(Aes256GcmSiv);
+
+impl MessageCipher {
+    /// Builds the cipher for a 32-byte key.
+    pub fn new(key: &Secret32) -> Self {
+        MessageCipher(Aes256GcmSiv::new(key.expose().into()))
+    }
+
+    /// Encrypts `buf` in place and returns the 16-byte tag.
+    pub fn seal_in_place(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into())
+            .map_err(|_| Error::Decrypt)?;
+        Ok(tag.into())
+    }
+
+    /// Encrypts `plaintext`; returns `ciphertext || tag`.
+    ///
+    /// # Errors
+    /// Only if the input exceeds AES-GCM-SIV's length limits (2^36 bytes).
+    pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        out.extend_from_slice(plaintext);
+        let tag = self.seal_in_place(nonce, aad, &mut out)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    /// Authenticates and decrypts `ciphertext || tag`. Nothing is returned
+    /// unless the tag verifies.
+    ///
+    /// # Errors
+    /// [`Error::Decrypt`] for any failure, deliberately without detail.
+    pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let split = sealed.len().checked_sub(TAG_LEN).ok_or(Error::Decrypt)?;
+        let (ct, tag) = sealed.split_at(split);
+        let mut buf = ct.to_vec();
+        let tag = Tag::try_from(tag).map_err(|_| Error::Decrypt)?;
+        match self.0.decrypt_inout_detached(
+            &Nonce::from(*nonce),
+            aad,
+            buf.as_mut_slice().into(),
+            &tag,
+        ) {
+            Ok(()) => Ok(buf),
+            Err(_) => {
+                buf.zeroize();
+                Err(Error::Decrypt)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for MessageCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MessageCipher(REDACTED)")
+    }
+}
+
+/// Derives a user's message cipher:
+/// `HKDF-SHA256(ikm = user secret, salt = store salt,
+/// info = "shredstore/v1/message" || handle || epoch_be32)`.
+pub(crate) fn message_cipher(
+    user_secret: &Secret32,
+    store_salt: &[u8; KEY_LEN],
+    handle: &Handle,
+    epoch: u32,
+) -> MessageCipher {
+    let key = hkdf_sha256(
+        user_secret.expose(),
+        store_salt,
+        &[INFO_MESSAGE, handle.as_bytes(), &epoch.to_be_bytes()],
+    );
+    MessageCipher::new(&key)
+}
+
+/// The key that turns user ids into handles.
+pub(crate) struct HandleKey(Secret32);
+
+impl HandleKey {
+    pub(crate) fn new(secret: Secret32) -> Self {
+        HandleKey(secret)
+    }
+
+    /// `HMAC-SHA256(handle_key, user_id)[..16]`.
+    pub(crate) fn handle(&self, user: &UserId) -> Handle {
+        #[expect(
+            clippy::expect_used,
+            reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
+        )]
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length");
+        mac.update(user.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut h = [0u8; Handle::LEN];
+        h.copy_from_slice(&full[..Handle::LEN]);
+        Handle(h)
+    }
+}
+
+/// Seals a 32-byte secret under `kek`: returns `nonce || ciphertext || tag`.
+pub(crate) fn wrap_secret(
+    kek: &MessageCipher,
+    rng: &dyn SecureRandom,
+    aad: &[u8],
+    secret: &Secret32,
+) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)?;
+    let mut out = Vec::with_capacity(WRAPPED_LEN);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(secret.expose());
+    let tag = kek.seal_in_place(&nonce, aad, &mut out[NONCE_LEN..])?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Length of a wrapped secret: nonce, ciphertext, tag.
+pub const WRAPPED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
+
+/// Opens a secret sealed by [`wrap_secret`].
+pub(crate) fn unwrap_secret(kek: &MessageCipher, aad: &[u8], wrapped: &[u8]) -> Result<Secret32> {
+    if wrapped.len() != WRAPPED_LEN {
+        return Err(Error::Decrypt);
+    }
+    let (nonce, sealed) = wrapped.split_at(NONCE_LEN);
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::Decrypt)?;
+    let plain = Zeroizing::new(kek.open(nonce, aad, sealed)?);
+    let arr: [u8; KEY_LEN] = plain.as_slice().try_into().map_err(|_| Error::Decrypt)?;
+    Ok(Secret32(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_key_hex_round_trip_and_rejects_garbage() {
+        let k = RootKey::from_bytes([0xab; 32]);
+        let hex = k.to_hex();
+        assert_eq!(hex.as_str(), "ab".repeat(32));
+        let k2 = RootKey::from_hex(&format!("  {}\n", hex.as_str())).unwrap();
+        assert_eq!(k2.0.expose(), &[0xab; 32]);
+        assert!(matches!(
+            RootKey::from_hex("zz"),
+            Err(Error::InvalidRootKey(_))
+        ));
+        assert!(matches!(
+            RootKey::from_hex(&"g".repeat(64)),
+            Err(Error::InvalidRootKey(_))
+        ));
+        assert!(matches!(
+            RootKey::from_slice(&[0; 31]),
+            Err(Error::InvalidRootKey(_))
+        ));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let k = RootKey::from_bytes([0x5a; 32]);
+        let dbg = format!("{k:?}");
+        assert!(dbg.contains("REDACTED"), "{dbg}");
+        assert!(!dbg.contains("5a") && !dbg.contains("90"), "{dbg}");
+    }
+
+    #[test]
+    fn wrap_unwrap_round_trip_and_aad_binding() {
+        let kek = MessageCipher::new(&Secret32::from_bytes([7; 32]));
+        let secret = Secret32::from_bytes([9; 32]);
+        let w = wrap_secret(&kek, &OsRandom, b"aad-1", &secret).unwrap();
+        assert_eq!(w.len(), WRAPPED_LEN);
+        assert_eq!(
+            unwrap_secret(&kek, b"aad-1", &w).unwrap().expose(),
+            &[9; 32]
+        );
+        assert!(matches!(
+            unwrap_secret(&kek, b"aad-2", &w),
+            Err(Error::Decrypt)
+        ));
+        let other = MessageCipher::new(&Secret32::from_bytes([8; 32]));
+        assert!(matches!(
+            unwrap_secret(&other, b"aad-1", &w),
+            Err(Error::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn handles_differ_per_user_and_key() {
+        let k1 = HandleKey::new(Secret32::from_bytes([1; 32]));
+        let k2 = HandleKey::new(Secret32::from_bytes([2; 32]));
+        let a = UserId::new("alice").unwrap();
+        let b = UserId::new("bob").unwrap();
+        assert_eq!(k1.handle(&a), k1.handle(&a));
+        assert_ne!(k1.handle(&a), k1.handle(&b));
+        assert_ne!(k1.handle(&a), k2.handle(&a));
+    }
+}

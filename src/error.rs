@@ -1,0 +1,170 @@
+//! Typed errors. Messages never contain user ids, payloads or key material.
+
+use std::fmt;
+
+/// Everything that can go wrong in shredstore.
+///
+/// Marked `#[non_exhaustive]`: match the variants you care about and keep a
+/// catch-all arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed an argument that is out of range; nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(#[from] InvalidArgument),
+
+    /// The root key does not open this store's wrapped handle key: it is not the
+    /// root key the store was created with.
+    #[error("the root key does not match this store")]
+    WrongRootKey,
+
+    /// A record failed authentication (AEAD tag mismatch). Deliberately opaque:
+    /// a wrong key, a moved record and tampering all look the same.
+    #[error("decryption failed")]
+    Decrypt,
+
+    /// A stored record is damaged or inconsistent (checksum mismatch, bad
+    /// encoding, a missing key record). The store fails closed.
+    #[error("corrupt store: {0}")]
+    Corrupt(Corruption),
+
+    /// The data directory was written by an unsupported format version.
+    #[error("unsupported on-disk format version {found} (this build reads version {supported})")]
+    UnsupportedFormat {
+        /// The version found in the store.
+        found: u32,
+        /// The version this build understands.
+        supported: u32,
+    },
+
+    /// A previous write or sync failed; the store refuses further writes until
+    /// it is reopened.
+    #[error("the store is poisoned by an earlier failed write; reopen it")]
+    Poisoned,
+
+    /// The user was erased with `block_new`; new messages for it are refused.
+    #[error("the user was erased and new data for it is blocked")]
+    Blocked,
+
+    /// The user's sequence numbers are exhausted (more than 2^64 - 2 messages).
+    #[error("sequence numbers exhausted for this user")]
+    SeqExhausted,
+
+    /// The root key material is malformed (wrong length or encoding).
+    #[error("invalid root key: {0}")]
+    InvalidRootKey(&'static str),
+
+    /// The operating system's random number generator failed.
+    #[error("the OS random number generator failed")]
+    Random,
+
+    /// RocksDB reported an error.
+    #[error("storage engine error")]
+    Storage(#[source] rocksdb::Error),
+
+    /// A filesystem operation outside RocksDB failed.
+    #[error("I/O error")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e)
+    }
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which argument was invalid, with the limit it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidArgument {
+    /// A user id must be at least one byte long.
+    #[error("user id is empty")]
+    EmptyUserId,
+    /// A user id is longer than the maximum.
+    #[error("user id is {len} bytes, the maximum is {max}")]
+    UserIdTooLong {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A payload is larger than the configured maximum.
+    #[error("payload is {len} bytes, the maximum is {max}")]
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A batch must hold at least one payload.
+    #[error("batch is empty")]
+    EmptyBatch,
+    /// A batch holds more payloads than the configured maximum.
+    #[error("batch holds {len} payloads, the maximum is {max}")]
+    BatchTooLarge {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A batch's payloads add up to more than the configured maximum.
+    #[error("batch holds {len} payload bytes, the maximum is {max}")]
+    BatchBytesTooLarge {
+        /// Its total payload size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A read limit must be at least 1.
+    #[error("read limit is 0")]
+    ZeroLimit,
+    /// A read limit is larger than the configured maximum.
+    #[error("read limit {limit} exceeds the maximum {max}")]
+    LimitTooLarge {
+        /// The requested limit.
+        limit: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An option given to [`Store::open`](crate::Store::open) is out of range.
+    #[error("invalid option: {0}")]
+    Option(&'static str),
+}
+
+/// What kind of corruption was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// A record's CRC32 does not match its contents (disk corruption).
+    Checksum,
+    /// A record could not be decoded (truncated, unknown version or tag).
+    Encoding,
+    /// A user has messages but neither a key record nor an erasure marker: the
+    /// key was lost. This is never treated as an erasure.
+    MissingKeyRecord,
+    /// A message's epoch does not match its position: it is newer than the
+    /// user's key record, or older than the key's first seq allows.
+    EpochMismatch,
+    /// Store metadata is missing or malformed.
+    Meta,
+    /// A stored key does not have the expected layout.
+    Key,
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Corruption::Checksum => "checksum mismatch",
+            Corruption::Encoding => "undecodable record",
+            Corruption::MissingKeyRecord => {
+                "messages exist without a key record or erasure marker (lost key)"
+            }
+            Corruption::EpochMismatch => "message epoch does not match its key record",
+            Corruption::Meta => "store metadata missing or malformed",
+            Corruption::Key => "malformed storage key",
+        })
+    }
+}

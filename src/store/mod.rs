@@ -1,0 +1,1278 @@
+//! The store: RocksDB layout, append / read / erase, purge and the background
+//! purger.
+
+mod filter;
+mod options;
+mod purger;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use parking_lot::{Mutex, MutexGuard};
+use rocksdb::statistics::Ticker;
+use rocksdb::{
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    CompactOptions, DB, DBCompressionType, DBRawIterator, FlushOptions, ReadOptions,
+    SliceTransform, WriteBatch, WriteOptions,
+};
+
+pub use options::{DEFAULT_MAX_PAYLOAD, Durability, Options};
+
+use crate::codec::{
+    self, Envelope, EnvelopeHeader, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord,
+    KeyState, message_key,
+};
+use crate::crypto::{self, HandleKey, KEY_LEN, MessageCipher, NONCE_LEN, Secret32};
+use crate::error::{Corruption, Error, InvalidArgument, Result};
+use crate::types::{Handle, UserId};
+use filter::{ErasedEpochs, MessagesFilterFactory};
+
+/// Column family names and `meta` keys (see `docs/format.md`).
+pub mod layout {
+    /// Store metadata: format version, store salt, wrapped handle key.
+    pub const CF_META: &str = "meta";
+    /// Key records, keyed by handle.
+    pub const CF_KEYS: &str = "keys";
+    /// Message envelopes, keyed by `handle || seq_be64`.
+    pub const CF_MESSAGES: &str = "messages";
+    /// Erasure markers, keyed by handle.
+    pub const CF_ERASED: &str = "erased";
+    /// `meta` key of the format version (u32 BE).
+    pub const META_FORMAT_VERSION: &[u8] = b"format_version";
+    /// `meta` key of the 32-byte store salt.
+    pub const META_STORE_SALT: &[u8] = b"store_salt";
+    /// `meta` key of the wrapped handle key.
+    pub const META_HANDLE_KEY: &[u8] = b"handle_key";
+}
+use layout::{CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
+
+/// Number of lock stripes serialising per-user work.
+const LOCK_STRIPES: usize = 1024;
+/// Above this many pending erasures, purge compacts whole column families
+/// instead of one range per user.
+const PER_RANGE_PURGE_LIMIT: usize = 64;
+/// How long `purge` waits for RocksDB to delete obsolete files.
+const OBSOLETE_FILE_WAIT: Duration = Duration::from_secs(10);
+
+/// An acknowledged append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The message's sequence number (per user, strictly increasing, never reused).
+    pub seq: u64,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// A decrypted, authenticated message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Sequence number.
+    pub seq: u64,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The plaintext payload.
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("seq", &self.seq)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What `erase` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    /// The user's handle (safe to log).
+    pub handle: Handle,
+    /// Messages written under the erased key epoch (0 if the user had no live key).
+    pub messages_before: u64,
+    /// The highest key epoch now erased.
+    pub epoch: u32,
+    /// When the erasure was committed, milliseconds since the Unix epoch.
+    pub erased_at_ms: u64,
+}
+
+/// Options of one erasure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraseOptions {
+    /// Refuse later appends for this user with [`Error::Blocked`]. Sticky: a
+    /// later erase without it does not lift the block.
+    pub block_new: bool,
+}
+
+impl EraseOptions {
+    /// Erase and block new data for the user.
+    pub fn block_new() -> Self {
+        EraseOptions { block_new: true }
+    }
+}
+
+/// What `purge` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Erasures made physical by this purge.
+    pub erasures_purged: usize,
+    /// Whether obsolete files were verifiably deleted. When `false` (an open
+    /// snapshot or iterator pinned old files), the erasures stay pending and
+    /// the next purge retries.
+    pub complete: bool,
+    /// Wall time spent.
+    pub duration: Duration,
+}
+
+/// Counters of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Users with a live key record.
+    pub users: u64,
+    /// RocksDB's estimate of stored message records (includes erased ones not yet purged).
+    pub messages_estimate: u64,
+    /// Erasures not yet made physical by `purge`.
+    pub pending_erasures: u64,
+    /// Purges completed since open.
+    pub purges_done: u64,
+    /// Records dropped by the compaction filter since open (RocksDB ticker
+    /// `rocksdb.compaction.key.drop.user`).
+    pub filter_drops: u64,
+    /// Bytes of all files in the data directory.
+    pub bytes_on_disk: u64,
+    /// RocksDB's latest sequence number; it grows with every write.
+    pub rocksdb_sequence: u64,
+}
+
+/// Cached per-user state: the derived cipher and the next seq.
+#[derive(Clone)]
+struct CachedUser {
+    epoch: u32,
+    cipher: Arc<MessageCipher>,
+    /// First seq of this epoch: earlier seqs belong to erased epochs.
+    first_seq: u64,
+    next_seq: u64,
+}
+
+/// A user's state as loaded under its lock.
+enum UserState {
+    Live(CachedUser),
+    Absent {
+        marker: Option<EraseMarker>,
+        next_seq: u64,
+    },
+}
+
+/// The newest message of a handle: its seq and epoch (`None` if its header
+/// is unreadable).
+#[derive(Clone, Copy)]
+struct Last {
+    seq: u64,
+    epoch: Option<u32>,
+}
+
+impl Last {
+    /// The epoch, failing closed on an unreadable header.
+    fn epoch(&self) -> Result<u32> {
+        self.epoch.ok_or(Error::Corrupt(Corruption::Encoding))
+    }
+}
+
+pub(crate) struct Inner {
+    db: DB,
+    db_opts: rocksdb::Options,
+    durability: Durability,
+    max_payload: usize,
+    max_batch: usize,
+    max_batch_bytes: usize,
+    max_read_limit: usize,
+    erase_delete_range: bool,
+    clock: Arc<dyn crate::types::Clock>,
+    rng: Arc<dyn crypto::SecureRandom>,
+    data_dir: std::path::PathBuf,
+    salt: [u8; KEY_LEN],
+    handle_key: HandleKey,
+    wrap: MessageCipher,
+    locks: Box<[Mutex<()>]>,
+    cache: Mutex<LruCache<Handle, CachedUser>>,
+    erased: Arc<ErasedEpochs>,
+    /// Erased handles whose erasure is not yet physical, with the erased epoch.
+    pending: Mutex<HashMap<Handle, u32>>,
+    /// Bumped by every erase after it updated `erased`; open iterators check it.
+    erase_generation: AtomicU64,
+    poisoned: AtomicBool,
+    users: AtomicU64,
+    purges_done: AtomicU64,
+    purge_lock: Mutex<()>,
+    purger_signal: purger::Signal,
+}
+
+/// An encrypted, append-only message store with per-user crypto-shredding.
+///
+/// `Store` is `Send + Sync`; share it with an `Arc`. All calls are synchronous.
+pub struct Store {
+    inner: Arc<Inner>,
+    purger: Option<purger::Purger>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `options`' data directory.
+    ///
+    /// # Errors
+    /// [`Error::WrongRootKey`] if the root key is not the one the store was
+    /// created with, [`Error::UnsupportedFormat`], [`Error::Corrupt`],
+    /// [`Error::InvalidArgument`] for bad options, or a storage/I/O error.
+    pub fn open(options: Options) -> Result<Store> {
+        options.validate()?;
+        std::fs::create_dir_all(&options.data_dir)?;
+        let erased = Arc::new(ErasedEpochs::default());
+        let (db, db_opts) = open_db(&options, &erased)?;
+        let (salt, handle_key) = init_meta(&db, &options)?;
+        let wrap = options.root_key.wrapping_cipher(&salt);
+        let cache_size = NonZeroUsize::new(options.key_cache_entries).ok_or(
+            InvalidArgument::Option("key_cache_entries must be at least 1"),
+        )?;
+
+        let inner = Arc::new(Inner {
+            db,
+            db_opts,
+            durability: options.durability,
+            max_payload: options.max_payload,
+            max_batch: options.max_batch,
+            max_batch_bytes: options.max_batch_bytes,
+            max_read_limit: options.max_read_limit,
+            erase_delete_range: options.erase_delete_range,
+            clock: options.clock,
+            rng: options.rng,
+            data_dir: options.data_dir,
+            salt,
+            handle_key,
+            wrap,
+            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            cache: Mutex::new(LruCache::new(cache_size)),
+            erased,
+            pending: Mutex::new(HashMap::new()),
+            erase_generation: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            users: AtomicU64::new(0),
+            purges_done: AtomicU64::new(0),
+            purge_lock: Mutex::new(()),
+            purger_signal: purger::Signal::default(),
+        });
+        inner.load_erased_and_count_users()?;
+        let purger = options
+            .purge_interval
+            .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
+            .transpose()?;
+        tracing::info!(
+            data_dir = %inner.data_dir.display(),
+            users = inner.users.load(Ordering::Relaxed),
+            pending_erasures = inner.pending.lock().len(),
+            "store opened"
+        );
+        Ok(Store { inner, purger })
+    }
+
+    /// The handle (pseudonym) of a user id in this store. Handles are safe to
+    /// log; they appear in RocksDB keys instead of user ids.
+    pub fn handle(&self, user: &UserId) -> Handle {
+        self.inner.handle_key.handle(user)
+    }
+
+    /// Appends one message for `user`.
+    ///
+    /// # Errors
+    /// [`InvalidArgument::PayloadTooLarge`], [`Error::Blocked`],
+    /// [`Error::Poisoned`], or a storage error (which poisons the store).
+    pub fn append(&self, user: &UserId, payload: &[u8]) -> Result<Appended> {
+        let mut v = self.inner.append_batch(user, &[payload])?;
+        v.pop().ok_or(Error::Corrupt(Corruption::Encoding))
+    }
+
+    /// Appends several messages for `user` in one atomic write: all of them or
+    /// none are stored. Seqs are consecutive.
+    ///
+    /// # Errors
+    /// As [`Store::append`], plus [`InvalidArgument::EmptyBatch`],
+    /// [`InvalidArgument::BatchTooLarge`] and [`InvalidArgument::BatchBytesTooLarge`].
+    pub fn append_batch<P: AsRef<[u8]>>(
+        &self,
+        user: &UserId,
+        payloads: &[P],
+    ) -> Result<Vec<Appended>> {
+        self.inner.append_batch(user, payloads)
+    }
+
+    /// Reads up to `limit` messages of `user` with seq >= `from_seq`, in seq
+    /// order, each authenticated and decrypted. An unknown or erased user reads
+    /// as empty.
+    ///
+    /// # Errors
+    /// [`InvalidArgument::ZeroLimit`] / [`InvalidArgument::LimitTooLarge`],
+    /// [`Error::Corrupt`] or [`Error::Decrypt`] for damaged records, or a
+    /// storage error.
+    pub fn read(&self, user: &UserId, from_seq: u64, limit: usize) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Err(InvalidArgument::ZeroLimit.into());
+        }
+        if limit > self.inner.max_read_limit {
+            return Err(InvalidArgument::LimitTooLarge {
+                limit,
+                max: self.inner.max_read_limit,
+            }
+            .into());
+        }
+        self.read_iter(user, from_seq)?.take(limit).collect()
+    }
+
+    /// Streams the messages of `user` with seq >= `from_seq`, in seq order.
+    /// The iterator reads a consistent snapshot taken when it was created and
+    /// stops after the first error it yields.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the user's key record is lost or damaged, or a
+    /// storage error.
+    pub fn read_iter(&self, user: &UserId, from_seq: u64) -> Result<MessageIter<'_>> {
+        self.inner.read_iter(user, from_seq)
+    }
+
+    /// Erases `user` (crypto-shredding): one synced, atomic write deletes the
+    /// user's key record and records an erasure marker; cached key material is
+    /// evicted and zeroized. When it returns, no read returns any message the
+    /// user had. Cost does not depend on the user's message count. Physical
+    /// removal follows at the next [`Store::purge`].
+    ///
+    /// Erasing an unknown or already erased user succeeds (`messages_before` 0).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or a storage error.
+    pub fn erase(&self, user: &UserId) -> Result<Erased> {
+        self.inner.erase(user, EraseOptions::default())
+    }
+
+    /// [`Store::erase`] with options.
+    ///
+    /// # Errors
+    /// As [`Store::erase`].
+    pub fn erase_with(&self, user: &UserId, options: EraseOptions) -> Result<Erased> {
+        self.inner.erase(user, options)
+    }
+
+    /// Makes pending erasures physical: flushes every column family (so WAL
+    /// files holding old key records become obsolete), force-compacts the
+    /// erased users' key ranges through the compaction filter, and waits until
+    /// RocksDB has deleted the obsolete files.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] or a storage error.
+    pub fn purge(&self) -> Result<PurgeReport> {
+        self.inner.purge()
+    }
+
+    /// Flushes all memtables to SST files.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_all()
+    }
+
+    /// Compacts every column family completely (bottommost level included).
+    /// A maintenance operation; `purge` is the targeted form.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn compact(&self) -> Result<()> {
+        self.inner.flush_all()?;
+        let opts = force_compact_options();
+        for name in [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED] {
+            let cf = self.inner.cf(name)?;
+            self.inner
+                .db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        Ok(())
+    }
+
+    /// Counters of the store.
+    ///
+    /// # Errors
+    /// A storage or I/O error.
+    pub fn stats(&self) -> Result<Stats> {
+        self.inner.stats()
+    }
+
+    /// Syncs the WAL and closes the store, stopping the background purger.
+    ///
+    /// # Errors
+    /// A storage error from the final WAL sync.
+    pub fn close(mut self) -> Result<()> {
+        if let Some(p) = self.purger.take() {
+            p.stop();
+        }
+        if !self.inner.poisoned.load(Ordering::Acquire) {
+            self.inner.db.flush_wal(true)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(p) = self.purger.take() {
+            p.stop();
+        }
+    }
+}
+
+/// Streaming reader returned by [`Store::read_iter`].
+///
+/// If the user is erased while the iterator is open, it stops: it never yields
+/// a message after the erase returned.
+pub struct MessageIter<'a> {
+    inner: &'a Inner,
+    raw: Option<DBRawIterator<'a>>,
+    handle: Handle,
+    state: Option<CachedUser>,
+    erase_generation: u64,
+    done: bool,
+}
+
+impl Iterator for MessageIter<'_> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.step();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+impl MessageIter<'_> {
+    fn step(&mut self) -> Option<Result<Message>> {
+        let state = self.state.as_ref()?;
+        let generation = self.inner.erase_generation.load(Ordering::Acquire);
+        if generation != self.erase_generation {
+            // Some user was erased since we last looked; if it was ours, stop.
+            self.erase_generation = generation;
+            if self.inner.erased.covers(&self.handle, state.epoch) {
+                return None;
+            }
+        }
+        let raw = self.raw.as_mut()?;
+        if !raw.valid() {
+            return raw.status().err().map(|e| Err(Error::Storage(e)));
+        }
+        let (key, value) = raw.item()?;
+        let result = open_message(&self.handle, state, key, value);
+        raw.next();
+        Some(result)
+    }
+}
+
+/// Decodes, authenticates and decrypts one stored message.
+fn open_message(handle: &Handle, state: &CachedUser, key: &[u8], value: &[u8]) -> Result<Message> {
+    let (h, seq) = codec::parse_message_key(key)?;
+    if h != *handle {
+        return Err(Error::Corrupt(Corruption::Key));
+    }
+    let env = Envelope::decode(value)?;
+    // Reads start at the epoch's first seq; every earlier epoch's seqs are
+    // lower. Another epoch here is damage, never a reason to skip silently.
+    if env.epoch != state.epoch {
+        return Err(Error::Corrupt(Corruption::EpochMismatch));
+    }
+    let aad = Envelope::aad(handle, seq, env.epoch, env.timestamp_ms);
+    let payload = state.cipher.open(&env.nonce, &aad, env.sealed)?;
+    Ok(Message {
+        seq,
+        timestamp_ms: env.timestamp_ms,
+        payload,
+    })
+}
+
+fn force_compact_options() -> CompactOptions {
+    let mut opts = CompactOptions::default();
+    opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+    opts.set_exclusive_manual_compaction(false);
+    opts
+}
+
+fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb::Options)> {
+    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+
+    let mut db_opts = rocksdb::Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_paranoid_checks(true);
+    // Erasure depends on obsolete WAL files being deleted, not archived or recycled.
+    db_opts.set_wal_ttl_seconds(0);
+    db_opts.set_wal_size_limit_mb(0);
+    db_opts.set_recycle_log_file_num(0);
+    // Bound WAL growth so a rarely written column family cannot pin old WALs.
+    db_opts.set_max_total_wal_size(256 * 1024 * 1024);
+    db_opts.set_keep_log_file_num(4);
+    db_opts.set_max_background_jobs(4);
+    db_opts.enable_statistics();
+    db_opts.set_compression_type(DBCompressionType::None);
+
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+
+    let mut small = rocksdb::Options::default();
+    small.set_compression_type(DBCompressionType::None);
+    small.set_block_based_table_factory(&table);
+
+    let mut msg_table = BlockBasedOptions::default();
+    msg_table.set_block_cache(&cache);
+    msg_table.set_bloom_filter(10.0, false);
+    msg_table.set_whole_key_filtering(false);
+    let mut messages = rocksdb::Options::default();
+    // Ciphertext does not compress.
+    messages.set_compression_type(DBCompressionType::None);
+    messages.set_block_based_table_factory(&msg_table);
+    messages.set_prefix_extractor(SliceTransform::create_fixed_prefix(Handle::LEN));
+    messages.set_write_buffer_size(options.write_buffer_bytes);
+    messages.set_periodic_compaction_seconds(options.periodic_compaction.as_secs().max(1));
+    messages.set_compaction_filter_factory(MessagesFilterFactory {
+        erased: Arc::clone(erased),
+    });
+
+    let cfs = vec![
+        ColumnFamilyDescriptor::new(CF_META, small.clone()),
+        ColumnFamilyDescriptor::new(CF_KEYS, small.clone()),
+        ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
+        ColumnFamilyDescriptor::new(CF_ERASED, small),
+    ];
+    let db = DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?;
+    Ok((db, db_opts))
+}
+
+/// Reads or creates the store's metadata; checks format version and root key.
+fn init_meta(db: &DB, options: &Options) -> Result<([u8; KEY_LEN], HandleKey)> {
+    let meta = db
+        .cf_handle(CF_META)
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let version = db.get_cf(meta, layout::META_FORMAT_VERSION)?;
+    let Some(version) = version else {
+        // A fresh store: nothing else may exist yet.
+        let keys = db
+            .cf_handle(CF_KEYS)
+            .ok_or(Error::Corrupt(Corruption::Meta))?;
+        let mut it = db.raw_iterator_cf(keys);
+        it.seek_to_first();
+        if it.valid() || db.get_cf(meta, layout::META_STORE_SALT)?.is_some() {
+            return Err(Error::Corrupt(Corruption::Meta));
+        }
+        let salt_secret = Secret32::random(options.rng.as_ref())?;
+        let salt = *salt_secret.expose();
+        let handle_secret = Secret32::random(options.rng.as_ref())?;
+        let wrap = options.root_key.wrapping_cipher(&salt);
+        let wrapped =
+            crypto::wrap_secret(&wrap, options.rng.as_ref(), HANDLE_KEY_AAD, &handle_secret)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, layout::META_STORE_SALT, salt);
+        batch.put_cf(meta, layout::META_HANDLE_KEY, wrapped);
+        batch.put_cf(
+            meta,
+            layout::META_FORMAT_VERSION,
+            FORMAT_VERSION.to_be_bytes(),
+        );
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo)?;
+        return Ok((salt, HandleKey::new(handle_secret)));
+    };
+    let version: [u8; 4] = version
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Corrupt(Corruption::Meta))?;
+    let version = u32::from_be_bytes(version);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let salt: [u8; KEY_LEN] = db
+        .get_cf(meta, layout::META_STORE_SALT)?
+        .and_then(|s| s.as_slice().try_into().ok())
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let wrapped = db
+        .get_cf(meta, layout::META_HANDLE_KEY)?
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    if wrapped.len() != crypto::WRAPPED_LEN {
+        return Err(Error::Corrupt(Corruption::Meta));
+    }
+    let wrap = options.root_key.wrapping_cipher(&salt);
+    let handle_secret =
+        crypto::unwrap_secret(&wrap, HANDLE_KEY_AAD, &wrapped).map_err(|_| Error::WrongRootKey)?;
+    Ok((salt, HandleKey::new(handle_secret)))
+}
+
+impl Inner {
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or(Error::Corrupt(Corruption::Meta))
+    }
+
+    fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
+        let idx = usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len();
+        self.locks[idx].lock()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes a batch; a failure poisons the store.
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        self.check_writable()?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch, &wo).map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            tracing::error!(error = %e, "write failed; store poisoned until reopened");
+            Error::Storage(e)
+        })
+    }
+
+    fn load_erased_and_count_users(&self) -> Result<()> {
+        let erased_cf = self.cf(CF_ERASED)?;
+        let mut it = self.db.raw_iterator_cf(erased_cf);
+        it.seek_to_first();
+        let mut pending = self.pending.lock();
+        while let Some((k, v)) = it.item() {
+            let h: [u8; Handle::LEN] = k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?;
+            let m = EraseMarker::decode(v)?;
+            self.erased.insert(Handle(h), m.epoch);
+            if !m.purged {
+                pending.insert(Handle(h), m.epoch);
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(pending);
+
+        let keys_cf = self.cf(CF_KEYS)?;
+        let mut it = self.db.raw_iterator_cf(keys_cf);
+        it.seek_to_first();
+        let mut users = 0u64;
+        while it.valid() {
+            users += 1;
+            it.next();
+        }
+        it.status()?;
+        self.users.store(users, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Read options confined to one handle's message range.
+    fn handle_read_options(handle: &Handle) -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        ro.set_prefix_same_as_start(true);
+        ro.set_iterate_lower_bound(handle.as_bytes().to_vec());
+        match codec::handle_upper_bound(handle) {
+            Some(ub) => ro.set_iterate_upper_bound(ub.to_vec()),
+            None => ro.set_total_order_seek(true),
+        }
+        ro
+    }
+
+    /// The newest stored message of `handle`, whatever its epoch.
+    fn last_message(&self, handle: &Handle) -> Result<Option<Last>> {
+        let cf = self.cf(CF_MESSAGES)?;
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(cf, Self::handle_read_options(handle));
+        it.seek_for_prev(message_key(handle, u64::MAX));
+        if !it.valid() {
+            it.status()?;
+            return Ok(None);
+        }
+        let (key, value) = it.item().ok_or(Error::Corrupt(Corruption::Key))?;
+        let (h, seq) = codec::parse_message_key(key)?;
+        if h != *handle {
+            return Ok(None);
+        }
+        Ok(Some(Last {
+            seq,
+            epoch: EnvelopeHeader::parse(value).ok().map(|h| h.epoch),
+        }))
+    }
+
+    /// Loads a user's state. Caller holds the user's lock.
+    fn load(&self, handle: &Handle) -> Result<UserState> {
+        if let Some(c) = self.cache.lock().get(handle) {
+            return Ok(UserState::Live(c.clone()));
+        }
+        let last = self.last_message(handle)?;
+        let after_last = last.map_or(1, |l| l.seq.saturating_add(1));
+        let keys = self.cf(CF_KEYS)?;
+        if let Some(bytes) = self.db.get_pinned_cf(keys, handle.as_bytes())? {
+            let rec = KeyRecord::decode(&bytes)?;
+            if let Some(l) = last
+                && l.epoch()? > rec.epoch
+            {
+                return Err(Error::Corrupt(Corruption::EpochMismatch));
+            }
+            let secret = crypto::unwrap_secret(
+                &self.wrap,
+                &KeyRecord::wrap_aad(handle, rec.epoch),
+                &rec.wrapped_secret,
+            )?;
+            let cipher = crypto::message_cipher(&secret, &self.salt, handle, rec.epoch);
+            let state = CachedUser {
+                epoch: rec.epoch,
+                cipher: Arc::new(cipher),
+                first_seq: rec.first_seq,
+                next_seq: rec.first_seq.max(after_last),
+            };
+            self.cache.lock().put(*handle, state.clone());
+            return Ok(UserState::Live(state));
+        }
+        let marker = self.get_marker(handle)?;
+        if let Some(l) = last {
+            // Messages without a key record or a covering erasure: a lost key.
+            let covered = marker.as_ref().map_or(0, |m| m.epoch);
+            if l.epoch()? > covered {
+                return Err(Error::Corrupt(Corruption::MissingKeyRecord));
+            }
+        }
+        let next_seq = marker
+            .as_ref()
+            .map_or(1, |m| m.next_seq)
+            .max(after_last)
+            .max(1);
+        Ok(UserState::Absent { marker, next_seq })
+    }
+
+    fn get_marker(&self, handle: &Handle) -> Result<Option<EraseMarker>> {
+        let cf = self.cf(CF_ERASED)?;
+        self.db
+            .get_pinned_cf(cf, handle.as_bytes())?
+            .map(|b| EraseMarker::decode(&b))
+            .transpose()
+    }
+
+    fn validate_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<()> {
+        if payloads.is_empty() {
+            return Err(InvalidArgument::EmptyBatch.into());
+        }
+        if payloads.len() > self.max_batch {
+            return Err(InvalidArgument::BatchTooLarge {
+                len: payloads.len(),
+                max: self.max_batch,
+            }
+            .into());
+        }
+        let mut total = 0usize;
+        for p in payloads {
+            let len = p.as_ref().len();
+            if len > self.max_payload {
+                return Err(InvalidArgument::PayloadTooLarge {
+                    len,
+                    max: self.max_payload,
+                }
+                .into());
+            }
+            total = total.saturating_add(len);
+        }
+        if total > self.max_batch_bytes {
+            return Err(InvalidArgument::BatchBytesTooLarge {
+                len: total,
+                max: self.max_batch_bytes,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn append_batch<P: AsRef<[u8]>>(&self, user: &UserId, payloads: &[P]) -> Result<Vec<Appended>> {
+        self.validate_batch(payloads)?;
+        self.check_writable()?;
+        let handle = self.handle_key.handle(user);
+        let _guard = self.lock(&handle);
+
+        let (mut state, new_record) = match self.load(&handle)? {
+            UserState::Live(s) => (s, None),
+            UserState::Absent { marker, next_seq } => {
+                if marker.as_ref().is_some_and(|m| m.block_new) {
+                    return Err(Error::Blocked);
+                }
+                let epoch = match &marker {
+                    Some(m) => m.epoch.checked_add(1).ok_or(Error::SeqExhausted)?,
+                    None => 1,
+                };
+                self.new_user_state(&handle, epoch, next_seq)?
+            }
+        };
+
+        let n = u64::try_from(payloads.len()).map_err(|_| Error::SeqExhausted)?;
+        let first = state.next_seq;
+        let end = first
+            .checked_add(n)
+            .filter(|&e| e < u64::MAX)
+            .ok_or(Error::SeqExhausted)?;
+        let now = self.clock.now_ms();
+        let messages = self.cf(CF_MESSAGES)?;
+        let mut batch = WriteBatch::default();
+        let mut buf = Vec::new();
+        let mut out = Vec::with_capacity(payloads.len());
+        for (seq, p) in (first..end).zip(payloads) {
+            let mut nonce = [0u8; NONCE_LEN];
+            self.rng.fill(&mut nonce)?;
+            let aad = Envelope::aad(&handle, seq, state.epoch, now);
+            buf.clear();
+            Envelope::encode_with(&mut buf, state.epoch, now, &nonce, p.as_ref(), |pt| {
+                state.cipher.seal_in_place(&nonce, &aad, pt)
+            })?;
+            batch.put_cf(messages, message_key(&handle, seq), &buf);
+            out.push(Appended {
+                seq,
+                timestamp_ms: now,
+            });
+        }
+        // First append of a user (epoch): key record and messages in one batch,
+        // so ciphertext is never durable without its key.
+        if let Some(rec) = &new_record {
+            batch.put_cf(self.cf(CF_KEYS)?, handle.as_bytes(), rec);
+        }
+        self.write(batch, self.durability == Durability::Sync)?;
+        if new_record.is_some() {
+            self.users.fetch_add(1, Ordering::Relaxed);
+        }
+        state.next_seq = end;
+        self.cache.lock().put(handle, state);
+        Ok(out)
+    }
+
+    /// A fresh user secret for `epoch`: the cache entry and the encoded key record.
+    fn new_user_state(
+        &self,
+        handle: &Handle,
+        epoch: u32,
+        first_seq: u64,
+    ) -> Result<(CachedUser, Option<Vec<u8>>)> {
+        let secret = Secret32::random(self.rng.as_ref())?;
+        let wrapped = crypto::wrap_secret(
+            &self.wrap,
+            self.rng.as_ref(),
+            &KeyRecord::wrap_aad(handle, epoch),
+            &secret,
+        )?;
+        let rec = KeyRecord {
+            epoch,
+            wrapped_secret: wrapped,
+            created_ms: self.clock.now_ms(),
+            first_seq,
+            state: KeyState::Active,
+        };
+        let mut encoded = Vec::new();
+        rec.encode(&mut encoded);
+        let cipher = crypto::message_cipher(&secret, &self.salt, handle, epoch);
+        Ok((
+            CachedUser {
+                epoch,
+                cipher: Arc::new(cipher),
+                first_seq,
+                next_seq: first_seq,
+            },
+            Some(encoded),
+        ))
+    }
+
+    fn read_iter(&self, user: &UserId, from_seq: u64) -> Result<MessageIter<'_>> {
+        let handle = self.handle_key.handle(user);
+        // Load the state and create the iterator under the user's lock, so a
+        // read that starts after an erase returned can never see the old key.
+        let _guard = self.lock(&handle);
+        let state = match self.load(&handle)? {
+            UserState::Live(s) => s,
+            UserState::Absent { .. } => {
+                return Ok(MessageIter {
+                    inner: self,
+                    raw: None,
+                    handle,
+                    state: None,
+                    erase_generation: 0,
+                    done: true,
+                });
+            }
+        };
+        let erase_generation = self.erase_generation.load(Ordering::Acquire);
+        let cf = self.cf(CF_MESSAGES)?;
+        let mut raw = self
+            .db
+            .raw_iterator_cf_opt(cf, Self::handle_read_options(&handle));
+        // Seqs before this epoch's first belong to erased epochs: skip them.
+        raw.seek(message_key(&handle, from_seq.max(state.first_seq)));
+        Ok(MessageIter {
+            inner: self,
+            raw: Some(raw),
+            handle,
+            state: Some(state),
+            erase_generation,
+            done: false,
+        })
+    }
+
+    fn erase(&self, user: &UserId, options: EraseOptions) -> Result<Erased> {
+        self.check_writable()?;
+        let handle = self.handle_key.handle(user);
+        let _guard = self.lock(&handle);
+        let now = self.clock.now_ms();
+
+        let keys = self.cf(CF_KEYS)?;
+        let messages = self.cf(CF_MESSAGES)?;
+        // Erase must work on a damaged user too: an unreadable marker is
+        // rewritten, an unreadable key record or header triggers a scan.
+        let old_marker = match self.get_marker(&handle) {
+            Err(e @ Error::Corrupt(_)) => {
+                tracing::warn!(%handle, error = %e, "unreadable erasure marker; rewriting it");
+                None
+            }
+            other => other?,
+        };
+        let record = self.db.get_pinned_cf(keys, handle.as_bytes())?;
+        let had_record = record.is_some();
+        let known = record
+            .as_ref()
+            .and_then(|b| KeyRecord::decode(b).ok())
+            .map(|r| (r.epoch, r.first_seq));
+        drop(record);
+        let last = self.last_message(&handle)?;
+        let after_last = last.map_or(1, |l| l.seq.saturating_add(1));
+        let marker_epoch = old_marker.as_ref().map_or(0, |m| m.epoch);
+
+        // Normally the key record names the only epoch with live messages. If
+        // the record is unreadable, or the newest message's epoch is unreadable
+        // or newer, find the highest stored epoch (a scan, on this path only).
+        let damaged = match (known, last) {
+            (_, Some(Last { epoch: None, .. })) => true,
+            (Some((k, _)), Some(Last { epoch: Some(e), .. })) => e > k,
+            (None, Some(Last { epoch: Some(e), .. })) => had_record || e > marker_epoch,
+            (_, None) => false,
+        };
+        let mut epoch = known.map_or(0, |(e, _)| e).max(marker_epoch);
+        if damaged {
+            epoch = epoch.max(self.max_epoch(&handle)?);
+        }
+        let first_seq = known.map_or(after_last, |(_, f)| f);
+        let next_seq = after_last
+            .max(first_seq)
+            .max(old_marker.as_ref().map_or(1, |m| m.next_seq));
+        let messages_before = if known.is_some() {
+            next_seq.saturating_sub(first_seq)
+        } else {
+            0
+        };
+        // Epoch 0 means nothing was ever stored: there is nothing to purge.
+        let nothing_stored = epoch == 0;
+        let marker = EraseMarker {
+            epoch,
+            erased_at_ms: now,
+            next_seq,
+            block_new: options.block_new || old_marker.as_ref().is_some_and(|m| m.block_new),
+            purged: nothing_stored,
+        };
+        let mut encoded = Vec::new();
+        marker.encode(&mut encoded);
+
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(keys, handle.as_bytes());
+        batch.put_cf(self.cf(CF_ERASED)?, handle.as_bytes(), &encoded);
+        if self.erase_delete_range {
+            let start = message_key(&handle, 0);
+            match codec::handle_upper_bound(&handle) {
+                Some(ub) => batch.delete_range_cf(messages, start.as_slice(), ub.as_slice()),
+                None => {
+                    let last_key = message_key(&handle, u64::MAX);
+                    batch.delete_range_cf(messages, start.as_slice(), last_key.as_slice());
+                    batch.delete_cf(messages, last_key);
+                }
+            }
+        }
+        self.write(batch, true)?;
+
+        // The evicted cipher's key schedule is zeroized when its last Arc drops.
+        drop(self.cache.lock().pop(&handle));
+        if had_record {
+            self.users.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !nothing_stored {
+            self.erased.insert(handle, epoch);
+            // Open iterators check this after `erased` has the new epoch.
+            self.erase_generation.fetch_add(1, Ordering::Release);
+            self.pending.lock().insert(handle, epoch);
+            self.purger_signal.notify();
+        }
+        tracing::info!(%handle, epoch, messages_before, "user erased");
+        Ok(Erased {
+            handle,
+            messages_before,
+            epoch,
+            erased_at_ms: now,
+        })
+    }
+
+    /// Highest epoch among all stored messages of `handle` (full scan).
+    fn max_epoch(&self, handle: &Handle) -> Result<u32> {
+        let cf = self.cf(CF_MESSAGES)?;
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(cf, Self::handle_read_options(handle));
+        it.seek(message_key(handle, 0));
+        let mut max = 0;
+        while let Some(v) = it.value() {
+            if let Ok(h) = EnvelopeHeader::parse(v) {
+                max = max.max(h.epoch);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(max)
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs = [
+            self.cf(CF_META)?,
+            self.cf(CF_KEYS)?,
+            self.cf(CF_MESSAGES)?,
+            self.cf(CF_ERASED)?,
+        ];
+        self.db.flush_cfs_opt(&cfs, &fo)?;
+        // The default column family is unused but shares the WAL.
+        self.db.flush_opt(&fo)?;
+        Ok(())
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.lock().is_empty()
+    }
+
+    fn purge(&self) -> Result<PurgeReport> {
+        let _purging = self.purge_lock.lock();
+        self.check_writable()?;
+        let started = Instant::now();
+        let batch: Vec<(Handle, u32)> = self.pending.lock().iter().map(|(h, e)| (*h, *e)).collect();
+        let errors_before = self.background_errors()?;
+        let wals_before = file_numbers(&self.data_dir, ".log")?;
+        self.flush_all()?;
+
+        let opts = force_compact_options();
+        for name in [CF_MESSAGES, CF_KEYS] {
+            let cf = self.cf(name)?;
+            if batch.len() > PER_RANGE_PURGE_LIMIT {
+                self.db
+                    .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+                continue;
+            }
+            for (handle, _) in &batch {
+                let start = handle.as_bytes().to_vec();
+                let end = codec::handle_upper_bound(handle).map(|b| b.to_vec());
+                self.db.compact_range_cf_opt(cf, Some(start), end, &opts);
+            }
+        }
+        // compact_range reports no errors: a failed compaction shows up as a
+        // background error, and would leave erased envelopes first in range.
+        let compacted = self.background_errors()? == errors_before && self.ranges_clean(&batch)?;
+        let complete = compacted && self.wait_obsolete_files_deleted(&wals_before)?;
+        let mut purged = 0;
+        if complete {
+            purged = self.mark_purged(&batch)?;
+            self.purges_done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                compacted,
+                "purge incomplete: compaction failed or obsolete files are pinned; will retry"
+            );
+        }
+        let report = PurgeReport {
+            erasures_purged: purged,
+            complete,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            erasures_purged = report.erasures_purged,
+            complete,
+            duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            "purge finished"
+        );
+        Ok(report)
+    }
+
+    fn background_errors(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .property_int_value("rocksdb.background-errors")?
+            .unwrap_or(0))
+    }
+
+    /// Whether every purged handle's range is free of erased envelopes. Erased
+    /// epochs hold lower seqs than any later epoch, so checking the first
+    /// envelope of each range suffices.
+    fn ranges_clean(&self, batch: &[(Handle, u32)]) -> Result<bool> {
+        let cf = self.cf(CF_MESSAGES)?;
+        for (handle, epoch) in batch {
+            let mut it = self
+                .db
+                .raw_iterator_cf_opt(cf, Self::handle_read_options(handle));
+            it.seek(message_key(handle, 0));
+            if let Some(v) = it.value()
+                && EnvelopeHeader::parse(v).is_ok_and(|h| h.epoch <= *epoch)
+            {
+                return Ok(false);
+            }
+            it.status()?;
+        }
+        Ok(true)
+    }
+
+    /// Waits until RocksDB has deleted the SST files that were obsolete when
+    /// compaction finished, and every WAL older than the current one that
+    /// existed before the flush. Returns `false` on timeout (something, such as
+    /// an open iterator or snapshot, pins them); files created afterwards by
+    /// concurrent work are not waited for.
+    fn wait_obsolete_files_deleted(&self, wals_before: &[u64]) -> Result<bool> {
+        let live_ssts = || -> Result<HashSet<u64>> {
+            Ok(self
+                .db
+                .live_files()?
+                .iter()
+                .filter_map(|f| file_number(f.name.trim_start_matches('/'), ".sst"))
+                .collect())
+        };
+        let live = live_ssts()?;
+        let mut leftover_ssts: Vec<u64> = file_numbers(&self.data_dir, ".sst")?
+            .into_iter()
+            .filter(|n| !live.contains(n))
+            .collect();
+        let current_wal = file_numbers(&self.data_dir, ".log")?.into_iter().max();
+        let mut old_wals: Vec<u64> = wals_before
+            .iter()
+            .copied()
+            .filter(|w| current_wal.is_some_and(|c| *w < c))
+            .collect();
+        let deadline = Instant::now() + OBSOLETE_FILE_WAIT;
+        loop {
+            let live = live_ssts()?;
+            let ssts: HashSet<u64> = file_numbers(&self.data_dir, ".sst")?.into_iter().collect();
+            leftover_ssts.retain(|n| ssts.contains(n) && !live.contains(n));
+            let wals: HashSet<u64> = file_numbers(&self.data_dir, ".log")?.into_iter().collect();
+            old_wals.retain(|w| wals.contains(w));
+            if leftover_ssts.is_empty() && old_wals.is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Marks the markers of `batch` purged (unless the user was erased again
+    /// meanwhile) and removes them from the pending set.
+    fn mark_purged(&self, batch: &[(Handle, u32)]) -> Result<usize> {
+        let mut done = 0;
+        for (handle, epoch) in batch {
+            let _guard = self.lock(handle);
+            let Some(mut marker) = self.get_marker(handle)? else {
+                continue;
+            };
+            if marker.epoch != *epoch || marker.purged {
+                continue;
+            }
+            marker.purged = true;
+            let mut encoded = Vec::new();
+            marker.encode(&mut encoded);
+            let mut wb = WriteBatch::default();
+            wb.put_cf(self.cf(CF_ERASED)?, handle.as_bytes(), &encoded);
+            // Not synced: if the flag is lost in a crash, the erasure is purged again.
+            self.write(wb, false)?;
+            let mut pending = self.pending.lock();
+            if pending.get(handle) == Some(epoch) {
+                pending.remove(handle);
+            }
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let messages_estimate = self
+            .db
+            .property_int_value_cf(self.cf(CF_MESSAGES)?, "rocksdb.estimate-num-keys")?
+            .unwrap_or(0);
+        Ok(Stats {
+            users: self.users.load(Ordering::Relaxed),
+            messages_estimate,
+            pending_erasures: self.pending.lock().len() as u64,
+            purges_done: self.purges_done.load(Ordering::Relaxed),
+            filter_drops: self.db_opts.get_ticker_count(Ticker::CompactionKeyDropUser),
+            bytes_on_disk: dir_size(&self.data_dir)?,
+            rocksdb_sequence: self.db.latest_sequence_number(),
+        })
+    }
+}
+
+/// The number of a RocksDB file such as `000123.sst`, compared numerically
+/// (names past 999999 are wider, so text order would be wrong).
+fn file_number(name: &str, suffix: &str) -> Option<u64> {
+    name.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Numbers of the files in `dir` ending in `suffix`.
+fn file_numbers(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(n) = name.to_str().and_then(|n| file_number(n, suffix)) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            total += dir_size(&entry.path())?;
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}

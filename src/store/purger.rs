@@ -1,0 +1,95 @@
+//! The background purger: runs `purge()` when erasures are pending, at most
+//! once per purge interval.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::Inner;
+use crate::error::Result;
+
+/// Wakes the purger (on erase) and tells it to stop.
+#[derive(Default)]
+pub(crate) struct Signal {
+    stop: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    /// Wakes the purger. Takes the mutex so the wake-up cannot fall between
+    /// the purger's check for pending work and its wait.
+    pub(crate) fn notify(&self) {
+        let _guard = self.stop.lock();
+        self.cv.notify_all();
+    }
+}
+
+pub(crate) struct Purger {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Purger {
+    pub(crate) fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Purger> {
+        let worker = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("shredstore-purger".into())
+            .spawn(move || run(&worker, every))?;
+        Ok(Purger {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it (an in-flight purge finishes first).
+    pub(crate) fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        *self.inner.purger_signal.stop.lock() = true;
+        self.inner.purger_signal.cv.notify_all();
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("purger thread panicked");
+        }
+    }
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(inner: &Inner, every: Duration) {
+    // Erasures left pending by a previous run are purged promptly.
+    let mut last: Option<Instant> = None;
+    loop {
+        {
+            let mut stop = inner.purger_signal.stop.lock();
+            if *stop {
+                return;
+            }
+            let due = last.map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()));
+            if !inner.has_pending() || !due.is_zero() {
+                // Sleep until due (or, with nothing pending, a full interval);
+                // an erase or stop wakes us early.
+                let wait = if due.is_zero() { every } else { due };
+                inner.purger_signal.cv.wait_for(&mut stop, wait);
+                continue;
+            }
+        }
+        last = Some(Instant::now());
+        match inner.purge() {
+            Ok(report) if !report.complete => {
+                tracing::warn!("background purge incomplete; retrying next interval");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "background purge failed"),
+        }
+    }
+}
