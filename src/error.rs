@@ -46,6 +46,10 @@ pub enum Error {
     #[error("the user was erased and new data for it is blocked")]
     Blocked,
 
+    /// A client message id was reused for the same user with a different payload.
+    #[error("client message id already used with a different payload")]
+    IdempotencyConflict,
+
     /// The user's sequence numbers are exhausted (more than 2^64 - 2 messages).
     #[error("sequence numbers exhausted for this user")]
     SeqExhausted,
@@ -114,6 +118,17 @@ pub enum InvalidArgument {
     #[error("batch holds {len} payload bytes, the maximum is {max}")]
     BatchBytesTooLarge {
         /// Its total payload size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A client message id must be at least one byte long.
+    #[error("client message id is empty")]
+    EmptyClientMessageId,
+    /// A client message id is longer than the maximum.
+    #[error("client message id is {len} bytes, the maximum is {max}")]
+    ClientMessageIdTooLong {
+        /// Its length.
         len: usize,
         /// The maximum.
         max: usize,

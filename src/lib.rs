@@ -37,14 +37,16 @@
 pub mod codec;
 pub mod crypto;
 mod error;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 mod types;
 
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, Message, MessageIter, Options,
-    PurgeReport, Stats, Store, layout,
+    Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, IdempotentAppend,
+    MAX_CLIENT_MESSAGE_ID_LEN, Message, MessageIter, Options, PurgeReport, Stats, Store, layout,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

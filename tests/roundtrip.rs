@@ -152,3 +152,61 @@ fn binary_user_ids_are_distinct_users() {
     assert_eq!(store.read(&max, 0, 10).unwrap()[0].payload, b"to max");
     assert_ne!(store.handle(&a), store.handle(&b));
 }
+
+#[test]
+fn idempotent_append_returns_the_original_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = user("retrier");
+    let first = store.append_idempotent(&a, b"msg-1", b"hello").unwrap();
+    assert!(!first.duplicate);
+    store.append(&a, b"other").unwrap();
+    let retry = store.append_idempotent(&a, b"msg-1", b"hello").unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.appended, first.appended);
+    assert_eq!(
+        store.read(&a, 0, 10).unwrap().len(),
+        2,
+        "no duplicate stored"
+    );
+    // Same id, different payload: refused, nothing stored.
+    assert!(matches!(
+        store.append_idempotent(&a, b"msg-1", b"changed"),
+        Err(Error::IdempotencyConflict)
+    ));
+    // Ids are per user.
+    let b = user("other-retrier");
+    assert!(
+        !store
+            .append_idempotent(&b, b"msg-1", b"hello")
+            .unwrap()
+            .duplicate
+    );
+    // Remembered across restarts.
+    drop(store);
+    let store = open(dir.path());
+    assert!(
+        store
+            .append_idempotent(&a, b"msg-1", b"hello")
+            .unwrap()
+            .duplicate
+    );
+    // Forgotten on erase: the same id is a new message afterwards.
+    store.erase(&a).unwrap();
+    let again = store.append_idempotent(&a, b"msg-1", b"hello").unwrap();
+    assert!(!again.duplicate);
+    assert_eq!(again.appended.seq, 3);
+    // Bad ids are rejected.
+    assert!(matches!(
+        store.append_idempotent(&a, b"", b"x"),
+        Err(Error::InvalidArgument(
+            InvalidArgument::EmptyClientMessageId
+        ))
+    ));
+    assert!(matches!(
+        store.append_idempotent(&a, &[b'i'; 129], b"x"),
+        Err(Error::InvalidArgument(
+            InvalidArgument::ClientMessageIdTooLong { len: 129, max: 128 }
+        ))
+    ));
+}

@@ -306,6 +306,34 @@ impl HandleKey {
     }
 }
 
+/// Length of an idempotency index key: handle, then 16 bytes of keyed hash.
+pub const DEDUP_KEY_LEN: usize = Handle::LEN + 16;
+
+impl HandleKey {
+    /// `handle || HMAC-SHA256(handle_key, "shredstore/v1/client-message-id" ||
+    /// handle || id)[..16]`: the idempotency index key of a client message id.
+    pub(crate) fn dedup_key(
+        &self,
+        handle: &Handle,
+        client_message_id: &[u8],
+    ) -> [u8; DEDUP_KEY_LEN] {
+        #[expect(
+            clippy::expect_used,
+            reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
+        )]
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length");
+        mac.update(b"shredstore/v1/client-message-id");
+        mac.update(handle.as_bytes());
+        mac.update(client_message_id);
+        let full = mac.finalize().into_bytes();
+        let mut k = [0u8; DEDUP_KEY_LEN];
+        k[..Handle::LEN].copy_from_slice(handle.as_bytes());
+        k[Handle::LEN..].copy_from_slice(&full[..16]);
+        k
+    }
+}
+
 /// Seals a 32-byte secret under `kek`: returns `nonce || ciphertext || tag`.
 pub(crate) fn wrap_secret(
     kek: &MessageCipher,

@@ -28,7 +28,7 @@ use crate::codec::{
     self, Envelope, EnvelopeHeader, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord,
     KeyState, message_key,
 };
-use crate::crypto::{self, HandleKey, KEY_LEN, MessageCipher, NONCE_LEN, Secret32};
+use crate::crypto::{self, DEDUP_KEY_LEN, HandleKey, KEY_LEN, MessageCipher, NONCE_LEN, Secret32};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
 use crate::types::{Handle, UserId};
 use filter::{ErasedEpochs, MessagesFilterFactory};
@@ -43,6 +43,11 @@ pub mod layout {
     pub const CF_MESSAGES: &str = "messages";
     /// Erasure markers, keyed by handle.
     pub const CF_ERASED: &str = "erased";
+    /// Idempotency index: `handle || HMAC(handle_key, client_message_id)[..16]`
+    /// to the message's seq and timestamp.
+    pub const CF_DEDUP: &str = "dedup";
+    /// Every column family shredstore creates (besides RocksDB's `default`).
+    pub const ALL_CFS: [&str; 5] = [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED, CF_DEDUP];
     /// `meta` key of the format version (u32 BE).
     pub const META_FORMAT_VERSION: &[u8] = b"format_version";
     /// `meta` key of the 32-byte store salt.
@@ -50,7 +55,7 @@ pub mod layout {
     /// `meta` key of the wrapped handle key.
     pub const META_HANDLE_KEY: &[u8] = b"handle_key";
 }
-use layout::{CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
+use layout::{CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
 
 /// Number of lock stripes serialising per-user work.
 const LOCK_STRIPES: usize = 1024;
@@ -67,6 +72,18 @@ pub struct Appended {
     pub seq: u64,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+}
+
+/// Longest client message id accepted by [`Store::append_idempotent`], in bytes.
+pub const MAX_CLIENT_MESSAGE_ID_LEN: usize = 128;
+
+/// The outcome of [`Store::append_idempotent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotentAppend {
+    /// The message's seq and timestamp (the original ones for a duplicate).
+    pub appended: Appended,
+    /// True if the client message id matched an earlier append: nothing was stored.
+    pub duplicate: bool,
 }
 
 /// A decrypted, authenticated message.
@@ -302,8 +319,44 @@ impl Store {
     /// [`InvalidArgument::PayloadTooLarge`], [`Error::Blocked`],
     /// [`Error::Poisoned`], or a storage error (which poisons the store).
     pub fn append(&self, user: &UserId, payload: &[u8]) -> Result<Appended> {
-        let mut v = self.inner.append_batch(user, &[payload])?;
+        let (mut v, _) = self.inner.append_inner(user, &[payload], None)?;
         v.pop().ok_or(Error::Corrupt(Corruption::Encoding))
+    }
+
+    /// Appends one message unless `client_message_id` was already used for
+    /// `user`, in which case it returns the original seq and stores nothing.
+    /// Retries of a timed-out append are thus safe. The id is remembered until
+    /// the user is erased; only a keyed hash of it is stored.
+    ///
+    /// # Errors
+    /// As [`Store::append`], plus [`InvalidArgument::EmptyClientMessageId`],
+    /// [`InvalidArgument::ClientMessageIdTooLong`], and
+    /// [`Error::IdempotencyConflict`] if the id was used with another payload.
+    pub fn append_idempotent(
+        &self,
+        user: &UserId,
+        client_message_id: &[u8],
+        payload: &[u8],
+    ) -> Result<IdempotentAppend> {
+        if client_message_id.is_empty() {
+            return Err(InvalidArgument::EmptyClientMessageId.into());
+        }
+        if client_message_id.len() > MAX_CLIENT_MESSAGE_ID_LEN {
+            return Err(InvalidArgument::ClientMessageIdTooLong {
+                len: client_message_id.len(),
+                max: MAX_CLIENT_MESSAGE_ID_LEN,
+            }
+            .into());
+        }
+        self.inner
+            .append_inner(user, &[payload], Some(client_message_id))
+            .and_then(|(mut v, duplicate)| {
+                let appended = v.pop().ok_or(Error::Corrupt(Corruption::Encoding))?;
+                Ok(IdempotentAppend {
+                    appended,
+                    duplicate,
+                })
+            })
     }
 
     /// Appends several messages for `user` in one atomic write: all of them or
@@ -317,7 +370,9 @@ impl Store {
         user: &UserId,
         payloads: &[P],
     ) -> Result<Vec<Appended>> {
-        self.inner.append_batch(user, payloads)
+        self.inner
+            .append_inner(user, payloads, None)
+            .map(|(v, _)| v)
     }
 
     /// Reads up to `limit` messages of `user` with seq >= `from_seq`, in seq
@@ -402,7 +457,7 @@ impl Store {
     pub fn compact(&self) -> Result<()> {
         self.inner.flush_all()?;
         let opts = force_compact_options();
-        for name in [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED] {
+        for name in layout::ALL_CFS {
             let cf = self.inner.cf(name)?;
             self.inner
                 .db
@@ -417,6 +472,16 @@ impl Store {
     /// A storage or I/O error.
     pub fn stats(&self) -> Result<Stats> {
         self.inner.stats()
+    }
+
+    /// Syncs the WAL to stable storage: makes every `Durability::Buffered`
+    /// append so far durable.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.db.flush_wal(true)?;
+        Ok(())
     }
 
     /// Syncs the WAL and closes the store, stopping the background purger.
@@ -564,7 +629,8 @@ fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb
         ColumnFamilyDescriptor::new(CF_META, small.clone()),
         ColumnFamilyDescriptor::new(CF_KEYS, small.clone()),
         ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
-        ColumnFamilyDescriptor::new(CF_ERASED, small),
+        ColumnFamilyDescriptor::new(CF_ERASED, small.clone()),
+        ColumnFamilyDescriptor::new(CF_DEDUP, small),
     ];
     let db = DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?;
     Ok((db, db_opts))
@@ -815,11 +881,25 @@ impl Inner {
         Ok(())
     }
 
-    fn append_batch<P: AsRef<[u8]>>(&self, user: &UserId, payloads: &[P]) -> Result<Vec<Appended>> {
+    /// Appends `payloads`; with a client message id (single payload only),
+    /// returns the earlier append instead if the id was seen. The bool says
+    /// whether it was a duplicate.
+    fn append_inner<P: AsRef<[u8]>>(
+        &self,
+        user: &UserId,
+        payloads: &[P],
+        client_message_id: Option<&[u8]>,
+    ) -> Result<(Vec<Appended>, bool)> {
         self.validate_batch(payloads)?;
         self.check_writable()?;
         let handle = self.handle_key.handle(user);
         let _guard = self.lock(&handle);
+        let dedup_key = client_message_id.map(|id| self.handle_key.dedup_key(&handle, id));
+        if let (Some(key), [payload]) = (&dedup_key, payloads)
+            && let Some(earlier) = self.find_duplicate(&handle, key, payload.as_ref())?
+        {
+            return Ok((vec![earlier], true));
+        }
 
         let (mut state, new_record) = match self.load(&handle)? {
             UserState::Live(s) => (s, None),
@@ -865,13 +945,58 @@ impl Inner {
         if let Some(rec) = &new_record {
             batch.put_cf(self.cf(CF_KEYS)?, handle.as_bytes(), rec);
         }
+        if let Some(key) = &dedup_key {
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&first.to_be_bytes());
+            v[8..].copy_from_slice(&now.to_be_bytes());
+            batch.put_cf(self.cf(CF_DEDUP)?, key, v);
+        }
         self.write(batch, self.durability == Durability::Sync)?;
         if new_record.is_some() {
             self.users.fetch_add(1, Ordering::Relaxed);
         }
         state.next_seq = end;
         self.cache.lock().put(handle, state);
-        Ok(out)
+        Ok((out, false))
+    }
+
+    /// Looks up a client message id. Caller holds the user's lock.
+    fn find_duplicate(
+        &self,
+        handle: &Handle,
+        key: &[u8; DEDUP_KEY_LEN],
+        payload: &[u8],
+    ) -> Result<Option<Appended>> {
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_DEDUP)?, key)? else {
+            return Ok(None);
+        };
+        let v: [u8; 16] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
+        let (seq, ts) = v.split_at(8);
+        let seq = u64::from_be_bytes(
+            seq.try_into()
+                .map_err(|_| Error::Corrupt(Corruption::Encoding))?,
+        );
+        let timestamp_ms = u64::from_be_bytes(
+            ts.try_into()
+                .map_err(|_| Error::Corrupt(Corruption::Encoding))?,
+        );
+        // Erase deletes a user's dedup entries in the same batch as the key
+        // record, so an entry always has a live user and message.
+        let UserState::Live(state) = self.load(handle)? else {
+            return Err(Error::Corrupt(Corruption::MissingKeyRecord));
+        };
+        let stored = self
+            .db
+            .get_pinned_cf(self.cf(CF_MESSAGES)?, message_key(handle, seq))?
+            .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
+        let original = open_message(handle, &state, &message_key(handle, seq), &stored)?;
+        if original.payload != payload {
+            return Err(Error::IdempotencyConflict);
+        }
+        Ok(Some(Appended { seq, timestamp_ms }))
     }
 
     /// A fresh user secret for `epoch`: the cache entry and the encoded key record.
@@ -1009,6 +1134,19 @@ impl Inner {
         let mut batch = WriteBatch::default();
         batch.delete_cf(keys, handle.as_bytes());
         batch.put_cf(self.cf(CF_ERASED)?, handle.as_bytes(), &encoded);
+        // Forget the user's client message ids (keyed hashes, but still theirs).
+        let dedup = self.cf(CF_DEDUP)?;
+        match codec::handle_upper_bound(&handle) {
+            Some(ub) => batch.delete_range_cf(dedup, handle.as_bytes().as_slice(), ub.as_slice()),
+            None => {
+                batch.delete_range_cf(
+                    dedup,
+                    handle.as_bytes().as_slice(),
+                    &[0xffu8; DEDUP_KEY_LEN],
+                );
+                batch.delete_cf(dedup, [0xffu8; DEDUP_KEY_LEN]);
+            }
+        }
         if self.erase_delete_range {
             let start = message_key(&handle, 0);
             match codec::handle_upper_bound(&handle) {
@@ -1069,6 +1207,7 @@ impl Inner {
             self.cf(CF_KEYS)?,
             self.cf(CF_MESSAGES)?,
             self.cf(CF_ERASED)?,
+            self.cf(CF_DEDUP)?,
         ];
         self.db.flush_cfs_opt(&cfs, &fo)?;
         // The default column family is unused but shares the WAL.
@@ -1090,7 +1229,7 @@ impl Inner {
         self.flush_all()?;
 
         let opts = force_compact_options();
-        for name in [CF_MESSAGES, CF_KEYS] {
+        for name in [CF_MESSAGES, CF_KEYS, CF_DEDUP] {
             let cf = self.cf(name)?;
             if batch.len() > PER_RANGE_PURGE_LIMIT {
                 self.db

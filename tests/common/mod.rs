@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use shredstore::layout::{CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
 use shredstore::{Durability, Options, RootKey, Store, UserId};
 
 /// The root key every test store uses (tests that need another say so).
@@ -78,7 +77,7 @@ pub fn scan(dir: &Path, needles: &[Vec<u8>]) -> Vec<(PathBuf, usize)> {
 /// Opens the data directory with plain RocksDB (the store must be closed).
 pub fn raw_db(dir: &Path) -> rocksdb::DB {
     let opts = rocksdb::Options::default();
-    rocksdb::DB::open_cf(&opts, dir, [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED]).expect("raw open")
+    rocksdb::DB::open_cf(&opts, dir, shredstore::layout::ALL_CFS).expect("raw open")
 }
 
 /// All (key, value) pairs of a column family whose key starts with `prefix`.

@@ -1,0 +1,335 @@
+//! `shredstore serve` settings: command-line flags, optionally a TOML file with
+//! the same keys (flags win), and how the root key is found.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::ServerError;
+use crate::{Durability, RootKey};
+
+/// Environment variable holding the base64 root key.
+pub const ROOT_KEY_ENV: &str = "SHREDSTORE_ROOT_KEY";
+
+/// Flags of `shredstore serve`. Every flag can also be set in `--config`.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (command-line flags win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Root key file (32 raw bytes or 64 hex digits). Alternatively set
+    /// SHREDSTORE_ROOT_KEY (base64). Without either, a development key is
+    /// generated beside the data directory.
+    #[arg(long)]
+    pub root_key_file: Option<PathBuf>,
+    /// Bearer tokens file (TOML: name, sha256, roles).
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// Accept every call without a token. Development only.
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure_no_auth: bool,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Address for the Prometheus `/metrics` endpoint (off by default).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// `sync` (fsync every append, default) or `buffered`.
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// Largest payload in bytes [default: 65536].
+    #[arg(long)]
+    pub max_payload: Option<usize>,
+    /// Largest Read limit [default: 10000].
+    #[arg(long)]
+    pub max_read_limit: Option<usize>,
+    /// Most AppendStream requests processed together per stream [default: 256].
+    #[arg(long)]
+    pub max_stream_in_flight: Option<usize>,
+    /// Seconds between background purges when erasures are pending [default: 60].
+    #[arg(long)]
+    pub purge_interval_secs: Option<u64>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Where the root key comes from.
+    pub root_key: RootKeySource,
+    /// Tokens file, or `None` with `insecure_no_auth`.
+    pub tokens_file: Option<PathBuf>,
+    /// Accept calls without tokens.
+    pub insecure_no_auth: bool,
+    /// Certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client CA for mTLS.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Metrics address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Durability of appends.
+    pub durability: Durability,
+    /// Largest payload.
+    pub max_payload: usize,
+    /// Largest read limit.
+    pub max_read_limit: usize,
+    /// AppendStream window.
+    pub max_stream_in_flight: usize,
+    /// Background purge interval.
+    pub purge_interval: Duration,
+}
+
+/// Where the root key comes from.
+#[derive(Debug, Clone)]
+pub enum RootKeySource {
+    /// A key file.
+    File(PathBuf),
+    /// Base64 from the environment.
+    Env,
+    /// A development key file, generated if missing.
+    Dev(PathBuf),
+}
+
+impl ServeArgs {
+    /// Merges `--config` (if any) under the flags and applies defaults.
+    ///
+    /// # Errors
+    /// Unreadable or invalid config, contradictory settings.
+    pub fn resolve(self) -> Result<ServerConfig, ServerError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ServerError::Config(format!("config {}: {e}", path.display())))?;
+                toml::from_str::<ServeArgs>(&text).map_err(|e| {
+                    ServerError::Config(format!("config {}: {}", path.display(), e.message()))
+                })?
+            }
+            None => ServeArgs::default(),
+        };
+        let a = self;
+        let data_dir = a
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "./data".into());
+        let root_key = match a.root_key_file.or(file.root_key_file) {
+            Some(p) => RootKeySource::File(p),
+            None if std::env::var_os(ROOT_KEY_ENV).is_some() => RootKeySource::Env,
+            None => RootKeySource::Dev(dev_key_path(&data_dir)),
+        };
+        let insecure_no_auth = a.insecure_no_auth || file.insecure_no_auth;
+        let tokens_file = a.tokens_file.or(file.tokens_file);
+        if tokens_file.is_none() && !insecure_no_auth {
+            return Err(ServerError::Config(
+                "no --tokens-file given; pass --insecure-no-auth for local development".into(),
+            ));
+        }
+        let tls = match (a.tls_cert.or(file.tls_cert), a.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ServerError::Config(
+                    "tls_cert and tls_key go together".into(),
+                ));
+            }
+        };
+        let tls_client_ca = a.tls_client_ca.or(file.tls_client_ca);
+        if tls_client_ca.is_some() && tls.is_none() {
+            return Err(ServerError::Config(
+                "tls_client_ca needs tls_cert and tls_key".into(),
+            ));
+        }
+        let durability = match a.durability.or(file.durability).as_deref() {
+            None | Some("sync") => Durability::Sync,
+            Some("buffered") => Durability::Buffered,
+            Some(other) => {
+                return Err(ServerError::Config(format!(
+                    "durability must be sync or buffered, not {other:?}"
+                )));
+            }
+        };
+        let max_stream_in_flight = a
+            .max_stream_in_flight
+            .or(file.max_stream_in_flight)
+            .unwrap_or(256);
+        if max_stream_in_flight == 0 {
+            return Err(ServerError::Config(
+                "max_stream_in_flight must be at least 1".into(),
+            ));
+        }
+        let purge_secs = a
+            .purge_interval_secs
+            .or(file.purge_interval_secs)
+            .unwrap_or(60);
+        if purge_secs == 0 {
+            return Err(ServerError::Config(
+                "purge_interval_secs must be at least 1".into(),
+            ));
+        }
+        Ok(ServerConfig {
+            data_dir,
+            listen: a
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            root_key,
+            tokens_file,
+            insecure_no_auth,
+            tls,
+            tls_client_ca,
+            metrics_listen: a.metrics_listen.or(file.metrics_listen),
+            durability,
+            max_payload: a
+                .max_payload
+                .or(file.max_payload)
+                .unwrap_or(crate::DEFAULT_MAX_PAYLOAD),
+            max_read_limit: a.max_read_limit.or(file.max_read_limit).unwrap_or(10_000),
+            max_stream_in_flight,
+            purge_interval: Duration::from_secs(purge_secs),
+        })
+    }
+}
+
+/// `./data` -> `./data.dev-root.key`: beside the data directory, not inside.
+pub fn dev_key_path(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "data".into());
+    name.push(".dev-root.key");
+    data_dir.with_file_name(name)
+}
+
+impl RootKeySource {
+    /// Loads (or, in dev mode, creates) the root key.
+    ///
+    /// # Errors
+    /// Unreadable or malformed key material.
+    pub fn load(&self) -> Result<RootKey, ServerError> {
+        match self {
+            RootKeySource::File(p) => RootKey::from_file(p)
+                .map_err(|e| ServerError::Config(format!("root key file {}: {e}", p.display()))),
+            RootKeySource::Env => {
+                let text = std::env::var(ROOT_KEY_ENV)
+                    .map_err(|_| ServerError::Config(format!("{ROOT_KEY_ENV} is not UTF-8")))?;
+                let bytes = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text.trim())
+                        .map_err(|_| {
+                            ServerError::Config(format!("{ROOT_KEY_ENV} is not base64"))
+                        })?,
+                );
+                RootKey::from_slice(&bytes).map_err(|_| {
+                    ServerError::Config(format!("{ROOT_KEY_ENV} must decode to 32 bytes"))
+                })
+            }
+            RootKeySource::Dev(p) => {
+                if p.exists() {
+                    tracing::warn!(path = %p.display(), "using the DEVELOPMENT root key");
+                    return RootKey::from_file(p).map_err(|e| {
+                        ServerError::Config(format!("dev root key {}: {e}", p.display()))
+                    });
+                }
+                let key = RootKey::generate().map_err(ServerError::Store)?;
+                write_private(p, format!("{}\n", key.to_hex().as_str()).as_bytes())?;
+                tracing::warn!(
+                    path = %p.display(),
+                    "generated a DEVELOPMENT root key; anyone with this file can read the store. \
+                     Use --root-key-file or SHREDSTORE_ROOT_KEY in production"
+                );
+                Ok(key)
+            }
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_key_sits_beside_the_data_dir() {
+        assert_eq!(
+            dev_key_path(Path::new("./data")),
+            PathBuf::from("./data.dev-root.key")
+        );
+        assert_eq!(
+            dev_key_path(Path::new("/var/lib/shred")),
+            PathBuf::from("/var/lib/shred.dev-root.key")
+        );
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "listen = \"127.0.0.1:1\"\ninsecure_no_auth = true\nmax_payload = 10\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg.clone()),
+            max_payload: Some(20),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 1);
+        assert_eq!(c.max_payload, 20);
+        assert!(c.insecure_no_auth);
+
+        std::fs::write(&cfg, "no_such_key = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+        assert!(
+            ServeArgs::default().resolve().is_err(),
+            "auth must be configured"
+        );
+        let bad = ServeArgs {
+            insecure_no_auth: true,
+            durability: Some("fast".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+    }
+}

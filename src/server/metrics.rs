@@ -1,0 +1,222 @@
+//! Prometheus metrics: request counts and latency per method, appends,
+//! erasures, purges, and store gauges refreshed at scrape time. Labels carry
+//! method names and status codes only, never user ids.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodCode {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Method {
+    method: &'static str,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<MethodCode, Counter>,
+    latency: Family<Method, Histogram>,
+    appends: Counter,
+    erasures: Counter,
+    purges: Counter,
+    users: Gauge,
+    pending_erasures: Gauge,
+    filter_drops: Gauge,
+    bytes_on_disk: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("shredstore");
+        let requests = Family::<MethodCode, Counter>::default();
+        let latency = Family::<Method, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let appends = Counter::default();
+        let erasures = Counter::default();
+        let purges = Counter::default();
+        let users = Gauge::default();
+        let pending_erasures = Gauge::default();
+        let filter_drops = Gauge::default();
+        let bytes_on_disk = Gauge::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "grpc_latency_seconds",
+            "gRPC request latency",
+            latency.clone(),
+        );
+        registry.register("appended_messages", "Messages appended", appends.clone());
+        registry.register("erasures", "Users erased", erasures.clone());
+        registry.register("purges", "Purges run through the Admin API", purges.clone());
+        registry.register("users", "Users with a live key", users.clone());
+        registry.register(
+            "pending_erasures",
+            "Erasures not yet physical",
+            pending_erasures.clone(),
+        );
+        registry.register(
+            "compaction_filter_drops",
+            "Records dropped by the compaction filter since start",
+            filter_drops.clone(),
+        );
+        registry.register(
+            "bytes_on_disk",
+            "Bytes in the data directory",
+            bytes_on_disk.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            appends,
+            erasures,
+            purges,
+            users,
+            pending_erasures,
+            filter_drops,
+            bytes_on_disk,
+        }
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// Records one finished request.
+    pub fn observe(&self, method: &'static str, started: Instant, code: tonic::Code) {
+        self.requests
+            .get_or_create(&MethodCode {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Method { method })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts appended messages.
+    pub fn appended(&self, n: u64) {
+        self.appends.inc_by(n);
+    }
+
+    /// Counts an erasure.
+    pub fn erased(&self) {
+        self.erasures.inc();
+    }
+
+    /// Counts a purge.
+    pub fn purged(&self) {
+        self.purges.inc();
+    }
+
+    /// The exposition text, after refreshing the store gauges.
+    pub fn render(&self, store: &Store) -> String {
+        if let Ok(s) = store.stats() {
+            self.users.set(to_i64(s.users));
+            self.pending_erasures.set(to_i64(s.pending_erasures));
+            self.filter_drops.set(to_i64(s.filter_drops));
+            self.bytes_on_disk.set(to_i64(s.bytes_on_disk));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Store>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+                    async move {
+                        if req.uri().path() != "/metrics" {
+                            let mut r =
+                                Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                            *r.status_mut() = StatusCode::NOT_FOUND;
+                            return Ok::<_, std::convert::Infallible>(r);
+                        }
+                        let body = tokio::task::spawn_blocking(move || metrics.render(&store))
+                            .await
+                            .unwrap_or_default();
+                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        if let Ok(v) = "text/plain; version=0.0.4; charset=utf-8".parse() {
+                            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                        }
+                        Ok(r)
+                    }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+/// Binds the metrics listener.
+///
+/// # Errors
+/// If the address can't be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

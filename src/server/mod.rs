@@ -1,0 +1,287 @@
+//! The gRPC server (tonic): the `shredstore.v1` Store and Admin services,
+//! health and reflection, bearer-token auth, TLS, metrics and graceful
+//! shutdown. The only module that knows about tonic and prost; protobuf types
+//! are converted at this edge and errors mapped to `Status` in [`status`].
+
+mod auth;
+mod config;
+mod metrics;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::Status;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+pub use auth::{Auth, Role, hash_token};
+pub use config::{ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path};
+pub use metrics::Metrics;
+
+use crate::{Error, Options, Store};
+
+/// Generated protobuf and gRPC code of `proto/shredstore/v1/store.proto`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "generated code"
+)]
+pub mod proto {
+    tonic::include_proto!("shredstore.v1");
+
+    /// Encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/shredstore_descriptor.bin"));
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Invalid settings.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed to open or close.
+    #[error("store: {0}")]
+    Store(#[from] Error),
+    /// Binding or other I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Maps a store error to a gRPC status. The one place that decides codes;
+/// messages carry no user ids or payloads.
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(a) => Status::invalid_argument(a.to_string()),
+        Error::Blocked | Error::IdempotencyConflict => Status::failed_precondition(e.to_string()),
+        Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
+        Error::Poisoned => Status::unavailable(e.to_string()),
+        Error::SeqExhausted => Status::resource_exhausted(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Status::internal("internal storage error")
+        }
+    }
+}
+
+/// Limits the services enforce (besides the store's own).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_read_limit: usize,
+    pub max_stream_in_flight: usize,
+    pub max_message_bytes: usize,
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    store: Arc<Store>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    tls: Option<ServerTlsConfig>,
+    limits: Limits,
+}
+
+impl Server {
+    /// Opens the store and binds the listeners described by `config`.
+    ///
+    /// # Errors
+    /// Bad settings, a store that fails to open (wrong root key...), an
+    /// address in use.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let cfg = config.clone();
+        let store = tokio::task::spawn_blocking(move || -> Result<Store, ServerError> {
+            let root_key = cfg.root_key.load()?;
+            let options = Options::new(&cfg.data_dir, root_key)
+                .durability(cfg.durability)
+                .max_payload(cfg.max_payload)
+                .max_read_limit(cfg.max_read_limit)
+                .purge_interval(Some(cfg.purge_interval));
+            Ok(Store::open(options)?)
+        })
+        .await
+        .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
+        Self::bind_with_store(store, &config).await
+    }
+
+    /// Binds the listeners of `config` around an already open store (used by
+    /// tests and embedders that build their own `Options`).
+    ///
+    /// # Errors
+    /// Bad TLS or tokens files, an address in use.
+    pub async fn bind_with_store(
+        store: Store,
+        config: &ServerConfig,
+    ) -> Result<Server, ServerError> {
+        let auth = match &config.tokens_file {
+            Some(path) if !config.insecure_no_auth => Auth::from_file(path)?,
+            _ => {
+                tracing::warn!(
+                    "AUTHENTICATION DISABLED (--insecure-no-auth): every caller may read and erase any user. Development only"
+                );
+                Auth::insecure()
+            }
+        };
+        let tls = match &config.tls {
+            Some((cert, key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p)
+                        .map_err(|e| ServerError::Config(format!("TLS file {}: {e}", p.display())))
+                };
+                let mut tls =
+                    ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+                if let Some(ca) = &config.tls_client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                Some(tls)
+            }
+            None => None,
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
+        Ok(Server {
+            store: Arc::new(store),
+            auth: Arc::new(auth),
+            metrics: Arc::new(Metrics::default()),
+            listener,
+            metrics_listener,
+            tls,
+            limits: Limits {
+                max_read_limit: config.max_read_limit,
+                max_stream_in_flight: config.max_stream_in_flight,
+                max_message_bytes: config.max_payload + 4096,
+            },
+        })
+    }
+
+    /// The gRPC address actually bound (useful with port 0).
+    ///
+    /// # Errors
+    /// If the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The metrics address actually bound, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// calls finish, syncs the WAL and closes the store.
+    ///
+    /// # Errors
+    /// A transport failure, or a failed final WAL sync.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        use proto::admin_server::AdminServer;
+        use proto::store_server::StoreServer;
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<StoreServer<service::StoreService>>()
+            .await;
+        health_reporter
+            .set_serving::<AdminServer<service::AdminService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+
+        let store_svc = service::StoreService::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.metrics),
+            self.limits,
+        );
+        let admin_svc = service::AdminService::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.metrics),
+        );
+        let metrics_task = self.metrics_listener.map(|l| {
+            tokio::spawn(metrics::serve(
+                l,
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.store),
+            ))
+        });
+
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        let result = builder
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                StoreServer::new(store_svc)
+                    .max_decoding_message_size(self.limits.max_message_bytes),
+            )
+            .add_service(AdminServer::new(admin_svc))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        tracing::info!("gRPC server stopped; syncing and closing the store");
+        let store = self.store;
+        let synced = tokio::task::spawn_blocking(move || {
+            let r = store.sync();
+            // Other handles (a finishing read) may still hold the store; it
+            // closes when the last one drops.
+            drop(store);
+            r
+        })
+        .await
+        .map_err(|e| ServerError::Config(format!("close task failed: {e}")))?;
+        result?;
+        synced?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,486 @@
+//! The Store and Admin service implementations. The synchronous store runs on
+//! tokio's blocking pool; the async runtime never blocks.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{Auth, Role};
+use super::metrics::Metrics;
+use super::proto::{
+    self, AppendRequest, AppendResponse, EraseRequest, EraseResponse, PurgeRequest, PurgeResponse,
+    ReadRequest, StatsRequest, StatsResponse,
+};
+use super::{Limits, status};
+use crate::{EraseOptions, Store, UserId};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Status::internal("worker task failed"))?
+}
+
+fn user_id(bytes: Vec<u8>) -> Result<UserId, Status> {
+    UserId::new(bytes).map_err(|e| match e {
+        crate::Error::InvalidArgument(a) => Status::invalid_argument(format!("user_id: {a}")),
+        other => status(other),
+    })
+}
+
+/// A validated append request.
+struct Append {
+    user: UserId,
+    payload: Vec<u8>,
+    client_message_id: Option<String>,
+}
+
+impl Append {
+    fn from_proto(r: AppendRequest) -> Result<Append, Status> {
+        if let Some(id) = &r.client_message_id
+            && (id.is_empty() || id.len() > crate::MAX_CLIENT_MESSAGE_ID_LEN)
+        {
+            return Err(Status::invalid_argument(format!(
+                "client_message_id must be 1..={} bytes",
+                crate::MAX_CLIENT_MESSAGE_ID_LEN
+            )));
+        }
+        Ok(Append {
+            user: user_id(r.user_id)?,
+            payload: r.payload,
+            client_message_id: r.client_message_id,
+        })
+    }
+
+    fn run(&self, store: &Store) -> Result<AppendResponse, Status> {
+        match &self.client_message_id {
+            Some(id) => {
+                let r = store
+                    .append_idempotent(&self.user, id.as_bytes(), &self.payload)
+                    .map_err(status)?;
+                Ok(AppendResponse {
+                    seq: r.appended.seq,
+                    timestamp_ms: r.appended.timestamp_ms,
+                    duplicate: r.duplicate,
+                })
+            }
+            None => {
+                let a = store.append(&self.user, &self.payload).map_err(status)?;
+                Ok(AppendResponse {
+                    seq: a.seq,
+                    timestamp_ms: a.timestamp_ms,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+}
+
+/// `shredstore.v1.Store`.
+pub struct StoreService {
+    store: Arc<Store>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl StoreService {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Self {
+        StoreService {
+            store,
+            auth,
+            metrics,
+            limits,
+        }
+    }
+
+    fn done<T>(&self, method: &'static str, started: Instant, r: &Result<T, Status>) {
+        let code = r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, started, code);
+    }
+}
+
+/// Appends a chunk of stream requests: per user in request order, users in
+/// parallel on the blocking pool, consecutive plain appends of one user in one
+/// atomic batch. Returns one result per request; processing of a user stops at
+/// its first failure.
+async fn append_chunk(
+    store: &Arc<Store>,
+    chunk: Vec<Append>,
+) -> Vec<Option<Result<AppendResponse, Status>>> {
+    let n = chunk.len();
+    let mut groups: HashMap<Vec<u8>, Vec<(usize, Append)>> = HashMap::new();
+    for (i, a) in chunk.into_iter().enumerate() {
+        groups
+            .entry(a.user.as_bytes().to_vec())
+            .or_default()
+            .push((i, a));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, group) in groups {
+        let store = Arc::clone(store);
+        tasks.spawn_blocking(move || append_group(&store, group));
+    }
+    let mut results: Vec<Option<Result<AppendResponse, Status>>> = (0..n).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(group) => {
+                for (i, r) in group {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+            }
+            Err(_) => {
+                // A worker died: whatever it did not report fails below.
+            }
+        }
+    }
+    results
+}
+
+fn append_group(
+    store: &Store,
+    group: Vec<(usize, Append)>,
+) -> Vec<(usize, Result<AppendResponse, Status>)> {
+    let mut out = Vec::with_capacity(group.len());
+    let mut i = 0;
+    while i < group.len() {
+        if group[i].1.client_message_id.is_some() {
+            let r = group[i].1.run(store);
+            let failed = r.is_err();
+            out.push((group[i].0, r));
+            if failed {
+                return out;
+            }
+            i += 1;
+            continue;
+        }
+        // A run of plain appends of this user: one atomic batch.
+        let end = group[i..]
+            .iter()
+            .position(|(_, a)| a.client_message_id.is_some())
+            .map_or(group.len(), |p| i + p);
+        let run = &group[i..end];
+        let payloads: Vec<&[u8]> = run.iter().map(|(_, a)| a.payload.as_slice()).collect();
+        match store.append_batch(&run[0].1.user, &payloads) {
+            Ok(acks) => {
+                for ((idx, _), a) in run.iter().zip(acks) {
+                    out.push((
+                        *idx,
+                        Ok(AppendResponse {
+                            seq: a.seq,
+                            timestamp_ms: a.timestamp_ms,
+                            duplicate: false,
+                        }),
+                    ));
+                }
+            }
+            Err(e) => {
+                out.push((run[0].0, Err(status(e))));
+                return out;
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl proto::store_server::Store for StoreService {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.auth.check(&request, Role::Append)?;
+            let a = Append::from_proto(request.into_inner())?;
+            let store = Arc::clone(&self.store);
+            let resp = blocking(move || a.run(&store)).await?;
+            if !resp.duplicate {
+                self.metrics.appended(1);
+            }
+            Ok(Response::new(resp))
+        }
+        .await;
+        self.done("Append", started, &r);
+        r
+    }
+
+    type AppendStreamStream = BoxStream<AppendResponse>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let started = Instant::now();
+        if let Err(e) = self.auth.check(&request, Role::Append) {
+            self.metrics.observe("AppendStream", started, e.code());
+            return Err(e);
+        }
+        let mut inbound = request.into_inner();
+        let window = self.limits.max_stream_in_flight;
+        let (tx, rx) = mpsc::channel::<Result<AppendResponse, Status>>(window);
+        let store = Arc::clone(&self.store);
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(async move {
+            let mut code = tonic::Code::Ok;
+            'stream: loop {
+                // Wait for one request, then take whatever else is ready.
+                let first = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(s) => {
+                        code = s.code();
+                        let _ = tx.send(Err(s)).await;
+                        break;
+                    }
+                };
+                let mut raw = vec![first];
+                let mut stream_error = None;
+                while raw.len() < window {
+                    match tokio::time::timeout(Duration::ZERO, inbound.message()).await {
+                        Ok(Ok(Some(m))) => raw.push(m),
+                        Ok(Ok(None)) | Err(_) => break,
+                        Ok(Err(s)) => {
+                            stream_error = Some(s);
+                            break;
+                        }
+                    }
+                }
+                // Validate up to the first bad request; it ends the stream.
+                let mut chunk = Vec::with_capacity(raw.len());
+                for r in raw {
+                    match Append::from_proto(r) {
+                        Ok(a) => chunk.push(a),
+                        Err(s) => {
+                            stream_error = Some(s);
+                            break;
+                        }
+                    }
+                }
+                let results = append_chunk(&store, chunk).await;
+                for r in results {
+                    let r = r.unwrap_or_else(|| Err(Status::internal("append worker failed")));
+                    match r {
+                        Ok(resp) => {
+                            if !resp.duplicate {
+                                metrics.appended(1);
+                            }
+                            if tx.send(Ok(resp)).await.is_err() {
+                                code = tonic::Code::Cancelled;
+                                break 'stream;
+                            }
+                        }
+                        Err(s) => {
+                            code = s.code();
+                            let _ = tx.send(Err(s)).await;
+                            break 'stream;
+                        }
+                    }
+                }
+                if let Some(s) = stream_error {
+                    code = s.code();
+                    let _ = tx.send(Err(s)).await;
+                    break;
+                }
+            }
+            metrics.observe("AppendStream", started, code);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReadStream = BoxStream<proto::Message>;
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            self.auth.check(&request, Role::Read)?;
+            let req = request.into_inner();
+            let user = user_id(req.user_id)?;
+            let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
+            if limit == 0 || limit > self.limits.max_read_limit {
+                return Err(Status::invalid_argument(format!(
+                    "limit must be 1..={}",
+                    self.limits.max_read_limit
+                )));
+            }
+            let (tx, rx) = mpsc::channel(64);
+            let store = Arc::clone(&self.store);
+            // Stream from the blocking pool; a full channel applies backpressure,
+            // a gone client ends the loop. Errors end the stream with their status.
+            tokio::task::spawn_blocking(move || {
+                let it = match store.read_iter(&user, req.from_seq) {
+                    Ok(it) => it,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(status(e)));
+                        return;
+                    }
+                };
+                for item in it.take(limit) {
+                    let failed = item.is_err();
+                    let msg = item.map_err(status).map(|m| proto::Message {
+                        seq: m.seq,
+                        timestamp_ms: m.timestamp_ms,
+                        payload: m.payload,
+                    });
+                    if tx.blocking_send(msg).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::ReadStream
+            ))
+        }
+        .await;
+        self.done("Read", started, &r);
+        r
+    }
+
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<EraseResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Erase)?;
+            let req = request.into_inner();
+            let user = user_id(req.user_id)?;
+            let handle = self.store.handle(&user);
+            let options = if req.block_new {
+                EraseOptions::block_new()
+            } else {
+                EraseOptions::default()
+            };
+            let store = Arc::clone(&self.store);
+            let result = blocking(move || store.erase_with(&user, options).map_err(status)).await;
+            match &result {
+                Ok(e) => tracing::info!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "erase", %handle, block_new = req.block_new,
+                    messages_erased = e.messages_before, outcome = "ok"
+                ),
+                Err(s) => tracing::warn!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "erase", %handle, outcome = "error", code = ?s.code()
+                ),
+            }
+            let e = result?;
+            self.metrics.erased();
+            Ok(Response::new(EraseResponse {
+                messages_erased: e.messages_before,
+                erased_at_ms: e.erased_at_ms,
+                epoch: e.epoch,
+                handle: e.handle.to_string(),
+            }))
+        }
+        .await;
+        self.done("Erase", started, &r);
+        r
+    }
+}
+
+/// `shredstore.v1.Admin`.
+pub struct AdminService {
+    store: Arc<Store>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminService {
+    pub(crate) fn new(store: Arc<Store>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Self {
+        AdminService {
+            store,
+            auth,
+            metrics,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for AdminService {
+    async fn purge(
+        &self,
+        request: Request<PurgeRequest>,
+    ) -> Result<Response<PurgeResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Admin)?;
+            let store = Arc::clone(&self.store);
+            let result = blocking(move || store.purge().map_err(status)).await;
+            match &result {
+                Ok(p) => tracing::info!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "purge", erasures_purged = p.erasures_purged,
+                    complete = p.complete, outcome = "ok"
+                ),
+                Err(s) => tracing::warn!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "purge", outcome = "error", code = ?s.code()
+                ),
+            }
+            let p = result?;
+            self.metrics.purged();
+            Ok(Response::new(PurgeResponse {
+                erasures_purged: p.erasures_purged as u64,
+                complete: p.complete,
+                duration_ms: u64::try_from(p.duration.as_millis()).unwrap_or(u64::MAX),
+            }))
+        }
+        .await;
+        self.metrics.observe(
+            "Purge",
+            started,
+            r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        r
+    }
+
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Admin)?;
+            tracing::info!(target: "shredstore::audit", actor = %actor, op = "stats", outcome = "ok");
+            let store = Arc::clone(&self.store);
+            let s = blocking(move || store.stats().map_err(status)).await?;
+            Ok(Response::new(StatsResponse {
+                users: s.users,
+                messages_estimate: s.messages_estimate,
+                pending_erasures: s.pending_erasures,
+                purges_done: s.purges_done,
+                filter_drops: s.filter_drops,
+                bytes_on_disk: s.bytes_on_disk,
+            }))
+        }
+        .await;
+        self.metrics.observe(
+            "Stats",
+            started,
+            r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        r
+    }
+}
