@@ -1,7 +1,7 @@
 //! The `shredstore` command: `serve` runs the gRPC server; `hash-token` prints
 //! the hash a tokens file stores for a bearer token.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +33,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_writer(std::io::stderr)
         .init();
 }
 
@@ -77,17 +78,21 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
     let server = Server::bind(config.clone()).await?;
     let addr = server.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
-    println!(
-        "shredstore listening on {scheme}://{addr} (gRPC; data dir {})",
+    let mut banner = format!(
+        "shredstore listening on {scheme}://{addr} (gRPC; data dir {})\n",
         config.data_dir.display()
     );
     if let Some(m) = server.metrics_addr() {
-        println!("metrics on http://{m}/metrics");
+        banner.push_str(&format!("metrics on http://{m}/metrics\n"));
     }
     if config.insecure_no_auth && !tls {
-        println!(
-            "try: grpcurl -plaintext -d '{{\"user_id\":\"YWxpY2U=\",\"payload\":\"aGVsbG8=\"}}' {addr} shredstore.v1.Store/Append"
-        );
+        banner.push_str(&format!(
+            "try: grpcurl -plaintext -d '{{\"user_id\":\"YWxpY2U=\",\"payload\":\"aGVsbG8=\"}}' {addr} shredstore.v1.Store/Append\n"
+        ));
     }
+    // A closed stdout must not take the server down: write once, ignore errors.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    drop(out);
     server.serve(shutdown_signal()).await
 }

@@ -120,6 +120,19 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Records one finished request from its result.
+    pub fn observe_result<T>(
+        &self,
+        method: &'static str,
+        started: Instant,
+        r: &Result<T, tonic::Status>,
+    ) {
+        let code = r
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        self.observe(method, started, code);
+    }
+
     /// Counts appended messages.
     pub fn appended(&self, n: u64) {
         self.appends.inc_by(n);

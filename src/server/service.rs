@@ -110,8 +110,7 @@ impl StoreService {
     }
 
     fn done<T>(&self, method: &'static str, started: Instant, r: &Result<T, Status>) {
-        let code = r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.metrics.observe(method, started, code);
+        self.metrics.observe_result(method, started, r);
     }
 }
 
@@ -448,11 +447,7 @@ impl proto::admin_server::Admin for AdminService {
             }))
         }
         .await;
-        self.metrics.observe(
-            "Purge",
-            started,
-            r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
+        self.metrics.observe_result("Purge", started, &r);
         r
     }
 
@@ -476,11 +471,7 @@ impl proto::admin_server::Admin for AdminService {
             }))
         }
         .await;
-        self.metrics.observe(
-            "Stats",
-            started,
-            r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
+        self.metrics.observe_result("Stats", started, &r);
         r
     }
 }

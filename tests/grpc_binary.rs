@@ -1,0 +1,146 @@
+//! The `shredstore serve` binary as an operator runs it: dev mode generates a
+//! root key beside the data dir (mode 0600), it prints where it listens, serves,
+//! and SIGTERM shuts it down cleanly with acknowledged data kept.
+#![cfg(feature = "server")]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shredstore::server::proto::store_client::StoreClient;
+use shredstore::server::proto::{AppendRequest, ReadRequest};
+
+fn serve(data: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env_remove("SHREDSTORE_ROOT_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Keep draining stdout so the server never writes into a closed pipe.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed its address");
+        if line.contains("listening on") {
+            break line;
+        }
+    };
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("server did not exit after SIGTERM");
+}
+
+#[test]
+fn dev_mode_serves_and_shuts_down_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, url) = serve(&data);
+    let key = dir.path().join("data.dev-root.key");
+    assert!(key.exists(), "dev key beside the data dir");
+    assert!(!data.join("data.dev-root.key").exists());
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seq = rt.block_on(async {
+        let mut c = StoreClient::connect(url.clone()).await.unwrap();
+        c.append(AppendRequest {
+            user_id: b"bin-user".to_vec(),
+            payload: b"kept".to_vec(),
+            client_message_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .seq
+    });
+    assert_eq!(seq, 1);
+    assert!(terminate(&mut child).success(), "clean exit on SIGTERM");
+
+    // Restart with the same dev key: the data is there.
+    let (mut child, url) = serve(&data);
+    let got = rt.block_on(async {
+        let mut c = StoreClient::connect(url).await.unwrap();
+        let mut s = c
+            .read(ReadRequest {
+                user_id: b"bin-user".to_vec(),
+                from_seq: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap().payload
+    });
+    assert_eq!(got, b"kept");
+    assert!(terminate(&mut child).success());
+}
+
+#[test]
+fn refuses_to_start_without_auth_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tokens-file"), "{err}");
+}
+
+#[test]
+fn hash_token_prints_sha256() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
