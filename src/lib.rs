@@ -46,7 +46,8 @@ pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, IdempotentAppend,
-    MAX_CLIENT_MESSAGE_ID_LEN, Message, MessageIter, Options, PurgeReport, Stats, Store, layout,
+    MAX_CLIENT_MESSAGE_ID_LEN, Message, MessageIter, Options, PurgeReport, Stats, Store,
+    StoreLimits, layout,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

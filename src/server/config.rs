@@ -139,6 +139,11 @@ impl ServeArgs {
         };
         let insecure_no_auth = a.insecure_no_auth || file.insecure_no_auth;
         let tokens_file = a.tokens_file.or(file.tokens_file);
+        if tokens_file.is_some() && insecure_no_auth {
+            return Err(ServerError::Config(
+                "--tokens-file and --insecure-no-auth contradict each other; choose one".into(),
+            ));
+        }
         if tokens_file.is_none() && !insecure_no_auth {
             return Err(ServerError::Config(
                 "no --tokens-file given; pass --insecure-no-auth for local development".into(),
@@ -172,9 +177,9 @@ impl ServeArgs {
             .max_stream_in_flight
             .or(file.max_stream_in_flight)
             .unwrap_or(256);
-        if max_stream_in_flight == 0 {
+        if !(1..=65_536).contains(&max_stream_in_flight) {
             return Err(ServerError::Config(
-                "max_stream_in_flight must be at least 1".into(),
+                "max_stream_in_flight must be 1..=65536".into(),
             ));
         }
         let purge_secs = a
@@ -331,5 +336,17 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.resolve().is_err());
+        let both = ServeArgs {
+            insecure_no_auth: true,
+            tokens_file: Some("t.toml".into()),
+            ..Default::default()
+        };
+        assert!(both.resolve().is_err(), "tokens and no-auth contradict");
+        let window = ServeArgs {
+            insecure_no_auth: true,
+            max_stream_in_flight: Some(1 << 20),
+            ..Default::default()
+        };
+        assert!(window.resolve().is_err());
     }
 }

@@ -191,6 +191,8 @@ fn code_name(code: tonic::Code) -> &'static str {
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Store>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // E.g. out of file descriptors: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));

@@ -11,6 +11,7 @@ mod service;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::Status;
@@ -123,9 +124,19 @@ impl Server {
         store: Store,
         config: &ServerConfig,
     ) -> Result<Server, ServerError> {
-        let auth = match &config.tokens_file {
-            Some(path) if !config.insecure_no_auth => Auth::from_file(path)?,
-            _ => {
+        let auth = match (&config.tokens_file, config.insecure_no_auth) {
+            (Some(_), true) => {
+                return Err(ServerError::Config(
+                    "tokens_file and insecure_no_auth contradict each other; choose one".into(),
+                ));
+            }
+            (None, false) => {
+                return Err(ServerError::Config(
+                    "no tokens file given; set insecure_no_auth for local development".into(),
+                ));
+            }
+            (Some(path), false) => Auth::from_file(path)?,
+            (None, true) => {
                 tracing::warn!(
                     "AUTHENTICATION DISABLED (--insecure-no-auth): every caller may read and erase any user. Development only"
                 );
@@ -147,6 +158,12 @@ impl Server {
             }
             None => None,
         };
+        if tls.is_none() && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "serving plaintext gRPC on a non-loopback address: tokens and messages cross the network unencrypted; use --tls-cert/--tls-key"
+            );
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(metrics::bind(addr).await?),
@@ -162,7 +179,7 @@ impl Server {
             limits: Limits {
                 max_read_limit: config.max_read_limit,
                 max_stream_in_flight: config.max_stream_in_flight,
-                max_message_bytes: config.max_payload + 4096,
+                max_message_bytes: config.max_payload.saturating_add(4096),
             },
         })
     }
@@ -231,7 +248,28 @@ impl Server {
             builder = builder.tls_config(tls)?;
         }
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-        let result = builder
+        // On the signal: report NOT_SERVING, stop accepting, let in-flight calls
+        // finish for at most SHUTDOWN_GRACE, then close what is left.
+        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+        let reporter = health_reporter.clone();
+        let signal = async move {
+            shutdown.await;
+            reporter
+                .set_not_serving::<StoreServer<service::StoreService>>()
+                .await;
+            reporter
+                .set_not_serving::<AdminServer<service::AdminService>>()
+                .await;
+            let _ = fired_tx.send(true);
+        };
+        let grace = async move {
+            if fired_rx.wait_for(|fired| *fired).await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let serving = builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -239,8 +277,14 @@ impl Server {
                     .max_decoding_message_size(self.limits.max_message_bytes),
             )
             .add_service(AdminServer::new(admin_svc))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+            .serve_with_incoming_shutdown(incoming, signal);
+        let result = tokio::select! {
+            r = serving => r,
+            () = grace => {
+                tracing::warn!("shutdown grace period over; closing the remaining connections");
+                Ok(())
+            }
+        };
         if let Some(t) = metrics_task {
             t.abort();
         }
@@ -260,6 +304,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// How long in-flight calls may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -20,6 +20,9 @@ use super::proto::{
 use super::{Limits, status};
 use crate::{EraseOptions, Store, UserId};
 
+/// Messages a Read fetches per blocking call.
+const READ_PAGE: usize = 64;
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Runs `f` on the blocking pool.
@@ -46,7 +49,13 @@ struct Append {
 }
 
 impl Append {
-    fn from_proto(r: AppendRequest) -> Result<Append, Status> {
+    fn from_proto(r: AppendRequest, max_payload: usize) -> Result<Append, Status> {
+        if r.payload.len() > max_payload {
+            return Err(Status::invalid_argument(format!(
+                "payload is {} bytes, the maximum is {max_payload}",
+                r.payload.len()
+            )));
+        }
         if let Some(id) = &r.client_message_id
             && (id.is_empty() || id.len() > crate::MAX_CLIENT_MESSAGE_ID_LEN)
         {
@@ -170,11 +179,19 @@ fn append_group(
             i += 1;
             continue;
         }
-        // A run of plain appends of this user: one atomic batch.
-        let end = group[i..]
-            .iter()
-            .position(|(_, a)| a.client_message_id.is_some())
-            .map_or(group.len(), |p| i + p);
+        // A run of plain appends of this user, within the store's batch
+        // limits: one atomic batch.
+        let limits = store.limits();
+        let mut end = i;
+        let mut bytes = 0usize;
+        while end < group.len()
+            && group[end].1.client_message_id.is_none()
+            && end - i < limits.max_batch
+            && (end == i || bytes + group[end].1.payload.len() <= limits.max_batch_bytes)
+        {
+            bytes += group[end].1.payload.len();
+            end += 1;
+        }
         let run = &group[i..end];
         let payloads: Vec<&[u8]> = run.iter().map(|(_, a)| a.payload.as_slice()).collect();
         match store.append_batch(&run[0].1.user, &payloads) {
@@ -209,7 +226,7 @@ impl proto::store_server::Store for StoreService {
         let started = Instant::now();
         let r = async {
             self.auth.check(&request, Role::Append)?;
-            let a = Append::from_proto(request.into_inner())?;
+            let a = Append::from_proto(request.into_inner(), self.store.limits().max_payload)?;
             let store = Arc::clone(&self.store);
             let resp = blocking(move || a.run(&store)).await?;
             if !resp.duplicate {
@@ -238,6 +255,7 @@ impl proto::store_server::Store for StoreService {
         let (tx, rx) = mpsc::channel::<Result<AppendResponse, Status>>(window);
         let store = Arc::clone(&self.store);
         let metrics = Arc::clone(&self.metrics);
+        let limits = store.limits();
         tokio::spawn(async move {
             let mut code = tonic::Code::Ok;
             'stream: loop {
@@ -266,7 +284,7 @@ impl proto::store_server::Store for StoreService {
                 // Validate up to the first bad request; it ends the stream.
                 let mut chunk = Vec::with_capacity(raw.len());
                 for r in raw {
-                    match Append::from_proto(r) {
+                    match Append::from_proto(r, limits.max_payload) {
                         Ok(a) => chunk.push(a),
                         Err(s) => {
                             stream_error = Some(s);
@@ -323,26 +341,40 @@ impl proto::store_server::Store for StoreService {
                     self.limits.max_read_limit
                 )));
             }
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = mpsc::channel(READ_PAGE);
             let store = Arc::clone(&self.store);
-            // Stream from the blocking pool; a full channel applies backpressure,
-            // a gone client ends the loop. Errors end the stream with their status.
-            tokio::task::spawn_blocking(move || {
-                let it = match store.read_iter(&user, req.from_seq) {
-                    Ok(it) => it,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(status(e)));
-                        return;
+            // Read in short pages on the blocking pool and send from async code:
+            // a slow client holds neither a blocking thread nor a RocksDB
+            // iterator (which would pin files and delay purges), and each page
+            // starts after any erase that returned before it.
+            tokio::spawn(async move {
+                let mut from = req.from_seq;
+                let mut remaining = limit;
+                while remaining > 0 {
+                    let page = remaining.min(READ_PAGE);
+                    let (s, u) = (Arc::clone(&store), user.clone());
+                    let batch = blocking(move || s.read(&u, from, page).map_err(status)).await;
+                    let msgs = match batch {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    let full = msgs.len() == page;
+                    remaining -= msgs.len();
+                    for m in msgs {
+                        from = m.seq.saturating_add(1);
+                        let msg = proto::Message {
+                            seq: m.seq,
+                            timestamp_ms: m.timestamp_ms,
+                            payload: m.payload,
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
                     }
-                };
-                for item in it.take(limit) {
-                    let failed = item.is_err();
-                    let msg = item.map_err(status).map(|m| proto::Message {
-                        seq: m.seq,
-                        timestamp_ms: m.timestamp_ms,
-                        payload: m.payload,
-                    });
-                    if tx.blocking_send(msg).is_err() || failed {
+                    if !full || from == u64::MAX {
                         return;
                     }
                 }

@@ -86,6 +86,20 @@ pub struct IdempotentAppend {
     pub duplicate: bool,
 }
 
+/// The argument limits a store enforces (from its [`Options`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreLimits {
+    /// Largest payload.
+    pub max_payload: usize,
+    /// Most payloads in one batch.
+    pub max_batch: usize,
+    /// Most payload bytes in one batch.
+    pub max_batch_bytes: usize,
+    /// Largest read limit.
+    pub max_read_limit: usize,
+}
+
 /// A decrypted, authenticated message.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
@@ -305,6 +319,16 @@ impl Store {
             "store opened"
         );
         Ok(Store { inner, purger })
+    }
+
+    /// The argument limits this store enforces.
+    pub fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_payload: self.inner.max_payload,
+            max_batch: self.inner.max_batch,
+            max_batch_bytes: self.inner.max_batch_bytes,
+            max_read_limit: self.inner.max_read_limit,
+        }
     }
 
     /// The handle (pseudonym) of a user id in this store. Handles are safe to
