@@ -47,7 +47,7 @@ pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, IdempotentAppend,
     MAX_CLIENT_MESSAGE_ID_LEN, Message, MessageIter, Options, PurgeReport, Stats, Store,
-    StoreLimits, layout,
+    StoreLimits, layout, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

@@ -290,16 +290,23 @@ impl HandleKey {
         HandleKey(secret)
     }
 
-    /// `HMAC-SHA256(handle_key, user_id)[..16]`.
-    pub(crate) fn handle(&self, user: &UserId) -> Handle {
+    /// `HMAC-SHA256(handle_key, parts[0] || parts[1] || ...)`.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         #[expect(
             clippy::expect_used,
             reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
         )]
         let mut mac =
             <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length");
-        mac.update(user.as_bytes());
-        let full = mac.finalize().into_bytes();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// `HMAC-SHA256(handle_key, user_id)[..16]`.
+    pub(crate) fn handle(&self, user: &UserId) -> Handle {
+        let full = self.mac(&[user.as_bytes()]);
         let mut h = [0u8; Handle::LEN];
         h.copy_from_slice(&full[..Handle::LEN]);
         Handle(h)
@@ -317,16 +324,11 @@ impl HandleKey {
         handle: &Handle,
         client_message_id: &[u8],
     ) -> [u8; DEDUP_KEY_LEN] {
-        #[expect(
-            clippy::expect_used,
-            reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
-        )]
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length");
-        mac.update(b"shredstore/v1/client-message-id");
-        mac.update(handle.as_bytes());
-        mac.update(client_message_id);
-        let full = mac.finalize().into_bytes();
+        let full = self.mac(&[
+            b"shredstore/v1/client-message-id",
+            handle.as_bytes(),
+            client_message_id,
+        ]);
         let mut k = [0u8; DEDUP_KEY_LEN];
         k[..Handle::LEN].copy_from_slice(handle.as_bytes());
         k[Handle::LEN..].copy_from_slice(&full[..16]);

@@ -74,14 +74,6 @@ pub fn status(e: Error) -> Status {
     }
 }
 
-/// Limits the services enforce (besides the store's own).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub max_read_limit: usize,
-    pub max_stream_in_flight: usize,
-    pub max_message_bytes: usize,
-}
-
 /// A bound, not yet serving, server.
 pub struct Server {
     store: Arc<Store>,
@@ -90,7 +82,8 @@ pub struct Server {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     tls: Option<ServerTlsConfig>,
-    limits: Limits,
+    /// AppendStream requests processed together; the other limits are the store's.
+    stream_window: usize,
 }
 
 impl Server {
@@ -176,11 +169,7 @@ impl Server {
             listener,
             metrics_listener,
             tls,
-            limits: Limits {
-                max_read_limit: config.max_read_limit,
-                max_stream_in_flight: config.max_stream_in_flight,
-                max_message_bytes: config.max_payload.saturating_add(4096),
-            },
+            stream_window: config.max_stream_in_flight,
         })
     }
 
@@ -228,7 +217,7 @@ impl Server {
             Arc::clone(&self.store),
             Arc::clone(&self.auth),
             Arc::clone(&self.metrics),
-            self.limits,
+            self.stream_window,
         );
         let admin_svc = service::AdminService::new(
             Arc::clone(&self.store),
@@ -269,15 +258,15 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        let serving = builder
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(
-                StoreServer::new(store_svc)
-                    .max_decoding_message_size(self.limits.max_message_bytes),
-            )
-            .add_service(AdminServer::new(admin_svc))
-            .serve_with_incoming_shutdown(incoming, signal);
+        let serving =
+            builder
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(StoreServer::new(store_svc).max_decoding_message_size(
+                    self.store.limits().max_payload.saturating_add(4096),
+                ))
+                .add_service(AdminServer::new(admin_svc))
+                .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
             r = serving => r,
             () = grace => {

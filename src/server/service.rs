@@ -17,7 +17,7 @@ use super::proto::{
     self, AppendRequest, AppendResponse, EraseRequest, EraseResponse, PurgeRequest, PurgeResponse,
     ReadRequest, StatsRequest, StatsResponse,
 };
-use super::{Limits, status};
+use super::status;
 use crate::{EraseOptions, Store, UserId};
 
 /// Messages a Read fetches per blocking call.
@@ -56,13 +56,8 @@ impl Append {
                 r.payload.len()
             )));
         }
-        if let Some(id) = &r.client_message_id
-            && (id.is_empty() || id.len() > crate::MAX_CLIENT_MESSAGE_ID_LEN)
-        {
-            return Err(Status::invalid_argument(format!(
-                "client_message_id must be 1..={} bytes",
-                crate::MAX_CLIENT_MESSAGE_ID_LEN
-            )));
+        if let Some(id) = &r.client_message_id {
+            crate::validate_client_message_id(id.as_bytes()).map_err(status)?;
         }
         Ok(Append {
             user: user_id(r.user_id)?,
@@ -100,7 +95,7 @@ pub struct StoreService {
     store: Arc<Store>,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
-    limits: Limits,
+    stream_window: usize,
 }
 
 impl StoreService {
@@ -108,13 +103,13 @@ impl StoreService {
         store: Arc<Store>,
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
-        limits: Limits,
+        stream_window: usize,
     ) -> Self {
         StoreService {
             store,
             auth,
             metrics,
-            limits,
+            stream_window,
         }
     }
 
@@ -251,7 +246,7 @@ impl proto::store_server::Store for StoreService {
             return Err(e);
         }
         let mut inbound = request.into_inner();
-        let window = self.limits.max_stream_in_flight;
+        let window = self.stream_window;
         let (tx, rx) = mpsc::channel::<Result<AppendResponse, Status>>(window);
         let store = Arc::clone(&self.store);
         let metrics = Arc::clone(&self.metrics);
@@ -335,11 +330,11 @@ impl proto::store_server::Store for StoreService {
             let req = request.into_inner();
             let user = user_id(req.user_id)?;
             let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
-            if limit == 0 || limit > self.limits.max_read_limit {
-                return Err(Status::invalid_argument(format!(
-                    "limit must be 1..={}",
-                    self.limits.max_read_limit
-                )));
+            let max = self.store.limits().max_read_limit;
+            if limit == 0 || limit > max {
+                return Err(Status::invalid_argument(
+                    format!("limit must be 1..={max}",),
+                ));
             }
             let (tx, rx) = mpsc::channel(READ_PAGE);
             let store = Arc::clone(&self.store);

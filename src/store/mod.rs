@@ -77,6 +77,25 @@ pub struct Appended {
 /// Longest client message id accepted by [`Store::append_idempotent`], in bytes.
 pub const MAX_CLIENT_MESSAGE_ID_LEN: usize = 128;
 
+/// Checks a client message id: 1..=[`MAX_CLIENT_MESSAGE_ID_LEN`] bytes.
+///
+/// # Errors
+/// [`InvalidArgument::EmptyClientMessageId`] or
+/// [`InvalidArgument::ClientMessageIdTooLong`].
+pub fn validate_client_message_id(id: &[u8]) -> Result<()> {
+    if id.is_empty() {
+        return Err(InvalidArgument::EmptyClientMessageId.into());
+    }
+    if id.len() > MAX_CLIENT_MESSAGE_ID_LEN {
+        return Err(InvalidArgument::ClientMessageIdTooLong {
+            len: id.len(),
+            max: MAX_CLIENT_MESSAGE_ID_LEN,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// The outcome of [`Store::append_idempotent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdempotentAppend {
@@ -362,16 +381,7 @@ impl Store {
         client_message_id: &[u8],
         payload: &[u8],
     ) -> Result<IdempotentAppend> {
-        if client_message_id.is_empty() {
-            return Err(InvalidArgument::EmptyClientMessageId.into());
-        }
-        if client_message_id.len() > MAX_CLIENT_MESSAGE_ID_LEN {
-            return Err(InvalidArgument::ClientMessageIdTooLong {
-                len: client_message_id.len(),
-                max: MAX_CLIENT_MESSAGE_ID_LEN,
-            }
-            .into());
-        }
+        validate_client_message_id(client_message_id)?;
         self.inner
             .append_inner(user, &[payload], Some(client_message_id))
             .and_then(|(mut v, duplicate)| {
@@ -600,6 +610,20 @@ fn open_message(handle: &Handle, state: &CachedUser, key: &[u8], value: &[u8]) -
         timestamp_ms: env.timestamp_ms,
         payload,
     })
+}
+
+/// Deletes every key that starts with `handle` (keys are at most 32 bytes).
+fn delete_handle_range(batch: &mut WriteBatch, cf: &ColumnFamily, handle: &Handle) {
+    const LAST: [u8; 32] = [0xff; 32];
+    match codec::handle_upper_bound(handle) {
+        Some(ub) => batch.delete_range_cf(cf, handle.as_bytes().as_slice(), ub.as_slice()),
+        // The all-0xff handle: the range ends at the largest possible key,
+        // which delete_range excludes, so delete that one too.
+        None => {
+            batch.delete_range_cf(cf, handle.as_bytes().as_slice(), LAST.as_slice());
+            batch.delete_cf(cf, LAST);
+        }
+    }
 }
 
 fn force_compact_options() -> CompactOptions {
@@ -998,25 +1022,21 @@ impl Inner {
             .as_ref()
             .try_into()
             .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
-        let (seq, ts) = v.split_at(8);
-        let seq = u64::from_be_bytes(
-            seq.try_into()
-                .map_err(|_| Error::Corrupt(Corruption::Encoding))?,
-        );
-        let timestamp_ms = u64::from_be_bytes(
-            ts.try_into()
-                .map_err(|_| Error::Corrupt(Corruption::Encoding))?,
-        );
+        let (mut seq, mut ts) = ([0u8; 8], [0u8; 8]);
+        seq.copy_from_slice(&v[..8]);
+        ts.copy_from_slice(&v[8..]);
+        let (seq, timestamp_ms) = (u64::from_be_bytes(seq), u64::from_be_bytes(ts));
         // Erase deletes a user's dedup entries in the same batch as the key
         // record, so an entry always has a live user and message.
         let UserState::Live(state) = self.load(handle)? else {
             return Err(Error::Corrupt(Corruption::MissingKeyRecord));
         };
+        let key = message_key(handle, seq);
         let stored = self
             .db
-            .get_pinned_cf(self.cf(CF_MESSAGES)?, message_key(handle, seq))?
+            .get_pinned_cf(self.cf(CF_MESSAGES)?, key)?
             .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
-        let original = open_message(handle, &state, &message_key(handle, seq), &stored)?;
+        let original = open_message(handle, &state, &key, &stored)?;
         if original.payload != payload {
             return Err(Error::IdempotencyConflict);
         }
@@ -1159,28 +1179,9 @@ impl Inner {
         batch.delete_cf(keys, handle.as_bytes());
         batch.put_cf(self.cf(CF_ERASED)?, handle.as_bytes(), &encoded);
         // Forget the user's client message ids (keyed hashes, but still theirs).
-        let dedup = self.cf(CF_DEDUP)?;
-        match codec::handle_upper_bound(&handle) {
-            Some(ub) => batch.delete_range_cf(dedup, handle.as_bytes().as_slice(), ub.as_slice()),
-            None => {
-                batch.delete_range_cf(
-                    dedup,
-                    handle.as_bytes().as_slice(),
-                    &[0xffu8; DEDUP_KEY_LEN],
-                );
-                batch.delete_cf(dedup, [0xffu8; DEDUP_KEY_LEN]);
-            }
-        }
+        delete_handle_range(&mut batch, self.cf(CF_DEDUP)?, &handle);
         if self.erase_delete_range {
-            let start = message_key(&handle, 0);
-            match codec::handle_upper_bound(&handle) {
-                Some(ub) => batch.delete_range_cf(messages, start.as_slice(), ub.as_slice()),
-                None => {
-                    let last_key = message_key(&handle, u64::MAX);
-                    batch.delete_range_cf(messages, start.as_slice(), last_key.as_slice());
-                    batch.delete_cf(messages, last_key);
-                }
-            }
+            delete_handle_range(&mut batch, messages, &handle);
         }
         self.write(batch, true)?;
 
