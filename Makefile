@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shredstore/target
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: run test prereqs build check fmt clippy clean-data
+.PHONY: run test bench prereqs build check fmt clippy clean-data
 
 prereqs:
 	@scripts/prereqs.sh
@@ -22,8 +22,15 @@ run: prereqs
 	$(CARGO) build --release --bin shredstore
 	$(CARGO_TARGET_DIR)/release/shredstore serve --data-dir $(DATA_DIR) --listen $(LISTEN) --insecure-no-auth
 
+# Benches are compiled (not run) so they never rot; they share the release
+# build (the bench profile inherits it).
 test: prereqs
 	$(CARGO) test --release
+	$(CARGO) bench --no-run
+
+# Every criterion bench, then the on-disk footprint (see BENCHMARKS.md).
+bench: prereqs
+	$(CARGO) bench
 
 # `--no-default-features` changes host-dependency features (syn, regex...), which
 # rebuilds bindgen and would re-run RocksDB's 25-minute C++ build. A check never

@@ -38,6 +38,8 @@ pub mod codec;
 pub mod crypto;
 mod error;
 #[cfg(feature = "server")]
+pub mod load;
+#[cfg(feature = "server")]
 pub mod server;
 mod store;
 mod types;
@@ -46,8 +48,8 @@ pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, IdempotentAppend,
-    MAX_CLIENT_MESSAGE_ID_LEN, Message, MessageIter, Options, PurgeReport, Stats, Store,
-    StoreLimits, layout, validate_client_message_id,
+    MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options, PurgeReport, Stats,
+    Store, StoreLimits, layout, open_plain_baseline, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

@@ -1,10 +1,12 @@
 //! The `shredstore` command: `serve` runs the gRPC server; `hash-token` prints
-//! the hash a tokens file stores for a bearer token.
+//! the hash a tokens file stores for a bearer token; `load` drives a running
+//! server with a request mix and reports throughput and latency.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shredstore::load::LoadArgs;
 use shredstore::server::{ServeArgs, Server, hash_token, shutdown_signal};
 
 #[derive(Parser)]
@@ -19,12 +21,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at startup")]
+#[allow(clippy::large_enum_variant, reason = "parsed once at startup")]
 enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
     /// Read a bearer token on stdin and print its SHA-256 for the tokens file.
     HashToken,
+    /// Generate load against a running server and report throughput, latency
+    /// percentiles and errors.
+    Load(LoadArgs),
 }
 
 fn init_logging() {
@@ -37,9 +42,23 @@ fn init_logging() {
         .init();
 }
 
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Load(args) => load(&args),
         Command::HashToken => {
             let mut token = String::new();
             if std::io::stdin().read_to_string(&mut token).is_err() {
@@ -51,15 +70,8 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_logging();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +82,58 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `shredstore load`: exit 1 if the run could not be carried out (bad flags,
+/// no connection), or with `--fail-on-error` if any request failed.
+fn load(args: &LoadArgs) -> ExitCode {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let report = match runtime.block_on(shredstore::load::run(config)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        report.to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
+    if let Some(p) = &args.plot {
+        eprintln!("plot written to {}", p.display());
+    }
+    if args.fail_on_error && report.errors > 0 {
+        eprintln!(
+            "error: {} of {} requests failed",
+            report.errors, report.total_ops
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {

@@ -67,6 +67,15 @@ pub struct ServeArgs {
     /// Seconds between background purges when erasures are pending [default: 60].
     #[arg(long)]
     pub purge_interval_secs: Option<u64>,
+    /// RocksDB block cache in MiB, index and filter blocks included [default: 64].
+    #[arg(long)]
+    pub block_cache_mb: Option<usize>,
+    /// Memtable size of the messages column family in MiB [default: 64].
+    #[arg(long)]
+    pub write_buffer_mb: Option<usize>,
+    /// Users whose derived ciphers are cached [default: 65536].
+    #[arg(long)]
+    pub key_cache_entries: Option<usize>,
 }
 
 /// Fully resolved settings.
@@ -98,6 +107,12 @@ pub struct ServerConfig {
     pub max_stream_in_flight: usize,
     /// Background purge interval.
     pub purge_interval: Duration,
+    /// Block cache bytes.
+    pub block_cache_bytes: usize,
+    /// Messages memtable bytes.
+    pub write_buffer_bytes: usize,
+    /// Key cache entries.
+    pub key_cache_entries: usize,
 }
 
 /// Where the root key comes from.
@@ -211,8 +226,18 @@ impl ServeArgs {
             max_read_limit: a.max_read_limit.or(file.max_read_limit).unwrap_or(10_000),
             max_stream_in_flight,
             purge_interval: Duration::from_secs(purge_secs),
+            block_cache_bytes: mib(a.block_cache_mb.or(file.block_cache_mb).unwrap_or(64)),
+            write_buffer_bytes: mib(a.write_buffer_mb.or(file.write_buffer_mb).unwrap_or(64)),
+            key_cache_entries: a
+                .key_cache_entries
+                .or(file.key_cache_entries)
+                .unwrap_or(65_536),
         })
     }
+}
+
+fn mib(n: usize) -> usize {
+    n.saturating_mul(1024 * 1024)
 }
 
 /// `./data` -> `./data.dev-root.key`: beside the data directory, not inside.

@@ -100,7 +100,11 @@ impl Server {
                 .durability(cfg.durability)
                 .max_payload(cfg.max_payload)
                 .max_read_limit(cfg.max_read_limit)
-                .purge_interval(Some(cfg.purge_interval));
+                .purge_interval(Some(cfg.purge_interval))
+                .block_cache_bytes(cfg.block_cache_bytes)
+                .write_buffer_bytes(cfg.write_buffer_bytes)
+                .key_cache_entries(cfg.key_cache_entries);
+            tracing::info!(budget = %options.memory_budget(), "store memory budget");
             Ok(Store::open(options)?)
         })
         .await
@@ -236,7 +240,10 @@ impl Server {
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        // TCP_NODELAY: without it, Nagle's algorithm and delayed ACKs hold a
+        // small response (a Read stream's end) for ~40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         // On the signal: report NOT_SERVING, stop accepting, let in-flight calls
         // finish for at most SHUTDOWN_GRACE, then close what is left.
         let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);

@@ -22,7 +22,7 @@ use rocksdb::{
     SliceTransform, WriteBatch, WriteOptions,
 };
 
-pub use options::{DEFAULT_MAX_PAYLOAD, Durability, Options};
+pub use options::{DEFAULT_MAX_PAYLOAD, Durability, MemoryBudget, Options};
 
 use crate::codec::{
     self, Envelope, EnvelopeHeader, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord,
@@ -201,6 +201,22 @@ pub struct Stats {
     pub bytes_on_disk: u64,
     /// RocksDB's latest sequence number; it grows with every write.
     pub rocksdb_sequence: u64,
+}
+
+/// Memtables per column family (RocksDB's default, set explicitly because
+/// the memory budget counts on it).
+pub(crate) const MAX_WRITE_BUFFERS: usize = 2;
+/// Memtable size of the small column families (keys, markers, dedup, meta).
+pub(crate) const SMALL_CF_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Estimated heap bytes of one key-cache entry: the entry, its cipher (an
+/// `Arc` allocation with two counters) and the LRU's node and table slot.
+pub(crate) fn key_cache_entry_bytes() -> usize {
+    std::mem::size_of::<CachedUser>()
+        + std::mem::size_of::<MessageCipher>()
+        + 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<Handle>()
+        + 64
 }
 
 /// Cached per-user state: the derived cipher and the next seq.
@@ -633,7 +649,9 @@ fn force_compact_options() -> CompactOptions {
     opts
 }
 
-fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb::Options)> {
+/// The RocksDB tuning of a store: DB-wide options, the options of the small
+/// column families, and those of `messages` (without its compaction filter).
+fn rocksdb_options(options: &Options) -> (rocksdb::Options, rocksdb::Options, rocksdb::Options) {
     let cache = Cache::new_lru_cache(options.block_cache_bytes);
 
     let mut db_opts = rocksdb::Options::default();
@@ -654,21 +672,36 @@ fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
 
+    // Index and filter blocks live in the block cache, so the cache bounds them
+    // (otherwise they grow with the data, outside any budget).
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
     let mut small = rocksdb::Options::default();
     small.set_compression_type(DBCompressionType::None);
     small.set_block_based_table_factory(&table);
+    small.set_write_buffer_size(SMALL_CF_WRITE_BUFFER);
+    small.set_max_write_buffer_number(MAX_WRITE_BUFFERS as i32);
 
     let mut msg_table = BlockBasedOptions::default();
     msg_table.set_block_cache(&cache);
     msg_table.set_bloom_filter(10.0, false);
     msg_table.set_whole_key_filtering(false);
+    msg_table.set_cache_index_and_filter_blocks(true);
+    msg_table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     let mut messages = rocksdb::Options::default();
     // Ciphertext does not compress.
     messages.set_compression_type(DBCompressionType::None);
     messages.set_block_based_table_factory(&msg_table);
     messages.set_prefix_extractor(SliceTransform::create_fixed_prefix(Handle::LEN));
     messages.set_write_buffer_size(options.write_buffer_bytes);
+    messages.set_max_write_buffer_number(MAX_WRITE_BUFFERS as i32);
     messages.set_periodic_compaction_seconds(options.periodic_compaction.as_secs().max(1));
+    (db_opts, small, messages)
+}
+
+fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb::Options)> {
+    let (db_opts, small, mut messages) = rocksdb_options(options);
     messages.set_compaction_filter_factory(MessagesFilterFactory {
         erased: Arc::clone(erased),
     });
@@ -682,6 +715,18 @@ fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb
     ];
     let db = DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?;
     Ok((db, db_opts))
+}
+
+/// Opens a plain RocksDB in `options`' data dir with a single `messages`
+/// column family tuned exactly like a store's (same DB options, block cache,
+/// bloom filter, prefix extractor, write buffer; no compaction filter, no
+/// encryption). It is the baseline the benchmarks compare the store against;
+/// it is not a store and holds no keys.
+#[doc(hidden)]
+pub fn open_plain_baseline(options: &Options) -> Result<DB> {
+    let (db_opts, _small, messages) = rocksdb_options(options);
+    let cfs = vec![ColumnFamilyDescriptor::new(CF_MESSAGES, messages)];
+    Ok(DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?)
 }
 
 /// Reads or creates the store's metadata; checks format version and root key.

@@ -160,8 +160,28 @@ impl Options {
         self
     }
 
+    /// What this configuration lets the store hold in memory at most, by
+    /// design: the block cache (which also holds index and filter blocks),
+    /// every column family's memtables, and the key cache. RocksDB's own
+    /// bookkeeping, the allocator and in-flight requests come on top.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        let messages = self
+            .write_buffer_bytes
+            .saturating_mul(super::MAX_WRITE_BUFFERS);
+        let small = super::SMALL_CF_WRITE_BUFFER
+            .saturating_mul(super::MAX_WRITE_BUFFERS)
+            .saturating_mul(super::layout::ALL_CFS.len() - 1);
+        MemoryBudget {
+            block_cache: self.block_cache_bytes,
+            memtables: messages.saturating_add(small),
+            key_cache: self
+                .key_cache_entries
+                .saturating_mul(super::key_cache_entry_bytes()),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
-        let checks: [(bool, &'static str); 6] = [
+        let checks: [(bool, &'static str); 8] = [
             (self.max_payload >= 1, "max_payload must be at least 1"),
             (
                 self.max_payload <= 64 * 1024 * 1024,
@@ -180,6 +200,14 @@ impl Options {
                 self.key_cache_entries >= 1,
                 "key_cache_entries must be at least 1",
             ),
+            (
+                self.write_buffer_bytes >= 1024 * 1024,
+                "write_buffer_bytes must be at least 1 MiB",
+            ),
+            (
+                self.block_cache_bytes >= 1024 * 1024,
+                "block_cache_bytes must be at least 1 MiB",
+            ),
         ];
         for (ok, what) in checks {
             if !ok {
@@ -190,6 +218,41 @@ impl Options {
             return Err(InvalidArgument::Option("purge_interval must be positive").into());
         }
         Ok(())
+    }
+}
+
+/// The memory a store's configuration allows, from
+/// [`Options::memory_budget`]. Sizes in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// RocksDB block cache, index and filter blocks included.
+    pub block_cache: usize,
+    /// Memtables of all column families (active and immutable).
+    pub memtables: usize,
+    /// The cache of users' derived ciphers (entries x estimated entry size).
+    pub key_cache: usize,
+}
+
+impl MemoryBudget {
+    /// The sum of the parts.
+    pub fn total(&self) -> usize {
+        self.block_cache
+            .saturating_add(self.memtables)
+            .saturating_add(self.key_cache)
+    }
+}
+
+impl std::fmt::Display for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = 1024.0 * 1024.0;
+        write!(
+            f,
+            "{:.1} MiB (block cache {:.1} + memtables {:.1} + key cache {:.1})",
+            self.total() as f64 / MIB,
+            self.block_cache as f64 / MIB,
+            self.memtables as f64 / MIB,
+            self.key_cache as f64 / MIB
+        )
     }
 }
 

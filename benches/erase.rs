@@ -1,0 +1,156 @@
+//! Erase is O(1): the time to erase a user with 10, 1,000 and 100,000
+//! messages (each iteration erases a freshly written and flushed user in a
+//! fresh store; writing it is not timed). And the cost of `purge` after erasing 1% of the users, against a
+//! full manual compaction of a plain RocksDB holding the same bytes.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode};
+use rocksdb::{BottommostLevelCompaction, CompactOptions};
+use shredstore::{Durability, UserId};
+
+#[path = "support/mod.rs"]
+mod support;
+
+const COUNTS: [usize; 3] = [10, 1_000, 100_000];
+const PURGE_USERS: usize = 2_000;
+const PURGE_PER_USER: usize = 100;
+
+fn erase(c: &mut Criterion) {
+    let mut group = c.benchmark_group("erase");
+    // Every iteration needs a user with N fresh messages, so keep the number
+    // of iterations small: flat sampling, 10 samples, minimal warm-up.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_millis(1));
+    let payloads: Vec<Vec<u8>> = (0..1000)
+        .map(|i| support::payload(support::PAYLOAD, i))
+        .collect();
+    for n in COUNTS {
+        group.bench_function(BenchmarkId::new("erase", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // A fresh store per erase, written and flushed first, so
+                    // that no flush or compaction the setup triggered is still
+                    // running (on 2 cores it would slow the erase's fsync, and
+                    // more so the more messages were written). The messages
+                    // are in an SST file, as a long-lived user's would be.
+                    let dir = support::tempdir();
+                    let store = support::open_store(dir.path(), Durability::Sync);
+                    let user = UserId::new("erase-me").expect("id");
+                    let mut left = n;
+                    while left > 0 {
+                        let k = left.min(payloads.len());
+                        store.append_batch(&user, &payloads[..k]).expect("append");
+                        left -= k;
+                    }
+                    store.flush().expect("flush");
+                    // Warm the block cache (index and filter blocks of the new
+                    // SST), as on a running store.
+                    assert_eq!(store.read(&user, 0, 1).expect("read").len(), 1);
+                    let start = Instant::now();
+                    let erased = store.erase(&user).expect("erase");
+                    total += start.elapsed();
+                    assert_eq!(erased.messages_before, n as u64);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+fn purge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("purge");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_millis(1));
+    let ids = support::user_ids(PURGE_USERS);
+    let payloads: Vec<Vec<u8>> = (0..PURGE_PER_USER as u64)
+        .map(|i| support::payload(support::PAYLOAD, i))
+        .collect();
+    let param = format!("1pct-of-{PURGE_USERS}x{PURGE_PER_USER}");
+
+    group.bench_function(BenchmarkId::new("purge", &param), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = support::tempdir();
+                let store = support::open_store(dir.path(), Durability::Buffered);
+                for user in &ids {
+                    store.append_batch(user, &payloads).expect("append");
+                }
+                store.flush().expect("flush");
+                for user in ids.iter().step_by(100) {
+                    store.erase(user).expect("erase");
+                }
+                let start = Instant::now();
+                let report = store.purge().expect("purge");
+                total += start.elapsed();
+                assert!(report.complete);
+            }
+            total
+        })
+    });
+
+    group.bench_function(BenchmarkId::new("plain_full_compaction", &param), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = support::tempdir();
+                let db = support::open_plain(dir.path());
+                let cf = db.cf_handle(shredstore::layout::CF_MESSAGES).expect("cf");
+                for user in &ids {
+                    let mut wb = rocksdb::WriteBatch::default();
+                    for (seq, p) in payloads.iter().enumerate() {
+                        wb.put_cf(cf, support::plain_key(user, seq as u64 + 1), p);
+                    }
+                    db.write(wb).expect("write");
+                }
+                db.flush_cf(cf).expect("flush");
+                let start = Instant::now();
+                let mut opts = CompactOptions::default();
+                opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+                db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn main() {
+    support::begin();
+    let mut c = Criterion::default().configure_from_args();
+    erase(&mut c);
+    purge(&mut c);
+    c.final_summary();
+
+    let base = support::median_ns("erase", "erase", &COUNTS[0].to_string());
+    if let Some(base) = base {
+        println!("\nerase latency vs message count (Sync durability)");
+        println!("{:>10} {:>12} {:>14}", "messages", "median", "vs 10 msgs");
+        for n in COUNTS {
+            if let Some(t) = support::median_ns("erase", "erase", &n.to_string()) {
+                println!("{n:>10} {:>10.1}µs {:>13.2}x", t / 1000.0, t / base);
+            }
+        }
+    }
+    let param = format!("1pct-of-{PURGE_USERS}x{PURGE_PER_USER}");
+    if let (Some(p), Some(f)) = (
+        support::median_ns("purge", "purge", &param),
+        support::median_ns("purge", "plain_full_compaction", &param),
+    ) {
+        println!(
+            "\npurge after erasing 1% of {PURGE_USERS} users x {PURGE_PER_USER} messages: \
+             {:.1} ms; plain full compaction of the same bytes: {:.1} ms; ratio {:.2}x",
+            p / 1e6,
+            f / 1e6,
+            p / f
+        );
+    }
+}

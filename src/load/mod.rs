@@ -1,0 +1,453 @@
+//! `shredstore load`: a gRPC load generator for a running server.
+//!
+//! Workers (one connection each) send a weighted mix of Append, Read and
+//! Erase requests for Zipf-distributed users, either as fast as responses
+//! come back (closed loop) or at a fixed total rate (open loop, `--rate`).
+//! With `--stream`, appends go over one long-lived AppendStream per worker
+//! with a bounded in-flight window. Every payload carries a checksum over the
+//! user id and its contents, and every message read back is verified.
+//!
+//! Latency is recorded in HdrHistograms (microseconds, 1 µs..60 s, 3
+//! significant figures):
+//! - closed loop, unary: from just before the call to its last response
+//!   message;
+//! - closed loop, stream: from the moment the append is handed to the stream
+//!   (after a window slot is free) to its response;
+//! - open loop (`--rate R`): request *i* is due at `start + i/R`, and latency
+//!   runs from that due time, so time spent waiting for a free worker or
+//!   window slot counts (no coordinated omission, as in wrk2).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), shredstore::load::LoadError> {
+//! use shredstore::load::{LoadConfig, RunLimit, run};
+//!
+//! let config = LoadConfig {
+//!     limit: RunLimit::Requests(10_000),
+//!     stream: true,
+//!     ..LoadConfig::new("http://127.0.0.1:50051")
+//! };
+//! let report = run(config).await?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+mod mix;
+mod payload;
+mod plot;
+mod report;
+mod runner;
+mod users;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use mix::{Mix, MixError, Op};
+pub use payload::{PAYLOAD_HEADER_LEN, PAYLOAD_MAGIC, VerifyError, build_payload, verify_payload};
+pub use plot::{render_svg, write_svg};
+pub use report::{
+    CurvePoint, LATENCY_MAX_US, LATENCY_MIN_US, LATENCY_SIGFIG, LatencySummary, LoadReport,
+    OpReport, TimelineBucket, VERIFY_ERROR, new_histogram, percentile_curve,
+};
+pub use runner::{code_name, run};
+pub use users::{UserPicker, user_id};
+
+/// Environment variable with the bearer token (instead of `--token`).
+pub const TOKEN_ENV: &str = "SHREDSTORE_TOKEN";
+
+/// Why a run could not be carried out. Failed requests are not errors: they
+/// are counted in the [`LoadReport`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// Invalid settings.
+    #[error("{0}")]
+    Config(String),
+    /// The server could not be reached (or the TLS handshake failed).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The plot could not be drawn or written.
+    #[error("{0}")]
+    Plot(String),
+    /// A worker task failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// When the measured run ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunLimit {
+    /// Stop taking new requests after this long.
+    Duration(Duration),
+    /// Send exactly this many requests.
+    Requests(u64),
+}
+
+/// Settings of a run. [`LoadConfig::new`] gives the command's defaults.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Server URL: `http://host:port` or `https://host:port` (a bare
+    /// `host:port` means http, or https with `tls_ca`).
+    pub addr: String,
+    /// CA certificate (PEM) to trust for https.
+    pub tls_ca: Option<PathBuf>,
+    /// Name to verify the server certificate against (default: the host of
+    /// `addr`).
+    pub tls_domain: Option<String>,
+    /// Client certificate chain and key (PEM) for mTLS.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
+    /// Bearer token sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Workers, each with its own connection.
+    pub concurrency: usize,
+    /// When the measured run ends.
+    pub limit: RunLimit,
+    /// Run this long first and discard the results.
+    pub warmup: Duration,
+    /// Bytes per appended payload (at least [`PAYLOAD_HEADER_LEN`]).
+    pub payload_size: usize,
+    /// Distinct users.
+    pub users: u64,
+    /// Zipf exponent of the user choice; 0 = uniform.
+    pub zipf: f64,
+    /// User ids are `{user_prefix}{index}`.
+    pub user_prefix: String,
+    /// Operation weights.
+    pub mix: Mix,
+    /// Send appends over AppendStream (one stream per worker).
+    pub stream: bool,
+    /// Most appends in flight per stream.
+    pub stream_window: usize,
+    /// Open loop at this many requests per second in total; `None` = closed
+    /// loop.
+    pub rate: Option<f64>,
+    /// Messages asked for per read.
+    pub read_limit: u32,
+    /// Seed for reproducible request sequences (payload filler included).
+    pub seed: Option<u64>,
+    /// Write the SVG plot here.
+    pub plot: Option<PathBuf>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// The defaults of `shredstore load` against `addr`: 16 workers, 10 s,
+    /// 200-byte payloads, 10,000 users with Zipf exponent 1, mix
+    /// `append=90,read=9,erase=1`, unary, closed loop, reads of 100.
+    pub fn new(addr: impl Into<String>) -> LoadConfig {
+        LoadConfig {
+            addr: addr.into(),
+            tls_ca: None,
+            tls_domain: None,
+            tls_identity: None,
+            token: None,
+            concurrency: 16,
+            limit: RunLimit::Duration(Duration::from_secs(10)),
+            warmup: Duration::ZERO,
+            payload_size: 200,
+            users: 10_000,
+            zipf: 1.0,
+            user_prefix: "load-user-".to_owned(),
+            mix: Mix::default(),
+            stream: false,
+            stream_window: 32,
+            rate: None,
+            read_limit: 100,
+            seed: None,
+            plot: None,
+            progress: false,
+        }
+    }
+
+    /// Checks the settings that do not need the network.
+    ///
+    /// # Errors
+    /// [`LoadError::Config`] naming the bad setting.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Config(m));
+        if !(1..=100_000).contains(&self.concurrency) {
+            return bad(format!(
+                "--concurrency must be 1..=100000, not {}",
+                self.concurrency
+            ));
+        }
+        match self.limit {
+            RunLimit::Duration(d) if d.is_zero() => {
+                return bad("--duration must be more than 0".into());
+            }
+            RunLimit::Requests(0) => return bad("--requests must be at least 1".into()),
+            _ => {}
+        }
+        if self.payload_size < PAYLOAD_HEADER_LEN {
+            return bad(format!(
+                "--payload-size must be at least {PAYLOAD_HEADER_LEN} bytes (the checksum header), not {}",
+                self.payload_size
+            ));
+        }
+        UserPicker::new(self.users, self.zipf).map_err(LoadError::Config)?;
+        let longest = user_id(&self.user_prefix, self.users.saturating_sub(1));
+        if longest.len() > crate::MAX_USER_ID_LEN {
+            return bad(format!(
+                "--user-prefix is too long: user ids must be at most {} bytes",
+                crate::MAX_USER_ID_LEN
+            ));
+        }
+        if self.stream && !(1..=65_536).contains(&self.stream_window) {
+            return bad(format!(
+                "--stream-window must be 1..=65536, not {}",
+                self.stream_window
+            ));
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad(format!("--rate must be a positive number, not {r}"));
+        }
+        if self.read_limit == 0 {
+            return bad("--read-limit must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Flags of `shredstore load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Server URL: http://host:port, or https://host:port with --tls-ca.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// CA certificate (PEM) to trust for an https:// address.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Server name to verify the certificate against [default: the host of --addr].
+    #[arg(long)]
+    pub tls_domain: Option<String>,
+    /// Client certificate chain (PEM) for mTLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mTLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token (needs the append, read and erase roles for the default mix).
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Workers, each with its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds to run [default: 10].
+    #[arg(long, conflicts_with = "requests")]
+    pub duration: Option<f64>,
+    /// Send exactly this many requests instead of running for --duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Seconds to run first whose results are discarded.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Bytes per appended payload (at least 8: the checksum header).
+    #[arg(long, default_value_t = 200)]
+    pub payload_size: usize,
+    /// Distinct users.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u64,
+    /// Zipf exponent of the user choice (0 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// User ids are <prefix><index>; change it so runs do not share users.
+    #[arg(long, default_value = "load-user-")]
+    pub user_prefix: String,
+    /// Operation weights, e.g. append=90,read=9,erase=1 (left out = 0).
+    #[arg(long, default_value = "append=90,read=9,erase=1")]
+    pub mix: Mix,
+    /// Send appends over AppendStream (one stream per worker); reads and
+    /// erases stay unary.
+    #[arg(long)]
+    pub stream: bool,
+    /// Most appends in flight per stream.
+    #[arg(long, default_value_t = 32)]
+    pub stream_window: usize,
+    /// Open loop: this many requests per second in total, latency measured
+    /// from each request's scheduled time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Messages asked for per read (a user's oldest first).
+    #[arg(long, default_value_t = 100)]
+    pub read_limit: u32,
+    /// Seed for a reproducible request sequence.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the result as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG with latency-by-percentile and throughput-over-time charts.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Exit with status 1 if any request failed.
+    #[arg(long)]
+    pub fail_on_error: bool,
+}
+
+fn secs(flag: &str, v: f64) -> Result<Duration, LoadError> {
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        LoadError::Config(format!(
+            "{flag} must be a non-negative number of seconds, not {v}"
+        ))
+    })
+}
+
+impl LoadArgs {
+    /// The run settings of these flags (progress lines when stderr is a
+    /// terminal).
+    ///
+    /// # Errors
+    /// [`LoadError::Config`] for a bad value.
+    pub fn to_config(&self) -> Result<LoadConfig, LoadError> {
+        use std::io::IsTerminal;
+        let limit = match (self.requests, self.duration) {
+            (Some(n), _) => RunLimit::Requests(n),
+            (None, Some(d)) => RunLimit::Duration(secs("--duration", d)?),
+            (None, None) => RunLimit::Duration(Duration::from_secs(10)),
+        };
+        let config = LoadConfig {
+            addr: self.addr.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_domain: self.tls_domain.clone(),
+            tls_identity: self.tls_cert.clone().zip(self.tls_key.clone()),
+            token: self.token.clone(),
+            concurrency: self.concurrency,
+            limit,
+            warmup: secs("--warmup", self.warmup)?,
+            payload_size: self.payload_size,
+            users: self.users,
+            zipf: self.zipf,
+            user_prefix: self.user_prefix.clone(),
+            mix: self.mix,
+            stream: self.stream,
+            stream_window: self.stream_window,
+            rate: self.rate,
+            read_limit: self.read_limit,
+            seed: self.seed,
+            plot: self.plot.clone(),
+            progress: std::io::stderr().is_terminal(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_settings_are_named() {
+        LoadConfig::new("http://x:1").validate().unwrap();
+        let cases: Vec<(LoadConfig, &str)> = vec![
+            (
+                LoadConfig {
+                    payload_size: 7,
+                    ..LoadConfig::new("x")
+                },
+                "--payload-size",
+            ),
+            (
+                LoadConfig {
+                    concurrency: 0,
+                    ..LoadConfig::new("x")
+                },
+                "--concurrency",
+            ),
+            (
+                LoadConfig {
+                    limit: RunLimit::Requests(0),
+                    ..LoadConfig::new("x")
+                },
+                "--requests",
+            ),
+            (
+                LoadConfig {
+                    users: 0,
+                    ..LoadConfig::new("x")
+                },
+                "--users",
+            ),
+            (
+                LoadConfig {
+                    zipf: -1.0,
+                    ..LoadConfig::new("x")
+                },
+                "--zipf",
+            ),
+            (
+                LoadConfig {
+                    rate: Some(0.0),
+                    ..LoadConfig::new("x")
+                },
+                "--rate",
+            ),
+            (
+                LoadConfig {
+                    user_prefix: "p".repeat(300),
+                    ..LoadConfig::new("x")
+                },
+                "--user-prefix",
+            ),
+            (
+                LoadConfig {
+                    stream: true,
+                    stream_window: 0,
+                    ..LoadConfig::new("x")
+                },
+                "--stream-window",
+            ),
+        ];
+        for (c, flag) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{flag}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "x",
+            "--requests",
+            "50",
+            "--mix",
+            "append=1,read=1",
+            "--stream",
+            "--rate",
+            "100",
+        ])
+        .unwrap();
+        let c = cli.load.to_config().unwrap();
+        assert_eq!(c.limit, RunLimit::Requests(50));
+        assert_eq!(c.mix.weight(Op::Erase), 0);
+        assert!(c.stream && c.rate == Some(100.0));
+        let c = Cli::try_parse_from(["x"])
+            .unwrap()
+            .load
+            .to_config()
+            .unwrap();
+        assert_eq!(c.limit, RunLimit::Duration(Duration::from_secs(10)));
+        assert_eq!((c.payload_size, c.users, c.read_limit), (200, 10_000, 100));
+        assert!(Cli::try_parse_from(["x", "--mix", "append=0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--duration", "1", "--requests", "2"]).is_err());
+        let e = Cli::try_parse_from(["x", "--duration=-1"])
+            .unwrap()
+            .load
+            .to_config()
+            .unwrap_err();
+        assert!(e.to_string().contains("--duration"), "{e}");
+    }
+}

@@ -1,0 +1,365 @@
+//! `shredstore load` against an in-process server: unary, streaming and
+//! open-loop runs complete without errors and verify what they read, a
+//! damaged message is caught, and the binary's flags and exit codes work.
+#![cfg(feature = "server")]
+
+mod grpc_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use grpc_support::{ADMIN, READER, TestServer, args};
+use shredstore::load::{
+    LoadConfig, LoadError, LoadReport, Op, RunLimit, VERIFY_ERROR, build_payload, run,
+};
+use shredstore::server::proto::{AppendRequest, EraseRequest};
+
+async fn server(dir: &std::path::Path, auth: bool) -> TestServer {
+    let mut a = args(dir, auth);
+    // fsync per append would make the runs slow without testing anything more.
+    a.durability = Some("buffered".into());
+    TestServer::start(a).await
+}
+
+fn config(server: &TestServer, requests: u64) -> LoadConfig {
+    LoadConfig {
+        concurrency: 4,
+        limit: RunLimit::Requests(requests),
+        users: 40,
+        seed: Some(7),
+        ..LoadConfig::new(server.url())
+    }
+}
+
+/// No errors, every request accounted for, reads found and verified messages.
+fn assert_clean(r: &LoadReport, requests: u64) {
+    assert_eq!(r.errors, 0, "{r}");
+    assert!(r.errors_by_code.is_empty(), "{r}");
+    assert_eq!(r.total_ops, requests, "{r}");
+    assert_eq!(r.ok_ops, requests, "{r}");
+    let count = |op| r.op(op).unwrap().count;
+    assert_eq!(
+        count(Op::Append) + count(Op::Read) + count(Op::Erase),
+        requests
+    );
+    // 90/9/1: appends dominate, some reads.
+    assert!(count(Op::Append) > requests * 8 / 10, "{r}");
+    assert!(count(Op::Read) > 0, "{r}");
+    assert!(r.messages_verified > 0, "{r}");
+    assert_eq!(r.messages_corrupt, 0, "{r}");
+    assert_eq!(r.messages_read, r.messages_verified);
+    let append = &r.op(Op::Append).unwrap().latency_us;
+    assert_eq!(append.count, count(Op::Append));
+    assert!(append.p50_us > 0 && append.p50_us <= append.p99_us && append.p99_us <= append.max_us);
+    assert!(r.throughput > 0.0);
+    assert_eq!(r.timeline.iter().map(|b| b.ops).sum::<u64>(), requests);
+}
+
+fn assert_svg(path: &std::path::Path) {
+    let svg = std::fs::read_to_string(path).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    assert!(svg.contains("Latency by percentile") && svg.contains("Throughput per second"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unary_closed_loop_run_is_clean_and_plotted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    let plot = dir.path().join("unary.svg");
+    let report = run(LoadConfig {
+        plot: Some(plot.clone()),
+        ..config(&server, 2_000)
+    })
+    .await
+    .unwrap();
+    assert_clean(&report, 2_000);
+    assert_eq!(report.mode, "unary");
+    assert!(report.send_lag_us.is_none(), "closed loop: no schedule");
+    assert_svg(&plot);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["total_ops"], 2_000);
+    assert!(json["ops"][1]["latency_us"]["p99_us"].as_u64().is_some());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_run_with_a_token_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), true).await;
+    let plot = dir.path().join("stream.svg");
+    let report = run(LoadConfig {
+        stream: true,
+        stream_window: 16,
+        token: Some(ADMIN.to_owned()),
+        plot: Some(plot.clone()),
+        ..config(&server, 3_000)
+    })
+    .await
+    .unwrap();
+    assert_clean(&report, 3_000);
+    assert_eq!(report.mode, "stream");
+    assert_eq!(report.stream_window, Some(16));
+    assert_svg(&plot);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_loop_runs_at_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    for stream in [false, true] {
+        let plot = dir.path().join(format!("rate-{stream}.svg"));
+        let report = run(LoadConfig {
+            rate: Some(1_000.0),
+            stream,
+            plot: Some(plot.clone()),
+            ..config(&server, 600)
+        })
+        .await
+        .unwrap();
+        assert_clean(&report, 600);
+        assert_eq!(report.rate, Some(1_000.0));
+        assert_eq!(
+            report.send_lag_us.unwrap().count,
+            600,
+            "open loop: send lag recorded"
+        );
+        // 600 requests due over 0.6 s: the run cannot be much shorter.
+        assert!(report.elapsed_secs >= 0.59, "{report}");
+        assert!(report.throughput <= 1_050.0, "{report}");
+        assert_svg(&plot);
+    }
+    // Duration-bounded open loop with a warm-up: about rate * duration requests.
+    let report = run(LoadConfig {
+        rate: Some(500.0),
+        limit: RunLimit::Duration(Duration::from_millis(400)),
+        warmup: Duration::from_millis(200),
+        ..config(&server, 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{report}");
+    assert_eq!(report.total_ops, 200, "{report}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_and_foreign_messages_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    let user = "corrupt-0";
+    let mut good = build_payload(user.as_bytes(), 64, &mut rand::rng()).unwrap();
+    let mut flipped = good.clone();
+    flipped[40] ^= 0x80;
+    let other_users = build_payload(b"corrupt-1", 64, &mut rand::rng()).unwrap();
+    let mut c = server.store(None).await;
+    for payload in [
+        std::mem::take(&mut good),
+        flipped,
+        other_users,
+        b"not ours".to_vec(),
+    ] {
+        c.append(AppendRequest {
+            user_id: user.as_bytes().to_vec(),
+            payload,
+            client_message_id: None,
+        })
+        .await
+        .unwrap();
+    }
+    let report = run(LoadConfig {
+        users: 1,
+        user_prefix: "corrupt-".into(),
+        mix: "read=1".parse().unwrap(),
+        ..config(&server, 10)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors_with(VERIFY_ERROR), 10, "{report}");
+    assert_eq!(report.op(Op::Read).unwrap().errors, 10);
+    assert_eq!(report.messages_read, 40);
+    assert_eq!(report.messages_verified, 10);
+    assert_eq!(report.messages_corrupt, 30);
+    assert!(report.to_string().contains(VERIFY_ERROR));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_requests_are_counted_and_no_server_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), true).await;
+    // The reader token may read but not append or erase.
+    for stream in [false, true] {
+        let report = run(LoadConfig {
+            token: Some(READER.to_owned()),
+            stream,
+            ..config(&server, 200)
+        })
+        .await
+        .unwrap();
+        assert_eq!(report.total_ops, 200, "{report}");
+        let append = report.op(Op::Append).unwrap();
+        assert_eq!(append.errors, append.count, "{report}");
+        assert_eq!(append.errors_by_code["PERMISSION_DENIED"], append.count);
+        assert_eq!(report.op(Op::Read).unwrap().errors, 0, "{report}");
+    }
+    let addr = server.url();
+    server.stop().await;
+    let plot = dir.path().join("never.svg");
+    let e = run(LoadConfig {
+        plot: Some(plot.clone()),
+        ..LoadConfig::new(addr)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, LoadError::Connect { .. }), "{e}");
+    assert!(!plot.exists(), "no empty plot left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_stream_is_counted_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    // Appends for a blocked user fail and end their AppendStream.
+    let mut c = server.store(None).await;
+    c.erase(EraseRequest {
+        user_id: b"blk-0".to_vec(),
+        block_new: true,
+    })
+    .await
+    .unwrap();
+    let report = run(LoadConfig {
+        users: 4,
+        zipf: 0.0,
+        user_prefix: "blk-".into(),
+        mix: "append=1".parse().unwrap(),
+        stream: true,
+        ..config(&server, 400)
+    })
+    .await
+    .unwrap();
+    let append = report.op(Op::Append).unwrap();
+    assert_eq!(
+        append.count, 400,
+        "every append accounted for once: {report}"
+    );
+    assert!(append.ok > 0, "{report}");
+    assert!(
+        append.errors_by_code["FAILED_PRECONDITION"] >= 50,
+        "{report}"
+    );
+    assert_eq!(report.errors, append.errors);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_prints_json_and_honours_fail_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), true).await;
+    let bin = env!("CARGO_BIN_EXE_shredstore");
+    let plot = dir.path().join("bin.svg");
+    let out = Command::new(bin)
+        .args(["load", "--addr", &server.url(), "--requests", "300"])
+        .args([
+            "--concurrency",
+            "2",
+            "--stream",
+            "--json",
+            "--fail-on-error",
+        ])
+        .arg("--plot")
+        .arg(&plot)
+        .env("SHREDSTORE_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(json["total_ops"], 300);
+    assert_eq!(json["errors"], 0);
+    assert_svg(&plot);
+
+    // Refused requests: reported, exit 0; with --fail-on-error, exit 1.
+    let refused = |fail: bool| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["load", "--addr", &server.url(), "--requests", "20"])
+            .args(["--token", "wrong", "--concurrency", "1"]);
+        if fail {
+            cmd.arg("--fail-on-error");
+        }
+        cmd.output().unwrap()
+    };
+    let out = refused(false);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UNAUTHENTICATED"));
+    assert!(!refused(true).status.success());
+
+    let bad = Command::new(bin)
+        .args(["load", "--addr", &server.url(), "--payload-size", "4"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--payload-size"));
+    let url = server.url();
+    server.stop().await;
+    let out = Command::new(bin)
+        .args(["load", "--addr", &url, "--requests", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no server: non-zero exit");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_over_mutual_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap()
+            .pem();
+        (cert, key.serialize_pem())
+    };
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (server_cert, server_key) = leaf("localhost");
+    let (client_cert, client_key) = leaf("client");
+    let ca_path = write("ca.pem", &ca);
+    let mut a = args(dir.path(), true);
+    a.durability = Some("buffered".into());
+    a.tls_cert = Some(write("server.pem", &server_cert));
+    a.tls_key = Some(write("server.key", &server_key));
+    a.tls_client_ca = Some(ca_path.clone());
+    let server = TestServer::start(a).await;
+    let report = run(LoadConfig {
+        addr: format!("https://{}", server.addr),
+        tls_ca: Some(ca_path),
+        tls_domain: Some("localhost".into()),
+        tls_identity: Some((
+            write("client.pem", &client_cert),
+            write("client.key", &client_key),
+        )),
+        token: Some(ADMIN.to_owned()),
+        stream: true,
+        ..config(&server, 300)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.target, format!("https://{}", server.addr));
+    assert_eq!((report.total_ops, report.errors), (300, 0), "{report}");
+    server.stop().await;
+}
