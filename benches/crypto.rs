@@ -54,7 +54,7 @@ fn seal_open(c: &mut Criterion) {
 
 fn main() {
     support::begin();
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = support::criterion();
     seal_open(&mut c);
     c.final_summary();
 }

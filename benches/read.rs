@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
 
 fn main() {
     support::begin();
-    let mut c = Criterion::default().configure_from_args();
+    let mut c = support::criterion();
     bench(&mut c);
     c.final_summary();
     support::print_ratios(

@@ -363,3 +363,39 @@ async fn runs_over_mutual_tls() {
     assert_eq!((report.total_ops, report.errors), (300, 0), "{report}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_run_is_clean_and_refuses_streams_and_used_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("embedded");
+    let report = run(LoadConfig {
+        concurrency: 4,
+        limit: RunLimit::Requests(400),
+        users: 40,
+        seed: Some(7),
+        embedded: Some(store_dir.clone()),
+        ..LoadConfig::new("unused")
+    })
+    .await
+    .unwrap();
+    assert_clean(&report, 400);
+    assert_eq!(report.mode, "embedded");
+    assert!(store_dir.join("CURRENT").exists());
+
+    // The directory now holds a store under another (random) key.
+    let again = run(LoadConfig {
+        limit: RunLimit::Requests(10),
+        embedded: Some(store_dir),
+        ..LoadConfig::new("unused")
+    })
+    .await;
+    assert!(matches!(again, Err(LoadError::Config(m)) if m.contains("new or empty")));
+
+    let stream = run(LoadConfig {
+        stream: true,
+        embedded: Some(dir.path().join("other")),
+        ..LoadConfig::new("unused")
+    })
+    .await;
+    assert!(matches!(stream, Err(LoadError::Config(m)) if m.contains("--stream")));
+}

@@ -84,15 +84,25 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// Where criterion writes its results (same rule as criterion itself).
-fn criterion_home() -> PathBuf {
+/// Where criterion writes its results: `$CRITERION_HOME`, else `criterion/`
+/// in the target dir this bench binary was built into
+/// (`<target>/release/deps/<bench>`). Benches pass it to criterion with
+/// [`criterion`] so the summary reads what criterion wrote.
+pub fn criterion_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return PathBuf::from(home);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    target.join("criterion")
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// A criterion configured from the command line, writing to [`criterion_home`].
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .output_directory(&criterion_home())
+        .configure_from_args()
 }
 
 static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();

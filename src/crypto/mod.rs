@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::Path;
 
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -268,9 +268,11 @@ impl MessageCipher {
     ) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .0
-            .encrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into())
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
             .map_err(|_| Error::Decrypt)?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(&tag);
+        Ok(out)
     }
 
     /// Encrypts `plaintext`; returns `ciphertext || tag`.
@@ -294,12 +296,12 @@ impl MessageCipher {
         let split = sealed.len().checked_sub(TAG_LEN).ok_or(Error::Decrypt)?;
         let (ct, tag) = sealed.split_at(split);
         let mut buf = ct.to_vec();
-        let tag = Tag::try_from(tag).map_err(|_| Error::Decrypt)?;
-        match self.0.decrypt_inout_detached(
-            &Nonce::from(*nonce),
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
+        match self.0.decrypt_in_place_detached(
+            Nonce::from_slice(nonce),
             aad,
-            buf.as_mut_slice().into(),
-            &tag,
+            &mut buf,
+            &Tag::from(tag),
         ) {
             Ok(()) => Ok(buf),
             Err(_) => {
@@ -347,8 +349,8 @@ impl HandleKey {
             clippy::expect_used,
             reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
         )]
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length");
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.0.expose())
+            .expect("HMAC key length");
         for p in parts {
             mac.update(p);
         }

@@ -133,6 +133,12 @@ pub struct LoadConfig {
     pub plot: Option<PathBuf>,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// Instead of a server, open a store in this new or empty directory
+    /// (fresh random root key, Buffered durability) and send the same
+    /// requests to it in-process, on the blocking pool as the server does:
+    /// the embedded baseline of the gRPC figures. `addr`, TLS and token are
+    /// ignored; `stream` is refused.
+    pub embedded: Option<PathBuf>,
 }
 
 impl LoadConfig {
@@ -161,6 +167,7 @@ impl LoadConfig {
             seed: None,
             plot: None,
             progress: false,
+            embedded: None,
         }
     }
 
@@ -196,6 +203,9 @@ impl LoadConfig {
                 "--user-prefix is too long: user ids must be at most {} bytes",
                 crate::MAX_USER_ID_LEN
             ));
+        }
+        if self.stream && self.embedded.is_some() {
+            return bad("--stream needs a server; it cannot be combined with --embedded".into());
         }
         if self.stream && !(1..=65_536).contains(&self.stream_window) {
             return bad(format!(
@@ -289,6 +299,11 @@ pub struct LoadArgs {
     /// Exit with status 1 if any request failed.
     #[arg(long)]
     pub fail_on_error: bool,
+    /// No server: open a store in this new or empty directory (fresh root
+    /// key, buffered durability) and send the same requests in-process. The
+    /// embedded baseline for the gRPC figures; --stream is refused.
+    #[arg(long, value_name = "DIR", conflicts_with = "stream")]
+    pub embedded: Option<PathBuf>,
 }
 
 fn secs(flag: &str, v: f64) -> Result<Duration, LoadError> {
@@ -333,6 +348,7 @@ impl LoadArgs {
             seed: self.seed,
             plot: self.plot.clone(),
             progress: std::io::stderr().is_terminal(),
+            embedded: self.embedded.clone(),
         };
         config.validate()?;
         Ok(config)

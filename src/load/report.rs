@@ -167,9 +167,9 @@ impl TimelineBucket {
 /// [`fmt::Display`] renders the human table.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
-    /// The server address.
+    /// The server address (or the embedded store's directory).
     pub target: String,
-    /// `unary` or `stream` (appends over AppendStream).
+    /// `unary`, `stream` (appends over AppendStream) or `embedded` (no server).
     pub mode: String,
     /// The AppendStream in-flight window (stream mode only).
     pub stream_window: Option<usize>,

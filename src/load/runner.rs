@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -36,6 +36,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_DECODING: usize = 64 << 20;
 
 type Client = StoreClient<InterceptedService<Channel, Bearer>>;
+
+/// Where requests go: a server over gRPC, or (`--embedded`) a store opened
+/// in-process, called on the blocking pool as the server itself does.
+#[derive(Clone)]
+enum Target {
+    Grpc(Client),
+    Embedded(Arc<crate::Store>),
+}
+
+impl Target {
+    fn grpc(&mut self) -> Option<&mut Client> {
+        match self {
+            Target::Grpc(c) => Some(c),
+            Target::Embedded(_) => None,
+        }
+    }
+}
+
+/// Runs one store call on the blocking pool; errors become the status code
+/// the server would have answered with.
+async fn embedded<T: Send + 'static>(
+    store: &Arc<crate::Store>,
+    user: Vec<u8>,
+    call: impl FnOnce(&crate::Store, &crate::UserId) -> crate::Result<T> + Send + 'static,
+) -> Result<T, &'static str> {
+    let store = Arc::clone(store);
+    let joined = tokio::task::spawn_blocking(move || {
+        let user = crate::UserId::new(user)?;
+        call(&store, &user)
+    })
+    .await;
+    match joined {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(code_name(crate::server::status(e).code())),
+        Err(_) => Err(code_name(Code::Internal)),
+    }
+}
 
 /// The canonical name of a gRPC status code (`UNAVAILABLE`...), as used in
 /// the report's error tables.
@@ -153,6 +190,34 @@ fn bearer(config: &LoadConfig) -> Result<Bearer, LoadError> {
     }
 }
 
+/// One target per worker, and a description of where requests go.
+async fn targets(config: &LoadConfig) -> Result<(Vec<Target>, String), LoadError> {
+    let Some(dir) = config.embedded.clone() else {
+        let (clients, addr) = connect(config).await?;
+        return Ok((clients.into_iter().map(Target::Grpc).collect(), addr));
+    };
+    let described = format!("embedded store in {}", dir.display());
+    let store = tokio::task::spawn_blocking(move || -> Result<crate::Store, LoadError> {
+        let fresh = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
+        if !fresh {
+            return Err(LoadError::Config(format!(
+                "--embedded {}: the directory must be new or empty (each run uses a fresh root key)",
+                dir.display()
+            )));
+        }
+        let key = crate::RootKey::generate()
+            .map_err(|e| LoadError::Internal(format!("root key: {e}")))?;
+        crate::Store::open(
+            crate::Options::new(&dir, key).durability(crate::Durability::Buffered),
+        )
+        .map_err(|e| LoadError::Config(format!("--embedded {}: {e}", dir.display())))
+    })
+    .await
+    .map_err(|e| LoadError::Internal(format!("store open task: {e}")))??;
+    let store = Arc::new(store);
+    Ok((vec![Target::Embedded(store); config.concurrency], described))
+}
+
 /// One connection per worker (fails if any cannot be made), and the URL.
 async fn connect(config: &LoadConfig) -> Result<(Vec<Client>, String), LoadError> {
     let (ep, addr) = endpoint(config)?;
@@ -202,9 +267,18 @@ struct Phase {
     rate: Option<f64>,
     next: AtomicU64,
     live: Arc<Live>,
+    /// Open loop: one permit per request that has fallen due, released by
+    /// the [`dispatch`] thread.
+    released: Arc<Semaphore>,
 }
 
 impl Phase {
+    /// Open loop: waits until a request has fallen due and takes it.
+    async fn ticket(&self) -> Option<Instant> {
+        self.released.acquire().await.ok()?.forget();
+        self.next_due()
+    }
+
     /// The next request's due time, or `None` when the phase is over. In a
     /// closed loop a request is due when a worker is free to send it; in an
     /// open loop request `i` is due at `start + i / rate`.
@@ -226,19 +300,43 @@ impl Phase {
     }
 }
 
-/// Sleeps until `due`. Tokio's timer has millisecond granularity and rounds
-/// up, so the last millisecond is spent yielding: waking late would add up
-/// to 1 ms to every open-loop latency.
-async fn sleep_until(due: Instant) {
-    let slack = Duration::from_millis(1);
-    if let Some(early) = due.checked_sub(slack)
-        && early > Instant::now()
-    {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(early)).await;
+/// The open-loop clock, on its own OS thread: releases one permit per
+/// request as it falls due (request *i* at `start + i / rate`), sleeping with
+/// `std::thread::sleep` in between (tens of microseconds late at most, where
+/// tokio's timer rounds up to the millisecond), until the phase's limit;
+/// then releases one more permit per worker so each sees the end. Workers
+/// measure latency from the due time, so when all are busy the wait counts.
+/// Spinning workers would be precise too but would take the CPU the server
+/// needs on a small machine.
+fn dispatch(phase: Arc<Phase>, rate: f64, workers: usize, stop: Arc<AtomicBool>) {
+    let limit = phase.requests.unwrap_or(u64::MAX);
+    let mut released = 0u64;
+    while released < limit && !stop.load(Ordering::Relaxed) {
+        let due = |i: u64| {
+            Duration::try_from_secs_f64(i as f64 / rate)
+                .ok()
+                .and_then(|d| phase.start.checked_add(d))
+        };
+        let Some(next) = due(released) else { break };
+        if phase.deadline.is_some_and(|d| next >= d) {
+            break;
+        }
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+            continue;
+        }
+        // Everything due by now, in one go.
+        let elapsed = now.saturating_duration_since(phase.start).as_secs_f64();
+        let due_by_now = ((elapsed * rate).floor() as u64).saturating_add(1);
+        let upto = due_by_now.min(limit).max(released + 1);
+        let n = usize::try_from(upto - released).unwrap_or(usize::MAX);
+        phase
+            .released
+            .add_permits(n.min(Semaphore::MAX_PERMITS / 2));
+        released = upto;
     }
-    while Instant::now() < due {
-        tokio::task::yield_now().await;
-    }
+    phase.released.add_permits(workers);
 }
 
 #[derive(Default)]
@@ -294,7 +392,7 @@ async fn read_acks(
 }
 
 struct Worker {
-    client: Client,
+    client: Target,
     plan: Arc<Plan>,
     phase: Arc<Phase>,
     rng: SmallRng,
@@ -304,10 +402,13 @@ struct Worker {
 
 impl Worker {
     async fn run(mut self) -> Result<Recorder, LoadError> {
-        while let Some(due) = self.phase.next_due() {
-            if self.plan.open_loop {
-                sleep_until(due).await;
-            }
+        loop {
+            let due = if self.plan.open_loop {
+                self.phase.ticket().await
+            } else {
+                self.phase.next_due()
+            };
+            let Some(due) = due else { break };
             let op = self
                 .plan
                 .mix
@@ -352,9 +453,22 @@ impl Worker {
             return self.stream_append(req, due).await;
         }
         let since = self.since(due);
-        match self.client.append(req).await {
-            Ok(_) => self.rec.ok(Op::Append, since),
-            Err(s) => self.rec.error(Op::Append, code_name(s.code())),
+        let result = match &mut self.client {
+            Target::Grpc(c) => c
+                .append(req)
+                .await
+                .map(drop)
+                .map_err(|s| code_name(s.code())),
+            Target::Embedded(store) => {
+                let payload = req.payload;
+                embedded(store, req.user_id, move |st, u| st.append(u, &payload))
+                    .await
+                    .map(drop)
+            }
+        };
+        match result {
+            Ok(()) => self.rec.ok(Op::Append, since),
+            Err(code) => self.rec.error(Op::Append, code),
         }
         Ok(())
     }
@@ -414,7 +528,12 @@ impl Worker {
     /// Opens a new AppendStream; `Ok(Err(code))` if the server refused it.
     async fn open_stream(&mut self) -> Result<Result<(), &'static str>, LoadError> {
         let (tx, rx) = mpsc::channel(self.plan.window);
-        let inbound = match self.client.append_stream(ReceiverStream::new(rx)).await {
+        let Some(client) = self.client.grpc() else {
+            return Err(LoadError::Config(
+                "--stream needs a server, not --embedded".into(),
+            ));
+        };
+        let inbound = match client.append_stream(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(s) => return Ok(Err(code_name(s.code()))),
         };
@@ -456,23 +575,39 @@ impl Worker {
         };
         let since = self.since(due);
         let (mut good, mut bad) = (0u64, 0u64);
-        let result: Result<(), Status> = async {
-            let mut stream = self.client.read(req).await?.into_inner();
-            while let Some(m) = stream.message().await? {
-                if verify_payload(&user, &m.payload).is_ok() {
-                    good += 1;
-                } else {
-                    bad += 1;
-                }
+        let mut check = |payload: &[u8]| {
+            if verify_payload(&user, payload).is_ok() {
+                good += 1;
+            } else {
+                bad += 1;
             }
-            Ok(())
-        }
-        .await;
+        };
+        let result: Result<(), &'static str> = match &mut self.client {
+            Target::Grpc(client) => {
+                async {
+                    let mut stream = client.read(req).await?.into_inner();
+                    while let Some(m) = stream.message().await? {
+                        check(&m.payload);
+                    }
+                    Ok(())
+                }
+                .await
+            }
+            .map_err(|s: Status| code_name(s.code())),
+            Target::Embedded(store) => {
+                let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
+                embedded(store, req.user_id, move |st, u| {
+                    st.read(u, req.from_seq, limit)
+                })
+                .await
+                .map(|msgs| msgs.iter().for_each(|m| check(&m.payload)))
+            }
+        };
         self.rec.messages(good, bad);
         match result {
             Ok(()) if bad == 0 => self.rec.ok(Op::Read, since),
             Ok(()) => self.rec.error(Op::Read, VERIFY_ERROR),
-            Err(s) => self.rec.error(Op::Read, code_name(s.code())),
+            Err(code) => self.rec.error(Op::Read, code),
         }
     }
 
@@ -482,9 +617,19 @@ impl Worker {
             block_new: false,
         };
         let since = self.since(due);
-        match self.client.erase(req).await {
-            Ok(_) => self.rec.ok(Op::Erase, since),
-            Err(s) => self.rec.error(Op::Erase, code_name(s.code())),
+        let result = match &mut self.client {
+            Target::Grpc(c) => c
+                .erase(req)
+                .await
+                .map(drop)
+                .map_err(|s| code_name(s.code())),
+            Target::Embedded(store) => embedded(store, req.user_id, |st, u| st.erase(u))
+                .await
+                .map(drop),
+        };
+        match result {
+            Ok(()) => self.rec.ok(Op::Erase, since),
+            Err(code) => self.rec.error(Op::Erase, code),
         }
     }
 }
@@ -521,7 +666,7 @@ fn worker_seed(seed: u64, phase: u64, id: usize) -> u64 {
 }
 
 async fn run_phase(
-    clients: &[Client],
+    clients: &[Target],
     plan: &Arc<Plan>,
     config: &LoadConfig,
     limit: RunLimit,
@@ -543,7 +688,16 @@ async fn run_phase(
         rate: config.rate,
         next: AtomicU64::new(0),
         live: Arc::clone(&live),
+        released: Arc::new(Semaphore::new(0)),
     });
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(rate) = config.rate {
+        let (phase, stop, n) = (Arc::clone(&phase), Arc::clone(&stop), clients.len());
+        std::thread::Builder::new()
+            .name("load-clock".into())
+            .spawn(move || dispatch(phase, rate, n, stop))
+            .map_err(|e| LoadError::Internal(format!("clock thread: {e}")))?;
+    }
     let label = if phase_no == 0 { "warm-up" } else { "load" };
     let progress = config
         .progress
@@ -574,6 +728,7 @@ async fn run_phase(
         }
     }
     let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
         p.abort();
     }
@@ -613,7 +768,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
 }
 
 async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadReport, LoadError> {
-    let (clients, target) = connect(config).await?;
+    let (clients, target) = targets(config).await?;
     let plan = Arc::new(Plan {
         mix: config.mix,
         picker,
@@ -637,7 +792,12 @@ async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadRepo
     let (rec, elapsed) = run_phase(&clients, &plan, config, config.limit, 1).await?;
     let mut report = LoadReport {
         target,
-        mode: if config.stream { "stream" } else { "unary" }.to_owned(),
+        mode: match (config.embedded.is_some(), config.stream) {
+            (true, _) => "embedded",
+            (false, true) => "stream",
+            (false, false) => "unary",
+        }
+        .to_owned(),
         stream_window: config.stream.then_some(config.stream_window),
         rate: config.rate,
         concurrency: config.concurrency,
@@ -673,6 +833,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn clock_releases_each_request_when_due_then_one_permit_per_worker() {
+        let start = Instant::now();
+        let phase = Arc::new(Phase {
+            start,
+            deadline: None,
+            requests: Some(50),
+            rate: Some(1000.0),
+            next: AtomicU64::new(0),
+            live: Arc::new(Live::default()),
+            released: Arc::new(Semaphore::new(0)),
+        });
+        dispatch(
+            Arc::clone(&phase),
+            1000.0,
+            3,
+            Arc::new(AtomicBool::new(false)),
+        );
+        // Request 49 is due at 49 ms.
+        assert!(start.elapsed() >= Duration::from_millis(49));
+        assert_eq!(phase.released.available_permits(), 53);
+    }
+
+    #[test]
     fn open_loop_schedule_and_limits() {
         let live = Arc::new(Live::default());
         let start = Instant::now();
@@ -683,6 +866,7 @@ mod tests {
             rate: Some(4.0),
             next: AtomicU64::new(0),
             live: Arc::clone(&live),
+            released: Arc::new(Semaphore::new(0)),
         };
         let dues: Vec<Duration> = std::iter::from_fn(|| phase.next_due())
             .map(|d| d - start)
@@ -699,6 +883,7 @@ mod tests {
             rate: None,
             next: AtomicU64::new(0),
             live,
+            released: Arc::new(Semaphore::new(0)),
         };
         assert_eq!(std::iter::from_fn(|| phase.next_due()).count(), 3);
     }
