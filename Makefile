@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shredstore/target
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: run test bench prereqs build check fmt clippy clean-data
+.PHONY: run test bench fuzz prereqs build check fmt clippy clean-data
 
 prereqs:
 	@scripts/prereqs.sh
@@ -48,6 +48,14 @@ fmt:
 
 clippy: prereqs
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# Every cargo-fuzz target for FUZZ_SECS seconds each (nightly; links the
+# release build's librocksdb.a instead of compiling RocksDB again; see
+# scripts/fuzz.sh). `make fuzz FUZZ_SECS=600 FUZZ_TARGETS=store_model`.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?=
+fuzz: prereqs
+	scripts/fuzz.sh $(FUZZ_SECS) $(FUZZ_TARGETS)
 
 clean-data:
 	rm -rf $(DATA_DIR) $(DATA_DIR).dev-root.key

@@ -47,9 +47,10 @@ mod types;
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, IdempotentAppend,
-    MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options, PurgeReport, Stats,
-    Store, StoreLimits, layout, open_plain_baseline, validate_client_message_id,
+    Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck, ErasureState,
+    IdempotentAppend, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options,
+    PurgeReport, Stats, Store, StoreLimits, layout, open_plain_baseline,
+    validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

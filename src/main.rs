@@ -1,6 +1,7 @@
 //! The `shredstore` command: `serve` runs the gRPC server; `hash-token` prints
 //! the hash a tokens file stores for a bearer token; `load` drives a running
-//! server with a request mix and reports throughput and latency.
+//! server with a request mix and reports throughput and latency;
+//! `verify-erasure` reports what is left on disk of one user.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -30,6 +31,36 @@ enum Command {
     /// Generate load against a running server and report throughput, latency
     /// percentiles and errors.
     Load(LoadArgs),
+    /// Check what is left on disk of one user, to show that an erasure is
+    /// physical. Opens the store directly: stop the server first.
+    ///
+    /// Exit status: 0 erased and purged (nothing of the erased key epochs
+    /// left), 2 erased but not yet purged, 3 never erased, 1 error.
+    VerifyErasure(VerifyErasureArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyErasureArgs {
+    /// Data directory of the (stopped) server.
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+    /// Root key file; otherwise SHREDSTORE_ROOT_KEY (base64), otherwise the
+    /// development key beside the data dir if there is one.
+    #[arg(long)]
+    root_key_file: Option<std::path::PathBuf>,
+    /// The user id (UTF-8).
+    #[arg(
+        long,
+        conflicts_with = "user_id_base64",
+        required_unless_present = "user_id_base64"
+    )]
+    user_id: Option<String>,
+    /// The user id as standard base64 (for ids that are not UTF-8).
+    #[arg(long)]
+    user_id_base64: Option<String>,
+    /// Run a purge first (makes pending erasures physical).
+    #[arg(long)]
+    purge: bool,
 }
 
 fn init_logging() {
@@ -59,6 +90,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Load(args) => load(&args),
+        Command::VerifyErasure(args) => match verify_erasure(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::HashToken => {
             let mut token = String::new();
             if std::io::stdin().read_to_string(&mut token).is_err() {
@@ -159,4 +197,94 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
     server.serve(shutdown_signal()).await
+}
+
+fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
+    use base64::Engine;
+    use shredstore::server::{ROOT_KEY_ENV, RootKeySource, dev_key_path};
+    use shredstore::{Options, RootKey, Store, UserId};
+
+    let id = match (&args.user_id, &args.user_id_base64) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|_| "--user-id-base64 is not valid base64".to_owned())?,
+        (None, None) => return Err("give --user-id or --user-id-base64".into()),
+    };
+    let user = UserId::new(id).map_err(|e| format!("user id: {e}"))?;
+    let root_key = match &args.root_key_file {
+        Some(p) => {
+            RootKey::from_file(p).map_err(|e| format!("root key file {}: {e}", p.display()))?
+        }
+        None if std::env::var_os(ROOT_KEY_ENV).is_some() => {
+            RootKeySource::Env.load().map_err(|e| e.to_string())?
+        }
+        None => {
+            let dev = dev_key_path(&args.data_dir);
+            if !dev.exists() {
+                return Err(format!(
+                    "no root key: give --root-key-file or set {ROOT_KEY_ENV} (no development key at {})",
+                    dev.display()
+                ));
+            }
+            RootKey::from_file(&dev).map_err(|e| format!("dev root key {}: {e}", dev.display()))?
+        }
+    };
+    if !args.data_dir.join("CURRENT").exists() {
+        return Err(format!("no store in {}", args.data_dir.display()));
+    }
+    let store =
+        Store::open(Options::new(&args.data_dir, root_key).purge_interval(None)).map_err(|e| {
+            match e {
+                shredstore::Error::Storage(e) => {
+                    format!("cannot open the store (is the server still running?): {e}")
+                }
+                e => format!("cannot open the store: {e}"),
+            }
+        })?;
+    if args.purge {
+        let report = store.purge().map_err(|e| format!("purge: {e}"))?;
+        println!(
+            "purge: {} erasure(s) made physical, complete: {}",
+            report.erasures_purged, report.complete
+        );
+    }
+    let check = store.verify_erasure(&user).map_err(|e| e.to_string())?;
+    store.close().map_err(|e| e.to_string())?;
+
+    println!("handle:                 {}", check.handle);
+    match check.marker {
+        Some(m) => println!(
+            "erased:                 yes (key epoch {}, at {} ms since the Unix epoch)\npurged:                 {}",
+            m.epoch,
+            m.erased_at_ms,
+            if m.purged { "yes" } else { "no, pending" }
+        ),
+        None => println!("erased:                 never"),
+    }
+    println!("erased-epoch records:   {}", check.erased_records);
+    println!(
+        "live records:           {} (written after the erasure, under a new key)",
+        check.live_records
+    );
+    println!(
+        "live key record:        {}",
+        if check.live_key { "yes" } else { "no" }
+    );
+    println!("idempotency entries:    {}", check.dedup_entries);
+    let (verdict, code) = if check.is_physically_erased() {
+        (
+            "PHYSICALLY ERASED: nothing of the erased key epochs is left in the store's files",
+            0,
+        )
+    } else if check.is_pending() {
+        (
+            "ERASED, NOT YET PURGED: unreadable now; run a purge (or --purge) to remove the ciphertext",
+            2,
+        )
+    } else {
+        ("NOT ERASED: this user was never erased", 3)
+    };
+    println!("verdict:                {verdict}");
+    Ok(ExitCode::from(code))
 }

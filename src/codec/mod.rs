@@ -3,7 +3,9 @@
 //! byte; change both together.
 //!
 //! Values use `encode(&self, out)` / `decode(bytes)`; decoders reject trailing
-//! bytes, unknown versions and checksum mismatches.
+//! bytes, unknown versions, checksum mismatches and non-canonical encodings,
+//! so whatever decodes re-encodes to the same bytes (the `fuzz/` targets
+//! check it).
 
 use serde::{Deserialize, Serialize};
 
@@ -241,7 +243,7 @@ fn encode_record<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     push_crc(out, start);
 }
 
-fn decode_record<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
+fn decode_record<'de, T: Serialize + Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
     let body = split_checked(bytes)?;
     let (&version, body) = body.split_first().ok_or_else(corrupt_encoding)?;
     if version != RECORD_VERSION {
@@ -249,6 +251,11 @@ fn decode_record<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
     }
     let (value, rest) = postcard::take_from_bytes(body).map_err(|_| corrupt_encoding())?;
     if !rest.is_empty() {
+        return Err(corrupt_encoding());
+    }
+    // postcard accepts overlong varints (`80 00` for 0); only the canonical
+    // encoding, the one `encode` writes, is a record.
+    if postcard::to_allocvec(&value).map_err(|_| corrupt_encoding())? != body {
         return Err(corrupt_encoding());
     }
     Ok(value)
@@ -377,6 +384,28 @@ mod tests {
             Err(Error::Corrupt(Corruption::Encoding))
         ));
         assert!(KeyRecord::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn non_canonical_records_are_rejected() {
+        let m = EraseMarker {
+            epoch: 0,
+            erased_at_ms: 5,
+            next_seq: 99,
+            block_new: true,
+            purged: false,
+        };
+        let mut canonical = Vec::new();
+        m.encode(&mut canonical);
+        assert_eq!(EraseMarker::decode(&canonical).unwrap(), m);
+        // The same marker with epoch 0 as the overlong varint `80 00`.
+        let mut overlong = vec![RECORD_VERSION, 0x80, 0x00];
+        overlong.extend_from_slice(&canonical[2..canonical.len() - 4]);
+        push_crc(&mut overlong, 0);
+        assert!(matches!(
+            EraseMarker::decode(&overlong),
+            Err(Error::Corrupt(Corruption::Encoding))
+        ));
     }
 
     #[test]

@@ -139,18 +139,9 @@ impl Auth {
         }
     }
 
-    /// Authenticates `request` and checks it carries `role`; returns the actor
-    /// name for the audit log.
-    ///
-    /// # Errors
-    /// `UNAUTHENTICATED` for a missing or unknown token, `PERMISSION_DENIED`
-    /// for a token without the role.
-    pub fn check<T>(&self, request: &Request<T>, role: Role) -> Result<String, Status> {
-        if self.insecure {
-            return Ok("anonymous".to_owned());
-        }
-        let header = request
-            .metadata()
+    /// The token entry of the bearer token in `headers`.
+    fn token(&self, headers: &tonic::codegen::http::HeaderMap) -> Result<&Token, Status> {
+        let header = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
@@ -166,7 +157,32 @@ impl Auth {
                 found = Some(t);
             }
         }
-        let t = found.ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        found.ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+
+    /// Checks that `headers` carry a known bearer token (any role). The
+    /// server's gate runs this before a request body is read.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` for a missing, malformed or unknown token.
+    pub fn authenticate(&self, headers: &tonic::codegen::http::HeaderMap) -> Result<(), Status> {
+        if self.insecure {
+            return Ok(());
+        }
+        self.token(headers).map(|_| ())
+    }
+
+    /// Authenticates `request` and checks it carries `role`; returns the actor
+    /// name for the audit log.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` for a missing or unknown token, `PERMISSION_DENIED`
+    /// for a token without the role.
+    pub fn check<T>(&self, request: &Request<T>, role: Role) -> Result<String, Status> {
+        if self.insecure {
+            return Ok("anonymous".to_owned());
+        }
+        let t = self.token(request.metadata().as_ref())?;
         if t.roles.contains(&role) {
             Ok(t.name.clone())
         } else {

@@ -5,8 +5,10 @@
 
 mod auth;
 mod config;
+mod gate;
 mod metrics;
 mod service;
+pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -240,6 +242,11 @@ impl Server {
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls)?;
         }
+        // Not gRPC (method, content-type) or no valid token: refused before
+        // any body is read.
+        let mut builder = builder.layer(gate::GateLayer {
+            auth: Arc::clone(&self.auth),
+        });
         // TCP_NODELAY: without it, Nagle's algorithm and delayed ACKs hold a
         // small response (a Read stream's end) for ~40 ms.
         let incoming =

@@ -18,7 +18,8 @@ use super::proto::{
     ReadRequest, StatsRequest, StatsResponse,
 };
 use super::status;
-use crate::{EraseOptions, Store, UserId};
+use super::validate::{AppendArgs, RequestLimits, validate_append, validate_erase, validate_read};
+use crate::Store;
 
 /// Messages a Read fetches per blocking call.
 const READ_PAGE: usize = 64;
@@ -34,38 +35,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| Status::internal("worker task failed"))?
 }
 
-fn user_id(bytes: Vec<u8>) -> Result<UserId, Status> {
-    UserId::new(bytes).map_err(|e| match e {
-        crate::Error::InvalidArgument(a) => Status::invalid_argument(format!("user_id: {a}")),
-        other => status(other),
-    })
-}
-
-/// A validated append request.
-struct Append {
-    user: UserId,
-    payload: Vec<u8>,
-    client_message_id: Option<String>,
-}
-
-impl Append {
-    fn from_proto(r: AppendRequest, max_payload: usize) -> Result<Append, Status> {
-        if r.payload.len() > max_payload {
-            return Err(Status::invalid_argument(format!(
-                "payload is {} bytes, the maximum is {max_payload}",
-                r.payload.len()
-            )));
-        }
-        if let Some(id) = &r.client_message_id {
-            crate::validate_client_message_id(id.as_bytes()).map_err(status)?;
-        }
-        Ok(Append {
-            user: user_id(r.user_id)?,
-            payload: r.payload,
-            client_message_id: r.client_message_id,
-        })
-    }
-
+impl AppendArgs {
     fn run(&self, store: &Store) -> Result<AppendResponse, Status> {
         match &self.client_message_id {
             Some(id) => {
@@ -124,10 +94,10 @@ impl StoreService {
 /// its first failure.
 async fn append_chunk(
     store: &Arc<Store>,
-    chunk: Vec<Append>,
+    chunk: Vec<AppendArgs>,
 ) -> Vec<Option<Result<AppendResponse, Status>>> {
     let n = chunk.len();
-    let mut groups: HashMap<Vec<u8>, Vec<(usize, Append)>> = HashMap::new();
+    let mut groups: HashMap<Vec<u8>, Vec<(usize, AppendArgs)>> = HashMap::new();
     for (i, a) in chunk.into_iter().enumerate() {
         groups
             .entry(a.user.as_bytes().to_vec())
@@ -159,7 +129,7 @@ async fn append_chunk(
 
 fn append_group(
     store: &Store,
-    group: Vec<(usize, Append)>,
+    group: Vec<(usize, AppendArgs)>,
 ) -> Vec<(usize, Result<AppendResponse, Status>)> {
     let mut out = Vec::with_capacity(group.len());
     let mut i = 0;
@@ -221,7 +191,8 @@ impl proto::store_server::Store for StoreService {
         let started = Instant::now();
         let r = async {
             self.auth.check(&request, Role::Append)?;
-            let a = Append::from_proto(request.into_inner(), self.store.limits().max_payload)?;
+            let limits = RequestLimits::from(self.store.limits());
+            let a = validate_append(request.into_inner(), &limits)?;
             let store = Arc::clone(&self.store);
             let resp = blocking(move || a.run(&store)).await?;
             if !resp.duplicate {
@@ -250,7 +221,7 @@ impl proto::store_server::Store for StoreService {
         let (tx, rx) = mpsc::channel::<Result<AppendResponse, Status>>(window);
         let store = Arc::clone(&self.store);
         let metrics = Arc::clone(&self.metrics);
-        let limits = store.limits();
+        let limits = RequestLimits::from(store.limits());
         tokio::spawn(async move {
             let mut code = tonic::Code::Ok;
             'stream: loop {
@@ -279,7 +250,7 @@ impl proto::store_server::Store for StoreService {
                 // Validate up to the first bad request; it ends the stream.
                 let mut chunk = Vec::with_capacity(raw.len());
                 for r in raw {
-                    match Append::from_proto(r, limits.max_payload) {
+                    match validate_append(r, &limits) {
                         Ok(a) => chunk.push(a),
                         Err(s) => {
                             stream_error = Some(s);
@@ -327,15 +298,9 @@ impl proto::store_server::Store for StoreService {
         let started = Instant::now();
         let r = async {
             self.auth.check(&request, Role::Read)?;
-            let req = request.into_inner();
-            let user = user_id(req.user_id)?;
-            let limit = usize::try_from(req.limit).unwrap_or(usize::MAX);
-            let max = self.store.limits().max_read_limit;
-            if limit == 0 || limit > max {
-                return Err(Status::invalid_argument(
-                    format!("limit must be 1..={max}",),
-                ));
-            }
+            let limits = RequestLimits::from(self.store.limits());
+            let req = validate_read(request.into_inner(), &limits)?;
+            let (user, limit) = (req.user, req.limit);
             let (tx, rx) = mpsc::channel(READ_PAGE);
             let store = Arc::clone(&self.store);
             // Read in short pages on the blocking pool and send from async code:
@@ -390,14 +355,10 @@ impl proto::store_server::Store for StoreService {
         let started = Instant::now();
         let r = async {
             let actor = self.auth.check(&request, Role::Erase)?;
-            let req = request.into_inner();
-            let user = user_id(req.user_id)?;
+            let req = validate_erase(request.into_inner())?;
+            let options = req.options();
+            let user = req.user;
             let handle = self.store.handle(&user);
-            let options = if req.block_new {
-                EraseOptions::block_new()
-            } else {
-                EraseOptions::default()
-            };
             let store = Arc::clone(&self.store);
             let result = blocking(move || store.erase_with(&user, options).map_err(status)).await;
             match &result {

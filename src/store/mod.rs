@@ -153,6 +153,55 @@ pub struct Erased {
     pub erased_at_ms: u64,
 }
 
+/// What [`Store::verify_erasure`] found for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureCheck {
+    /// The user's handle (safe to log and to show an auditor).
+    pub handle: Handle,
+    /// The erasure marker, if the user was ever erased.
+    pub marker: Option<ErasureState>,
+    /// A key record exists: the user has readable data (never erased, or
+    /// wrote again after the erasure).
+    pub live_key: bool,
+    /// Message records under the handle from erased key epochs: ciphertext
+    /// still on disk (unreadable, waiting for purge).
+    pub erased_records: u64,
+    /// Message records under the handle from the live epoch (written after
+    /// the erasure, if any).
+    pub live_records: u64,
+    /// Idempotency-index entries under the handle.
+    pub dedup_entries: u64,
+}
+
+/// The erasure marker of a user, as [`ErasureCheck`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasureState {
+    /// Highest erased key epoch.
+    pub epoch: u32,
+    /// When the latest erasure was committed, ms since the Unix epoch.
+    pub erased_at_ms: u64,
+    /// A purge has made this erasure physical: it compacted the user's key
+    /// ranges, found no erased record first in them, and saw the SST and
+    /// WAL files that held them deleted.
+    pub purged: bool,
+}
+
+impl ErasureCheck {
+    /// The user was erased, the erasure was purged, and no record of an
+    /// erased epoch, no idempotency entry from before it and no key record
+    /// of it is left. (Records written after the erasure, under a new key,
+    /// are the user's current data and do not count against it.)
+    pub fn is_physically_erased(&self) -> bool {
+        self.marker.is_some_and(|m| m.purged) && self.erased_records == 0
+    }
+
+    /// The user was erased (unreadable at once) but purge has not yet run
+    /// or not yet finished.
+    pub fn is_pending(&self) -> bool {
+        self.marker.is_some() && !self.is_physically_erased()
+    }
+}
+
 /// Options of one erasure.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -522,6 +571,18 @@ impl Store {
     /// A storage or I/O error.
     pub fn stats(&self) -> Result<Stats> {
         self.inner.stats()
+    }
+
+    /// Checks what is left on disk of `user`: scans the `messages`, `keys`
+    /// and `dedup` column families for every record keyed by the user's
+    /// handle (raw, bypassing the epoch checks reads apply) and reads the
+    /// erasure marker. For operators who must show that an erasure became
+    /// physical; see [`ErasureCheck::is_physically_erased`].
+    ///
+    /// # Errors
+    /// A storage error, or a damaged marker.
+    pub fn verify_erasure(&self, user: &UserId) -> Result<ErasureCheck> {
+        self.inner.verify_erasure(user)
     }
 
     /// Syncs the WAL to stable storage: makes every `Durability::Buffered`
@@ -1267,6 +1328,58 @@ impl Inner {
         }
         it.status()?;
         Ok(max)
+    }
+
+    fn verify_erasure(&self, user: &UserId) -> Result<ErasureCheck> {
+        let handle = self.handle_key.handle(user);
+        let marker = self.get_marker(&handle)?;
+        let erased_epoch = marker.as_ref().map_or(0, |m| m.epoch);
+        let live_key = self
+            .db
+            .get_pinned_cf(self.cf(CF_KEYS)?, handle.as_bytes())?
+            .is_some();
+        let (mut erased_records, mut live_records) = (0u64, 0u64);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_MESSAGES)?, Self::handle_read_options(&handle));
+        it.seek(message_key(&handle, 0));
+        while let Some((k, v)) = it.item() {
+            if !k.starts_with(handle.as_bytes()) {
+                break;
+            }
+            // An unreadable header counts as erased data: it must not hide.
+            match EnvelopeHeader::parse(v) {
+                Ok(h) if h.epoch > erased_epoch => live_records += 1,
+                _ => erased_records += 1,
+            }
+            it.next();
+        }
+        it.status()?;
+        let mut dedup_entries = 0u64;
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_DEDUP)?, Self::handle_read_options(&handle));
+        it.seek(handle.as_bytes());
+        while let Some(k) = it.key() {
+            if !k.starts_with(handle.as_bytes()) {
+                break;
+            }
+            dedup_entries += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(ErasureCheck {
+            handle,
+            marker: marker.map(|m| ErasureState {
+                epoch: m.epoch,
+                erased_at_ms: m.erased_at_ms,
+                purged: m.purged,
+            }),
+            live_key,
+            erased_records,
+            live_records,
+            dedup_entries,
+        })
     }
 
     fn flush_all(&self) -> Result<()> {

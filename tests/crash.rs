@@ -1,0 +1,312 @@
+//! kill -9 at random moments (the way sled's tests/test_crash_recovery.rs
+//! does it): this test binary re-executes itself as a child that appends with
+//! Sync durability and erases users, printing every intent before the call
+//! and every acknowledgement after it to a pipe; the parent kills it with
+//! SIGKILL after a random delay, reopens the store and checks that
+//! - every acknowledged append is readable with its payload, unless an
+//!   acknowledged erase of that user followed it;
+//! - every acknowledged erase holds: none of the user's earlier messages is
+//!   readable;
+//! - an erase cut off by the kill happened entirely or not at all;
+//! - messages that were not acknowledged may exist, but only ones the child
+//!   tried to append, with their payloads;
+//! - no seq is reused after the restart.
+//!
+//! The store is reused across rounds, so recovery after recovery is tested
+//! too. `SHREDSTORE_CRASH_ROUNDS` and `SHREDSTORE_CRASH_SEED` override the
+//! defaults (12 rounds, a time-based seed printed on failure).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use shredstore::{Durability, Options, RootKey, Store, UserId};
+
+const CHILD_ENV: &str = "SHREDSTORE_CRASH_CHILD";
+const FIRST_N_ENV: &str = "SHREDSTORE_CRASH_FIRST_N";
+const USERS: u64 = 12;
+const ROOT: [u8; 32] = [0x42; 32];
+
+fn options(dir: &Path) -> Options {
+    Options::new(dir, RootKey::from_bytes(ROOT))
+        .durability(Durability::Sync)
+        // Purges run in the background during the crash windows too.
+        .purge_interval(Some(Duration::from_millis(30)))
+}
+
+fn user(u: u64) -> UserId {
+    UserId::new(format!("crash-user-{u}")).unwrap()
+}
+
+fn payload(u: u64, n: u64) -> Vec<u8> {
+    format!("crash-user-{u}:message-{n}").into_bytes()
+}
+
+/// Small deterministic generator (xorshift64*), so a failing seed replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Not a test of its own: the body of the child process. Without the
+/// environment variable it returns at once.
+#[test]
+fn crash_child_process() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let first_n: u64 = std::env::var(FIRST_N_ENV).unwrap().parse().unwrap();
+    let store = Store::open(options(Path::new(&dir))).unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    let mut rng = Rng(first_n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    for n in first_n.. {
+        let u = rng.below(USERS);
+        if rng.below(40) == 0 {
+            writeln!(out, "e {u}").unwrap();
+            out.flush().unwrap();
+            store.erase(&user(u)).unwrap();
+            writeln!(out, "E {u}").unwrap();
+        } else if rng.below(4) == 0 {
+            // A batch: all or nothing.
+            let ns: Vec<u64> = (0..1 + rng.below(8)).map(|i| n * 16 + i).collect();
+            let payloads: Vec<Vec<u8>> = ns.iter().map(|&m| payload(u, m)).collect();
+            for m in &ns {
+                writeln!(out, "a {u} {m}").unwrap();
+            }
+            out.flush().unwrap();
+            let acks = store.append_batch(&user(u), &payloads).unwrap();
+            for (m, a) in ns.iter().zip(acks) {
+                writeln!(out, "A {u} {m} {}", a.seq).unwrap();
+            }
+        } else {
+            let m = n * 16;
+            writeln!(out, "a {u} {m}").unwrap();
+            out.flush().unwrap();
+            let a = store.append(&user(u), &payload(u, m)).unwrap();
+            writeln!(out, "A {u} {m} {}", a.seq).unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+/// What the parent knows about one user.
+#[derive(Default, Debug)]
+struct Model {
+    /// Acknowledged appends not followed by an acknowledged erase: seq -> n.
+    live: BTreeMap<u64, u64>,
+    /// Appends tried but not acknowledged (n values), since the last check.
+    tried: BTreeSet<u64>,
+    /// An erase was started and not acknowledged.
+    erase_pending: bool,
+    /// Highest seq ever acknowledged or read.
+    max_seq: u64,
+}
+
+fn run_child(dir: &Path, first_n: u64, kill_after: Duration) -> Vec<String> {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "crash_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir)
+        .env(FIRST_N_ENV, first_n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait for the store to be open, then let it run for `kill_after`.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("child did not get ready");
+        // The harness prints "test crash_child_process ... " first, on the
+        // same line.
+        if line.ends_with("ready") {
+            break;
+        }
+    }
+    std::thread::sleep(kill_after);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    lines
+}
+
+/// Applies the child's output to the model.
+fn apply(models: &mut BTreeMap<u64, Model>, lines: &[String]) -> usize {
+    let mut acked = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(' ').collect();
+        let num = |i: usize| -> u64 { f[i].parse().unwrap() };
+        // Lines are written whole (one write(2) each); anything else is the
+        // test harness's own output.
+        let complete = matches!((f[0], f.len()), ("a", 3) | ("A", 4) | ("e", 2) | ("E", 2));
+        if !complete {
+            continue;
+        }
+        match f[0] {
+            "a" => {
+                models.entry(num(1)).or_default().tried.insert(num(2));
+            }
+            "A" => {
+                let m = models.entry(num(1)).or_default();
+                let (n, seq) = (num(2), num(3));
+                assert!(
+                    seq > m.max_seq,
+                    "seq {seq} of user {} reused or out of order (max {})",
+                    num(1),
+                    m.max_seq
+                );
+                m.tried.remove(&n);
+                m.live.insert(seq, n);
+                m.max_seq = seq;
+                acked += 1;
+            }
+            "e" => models.entry(num(1)).or_default().erase_pending = true,
+            "E" => {
+                let m = models.entry(num(1)).or_default();
+                m.live.clear();
+                m.erase_pending = false;
+                acked += 1;
+            }
+            // A line cut off by the kill.
+            _ => {}
+        }
+    }
+    acked
+}
+
+/// Reopens the store and checks every user against the model, then brings
+/// the model in line with what is stored.
+fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) {
+    let store = Store::open(options(dir)).unwrap();
+    for (&u, m) in models.iter_mut() {
+        let got = store.read(&user(u), 0, 10_000).unwrap();
+        let got: BTreeMap<u64, Vec<u8>> = got.into_iter().map(|g| (g.seq, g.payload)).collect();
+        let all_acked_present = m
+            .live
+            .iter()
+            .all(|(seq, n)| got.get(seq) == Some(&payload(u, *n)));
+        if m.erase_pending && !m.live.is_empty() && !all_acked_present {
+            // The cut-off erase happened: then it took everything.
+            assert!(
+                got.keys().all(|s| !m.live.contains_key(s)),
+                "{context}: user {u}: a cut-off erase removed only part of the messages"
+            );
+            m.live.clear();
+        } else {
+            assert!(
+                all_acked_present,
+                "{context}: user {u}: acknowledged messages missing: expected seqs {:?}, got {:?}",
+                m.live.keys().collect::<Vec<_>>(),
+                got.keys().collect::<Vec<_>>()
+            );
+        }
+        for (seq, p) in &got {
+            if let Some(n) = m.live.get(seq) {
+                assert_eq!(p, &payload(u, *n), "{context}: user {u} seq {seq}");
+            } else {
+                // Not acknowledged: must be one the child tried, with its
+                // payload (a durable append whose ack was lost).
+                let n = m
+                    .tried
+                    .iter()
+                    .copied()
+                    .find(|n| p == &payload(u, *n))
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{context}: user {u} seq {seq}: a message nobody acknowledged or tried"
+                        )
+                    });
+                m.tried.remove(&n);
+                m.live.insert(*seq, n);
+            }
+            m.max_seq = m.max_seq.max(*seq);
+        }
+        m.tried.clear();
+        m.erase_pending = false;
+    }
+    // No seq is reused after the restart: a new append lands above every
+    // seq ever acknowledged or read for that user.
+    for (&u, m) in models.iter_mut() {
+        let a = store.append(&user(u), &payload(u, u64::MAX - u)).unwrap();
+        assert!(
+            a.seq > m.max_seq,
+            "{context}: user {u}: seq {} reused after restart (max seen {})",
+            a.seq,
+            m.max_seq
+        );
+        m.live.insert(a.seq, u64::MAX - u);
+        m.max_seq = a.seq;
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+    let rounds: u64 = std::env::var("SHREDSTORE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let seed: u64 = std::env::var("SHREDSTORE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut models: BTreeMap<u64, Model> = BTreeMap::new();
+    let mut total_acked = 0;
+    for round in 0..rounds {
+        // From "just opened" to a few hundred milliseconds of work.
+        let kill_after = Duration::from_millis(rng.below(250));
+        let context = format!("seed {seed} round {round} (kill after {kill_after:?})");
+        let lines = run_child(dir.path(), (round + 1) * 1_000_000_000, kill_after);
+        total_acked += apply(&mut models, &lines);
+        verify(dir.path(), &mut models, &context);
+    }
+    assert!(
+        total_acked > 0,
+        "seed {seed}: the child never acknowledged anything"
+    );
+    eprintln!(
+        "crash test: seed {seed}, {rounds} kills, {total_acked} acknowledged operations verified"
+    );
+}
