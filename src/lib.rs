@@ -44,13 +44,14 @@ pub mod server;
 mod store;
 mod types;
 
+pub use codec::{AuditOp, AuditOutcome, AuditRecord, ErasureReceipt, PurgeStatus};
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Appended, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck, ErasureState,
-    IdempotentAppend, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options,
-    PurgeReport, Stats, Store, StoreLimits, layout, open_plain_baseline,
-    validate_client_message_id,
+    Appended, AuditCursor, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck,
+    ErasureState, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget,
+    Message, MessageIter, Options, PurgeReport, Stats, Store, StoreLimits, layout,
+    open_plain_baseline, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

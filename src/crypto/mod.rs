@@ -28,6 +28,8 @@ pub const TAG_LEN: usize = 16;
 const INFO_MESSAGE: &[u8] = b"shredstore/v1/message";
 /// HKDF `info` of the key-wrapping key derived from the root key.
 const INFO_WRAP: &[u8] = b"shredstore/v1/wrap";
+/// HKDF `info` of the erasure-receipt MAC key derived from the root key.
+const INFO_RECEIPT: &[u8] = b"shredstore/v1/receipt";
 
 /// 32 secret bytes, zeroized on drop, never printed.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -136,6 +138,12 @@ impl RootKey {
             s.push(char::from(HEX[usize::from(b & 0xf)]));
         }
         s
+    }
+
+    /// The erasure-receipt key: `HKDF-SHA256(root, store salt,
+    /// "shredstore/v1/receipt")`.
+    pub(crate) fn receipt_key(&self, store_salt: &[u8; KEY_LEN]) -> ReceiptKey {
+        ReceiptKey(hkdf_sha256(self.0.expose(), store_salt, &[INFO_RECEIPT]))
     }
 
     /// The key-wrapping cipher: `HKDF-SHA256(root, store salt, "shredstore/v1/wrap")`.
@@ -333,6 +341,33 @@ pub(crate) fn message_cipher(
         &[INFO_MESSAGE, handle.as_bytes(), &epoch.to_be_bytes()],
     );
     MessageCipher::new(&key)
+}
+
+/// The key that signs erasure receipts (HMAC-SHA256).
+pub(crate) struct ReceiptKey(Secret32);
+
+impl ReceiptKey {
+    fn hmac(&self) -> Hmac<Sha256> {
+        #[expect(
+            clippy::expect_used,
+            reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
+        )]
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.0.expose()).expect("HMAC key length")
+    }
+
+    /// `HMAC-SHA256(receipt key, data)`.
+    pub(crate) fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let mut m = self.hmac();
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Checks `mac` over `data` in constant time.
+    pub(crate) fn verify(&self, data: &[u8], mac: &[u8; 32]) -> bool {
+        let mut m = self.hmac();
+        m.update(data);
+        m.verify_slice(mac).is_ok()
+    }
 }
 
 /// The key that turns user ids into handles.

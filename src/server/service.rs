@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Auth, Role};
 use super::metrics::Metrics;
 use super::proto::{
-    self, AppendRequest, AppendResponse, EraseRequest, EraseResponse, PurgeRequest, PurgeResponse,
-    ReadRequest, StatsRequest, StatsResponse,
+    self, AppendRequest, AppendResponse, AuditRequest, EraseRequest, EraseResponse, PurgeRequest,
+    PurgeResponse, ReadRequest, StatsRequest, StatsResponse, VerifyReceiptResponse,
 };
 use super::status;
 use super::validate::{AppendArgs, RequestLimits, validate_append, validate_erase, validate_read};
@@ -360,7 +360,9 @@ impl proto::store_server::Store for StoreService {
             let user = req.user;
             let handle = self.store.handle(&user);
             let store = Arc::clone(&self.store);
-            let result = blocking(move || store.erase_with(&user, options).map_err(status)).await;
+            let who = actor.clone();
+            let result =
+                blocking(move || store.erase_as(&user, options, &who).map_err(status)).await;
             match &result {
                 Ok(e) => tracing::info!(
                     target: "shredstore::audit",
@@ -379,6 +381,7 @@ impl proto::store_server::Store for StoreService {
                 erased_at_ms: e.erased_at_ms,
                 epoch: e.epoch,
                 handle: e.handle.to_string(),
+                receipt: Some(receipt_to_proto(&e.receipt)),
             }))
         }
         .await;
@@ -414,7 +417,8 @@ impl proto::admin_server::Admin for AdminService {
         let r = async {
             let actor = self.auth.check(&request, Role::Admin)?;
             let store = Arc::clone(&self.store);
-            let result = blocking(move || store.purge().map_err(status)).await;
+            let who = actor.clone();
+            let result = blocking(move || store.purge_as(&who).map_err(status)).await;
             match &result {
                 Ok(p) => tracing::info!(
                     target: "shredstore::audit",
@@ -461,5 +465,162 @@ impl proto::admin_server::Admin for AdminService {
         .await;
         self.metrics.observe_result("Stats", started, &r);
         r
+    }
+
+    async fn verify_receipt(
+        &self,
+        request: Request<proto::ErasureReceipt>,
+    ) -> Result<Response<VerifyReceiptResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Admin)?;
+            let receipt = receipt_from_proto(&request.into_inner())?;
+            let store = Arc::clone(&self.store);
+            let (valid, now) = blocking(move || {
+                let valid = store.verify_receipt(&receipt);
+                let now = if valid {
+                    store.purge_status(&receipt.handle).map_err(status)?
+                } else {
+                    None
+                };
+                store
+                    .record_audit(
+                        &actor,
+                        crate::AuditOp::VerifyReceipt,
+                        Some(receipt.handle),
+                        crate::AuditOutcome::Ok,
+                    )
+                    .map_err(status)?;
+                Ok((valid, now))
+            })
+            .await?;
+            Ok(Response::new(VerifyReceiptResponse {
+                valid,
+                current_purge_status: now
+                    .map_or(proto::PurgeStatus::Unspecified, purge_status_to_proto)
+                    as i32,
+            }))
+        }
+        .await;
+        self.metrics.observe_result("VerifyReceipt", started, &r);
+        r
+    }
+
+    type AuditStream = BoxStream<proto::AuditRecord>;
+
+    async fn audit(
+        &self,
+        request: Request<AuditRequest>,
+    ) -> Result<Response<Self::AuditStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Admin)?;
+            let req = request.into_inner();
+            let to_ms = if req.to_ms == 0 { u64::MAX } else { req.to_ms };
+            if req.from_ms >= to_ms {
+                return Err(Status::invalid_argument("from_ms must be below to_ms"));
+            }
+            let store = Arc::clone(&self.store);
+            let page = store.limits().max_read_limit;
+            // Audited first, so the trail shows who read it.
+            let s = Arc::clone(&store);
+            blocking(move || {
+                s.record_audit(&actor, crate::AuditOp::Audit, None, crate::AuditOutcome::Ok)
+                    .map_err(status)
+            })
+            .await?;
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(async move {
+                let mut cursor = None;
+                loop {
+                    let s = Arc::clone(&store);
+                    let got = blocking(move || {
+                        s.audit_page(req.from_ms, to_ms, cursor, page)
+                            .map_err(status)
+                    })
+                    .await;
+                    let (records, next) = match got {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    for rec in &records {
+                        if tx.send(Ok(audit_to_proto(rec))).await.is_err() {
+                            return;
+                        }
+                    }
+                    match next {
+                        Some(c) => cursor = Some(c),
+                        None => return,
+                    }
+                }
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::AuditStream
+            ))
+        }
+        .await;
+        self.metrics.observe_result("Audit", started, &r);
+        r
+    }
+}
+
+fn purge_status_to_proto(p: crate::PurgeStatus) -> proto::PurgeStatus {
+    match p {
+        crate::PurgeStatus::Pending => proto::PurgeStatus::Pending,
+        crate::PurgeStatus::Purged => proto::PurgeStatus::Purged,
+    }
+}
+
+fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureReceipt {
+    proto::ErasureReceipt {
+        handle: r.handle.as_bytes().to_vec(),
+        epoch: r.epoch,
+        erased_at_ms: r.erased_at_ms,
+        messages_erased: r.messages_erased,
+        purge_status: purge_status_to_proto(r.purge_status) as i32,
+        mac: r.mac.to_vec(),
+    }
+}
+
+fn receipt_from_proto(p: &proto::ErasureReceipt) -> Result<crate::ErasureReceipt, Status> {
+    let handle: [u8; crate::Handle::LEN] = p
+        .handle
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("receipt.handle must be 16 bytes"))?;
+    let mac: [u8; 32] = p
+        .mac
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("receipt.mac must be 32 bytes"))?;
+    let purge_status = match proto::PurgeStatus::try_from(p.purge_status) {
+        Ok(proto::PurgeStatus::Pending) => crate::PurgeStatus::Pending,
+        Ok(proto::PurgeStatus::Purged) => crate::PurgeStatus::Purged,
+        _ => {
+            return Err(Status::invalid_argument(
+                "receipt.purge_status must be PENDING or PURGED",
+            ));
+        }
+    };
+    Ok(crate::ErasureReceipt {
+        handle: crate::Handle::from_bytes(handle),
+        epoch: p.epoch,
+        erased_at_ms: p.erased_at_ms,
+        messages_erased: p.messages_erased,
+        purge_status,
+        mac,
+    })
+}
+
+fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {
+    proto::AuditRecord {
+        time_ms: r.time_ms,
+        actor: r.actor.clone(),
+        operation: r.op.name().to_owned(),
+        handle: r.handle.map(|h| h.to_vec()).unwrap_or_default(),
+        outcome: r.outcome.name().to_owned(),
     }
 }

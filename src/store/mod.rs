@@ -28,6 +28,7 @@ use crate::codec::{
     self, Envelope, EnvelopeHeader, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord,
     KeyState, message_key,
 };
+use crate::codec::{AuditOp, AuditOutcome, AuditRecord, ErasureReceipt, PurgeStatus};
 use crate::crypto::{self, DEDUP_KEY_LEN, HandleKey, KEY_LEN, MessageCipher, NONCE_LEN, Secret32};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
 use crate::types::{Handle, UserId};
@@ -46,8 +47,11 @@ pub mod layout {
     /// Idempotency index: `handle || HMAC(handle_key, client_message_id)[..16]`
     /// to the message's seq and timestamp.
     pub const CF_DEDUP: &str = "dedup";
+    /// Audit trail: `time_ms_be64 || counter_be64` to an audit record.
+    /// Append-only; holds handles, never user ids; not erased with a user.
+    pub const CF_AUDIT: &str = "audit";
     /// Every column family shredstore creates (besides RocksDB's `default`).
-    pub const ALL_CFS: [&str; 5] = [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED, CF_DEDUP];
+    pub const ALL_CFS: [&str; 6] = [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED, CF_DEDUP, CF_AUDIT];
     /// `meta` key of the format version (u32 BE).
     pub const META_FORMAT_VERSION: &[u8] = b"format_version";
     /// `meta` key of the 32-byte store salt.
@@ -55,7 +59,10 @@ pub mod layout {
     /// `meta` key of the wrapped handle key.
     pub const META_HANDLE_KEY: &[u8] = b"handle_key";
 }
-use layout::{CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
+use layout::{CF_AUDIT, CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
+
+/// The actor named in audit records of direct library calls.
+pub const LIBRARY_ACTOR: &str = "library";
 
 /// Number of lock stripes serialising per-user work.
 const LOCK_STRIPES: usize = 1024;
@@ -151,7 +158,13 @@ pub struct Erased {
     pub epoch: u32,
     /// When the erasure was committed, milliseconds since the Unix epoch.
     pub erased_at_ms: u64,
+    /// The signed receipt of this erasure ([`Store::verify_receipt`]).
+    pub receipt: ErasureReceipt,
 }
+
+/// Where the next page of [`Store::audit_page`] starts (opaque).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor([u8; 16]);
 
 /// What [`Store::verify_erasure`] found for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +330,9 @@ pub(crate) struct Inner {
     salt: [u8; KEY_LEN],
     handle_key: HandleKey,
     wrap: MessageCipher,
+    receipt_key: crypto::ReceiptKey,
+    /// Next audit-record counter (unique within the store).
+    audit_counter: AtomicU64,
     locks: Box<[Mutex<()>]>,
     cache: Mutex<LruCache<Handle, CachedUser>>,
     erased: Arc<ErasedEpochs>,
@@ -361,6 +377,8 @@ impl Store {
         let (db, db_opts) = open_db(&options, &erased)?;
         let (salt, handle_key) = init_meta(&db, &options)?;
         let wrap = options.root_key.wrapping_cipher(&salt);
+        let receipt_key = options.root_key.receipt_key(&salt);
+        let audit_counter = next_audit_counter(&db)?;
         let cache_size = NonZeroUsize::new(options.key_cache_entries).ok_or(
             InvalidArgument::Option("key_cache_entries must be at least 1"),
         )?;
@@ -380,6 +398,8 @@ impl Store {
             salt,
             handle_key,
             wrap,
+            receipt_key,
+            audit_counter: AtomicU64::new(audit_counter),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             cache: Mutex::new(LruCache::new(cache_size)),
             erased,
@@ -483,16 +503,7 @@ impl Store {
     /// [`Error::Corrupt`] or [`Error::Decrypt`] for damaged records, or a
     /// storage error.
     pub fn read(&self, user: &UserId, from_seq: u64, limit: usize) -> Result<Vec<Message>> {
-        if limit == 0 {
-            return Err(InvalidArgument::ZeroLimit.into());
-        }
-        if limit > self.inner.max_read_limit {
-            return Err(InvalidArgument::LimitTooLarge {
-                limit,
-                max: self.inner.max_read_limit,
-            }
-            .into());
-        }
+        self.inner.check_limit(limit)?;
         self.read_iter(user, from_seq)?.take(limit).collect()
     }
 
@@ -518,7 +529,8 @@ impl Store {
     /// # Errors
     /// [`Error::Poisoned`] or a storage error.
     pub fn erase(&self, user: &UserId) -> Result<Erased> {
-        self.inner.erase(user, EraseOptions::default())
+        self.inner
+            .erase(user, EraseOptions::default(), LIBRARY_ACTOR)
     }
 
     /// [`Store::erase`] with options.
@@ -526,7 +538,17 @@ impl Store {
     /// # Errors
     /// As [`Store::erase`].
     pub fn erase_with(&self, user: &UserId, options: EraseOptions) -> Result<Erased> {
-        self.inner.erase(user, options)
+        self.inner.erase(user, options, LIBRARY_ACTOR)
+    }
+
+    /// [`Store::erase_with`] on behalf of `actor` (a token or service name,
+    /// at most 64 bytes kept), who is named in the audit record written in
+    /// the same atomic batch as the erasure.
+    ///
+    /// # Errors
+    /// As [`Store::erase`].
+    pub fn erase_as(&self, user: &UserId, options: EraseOptions, actor: &str) -> Result<Erased> {
+        self.inner.erase(user, options, actor)
     }
 
     /// Makes pending erasures physical: flushes every column family (so WAL
@@ -537,7 +559,106 @@ impl Store {
     /// # Errors
     /// [`Error::Poisoned`] or a storage error.
     pub fn purge(&self) -> Result<PurgeReport> {
-        self.inner.purge()
+        self.inner.purge(LIBRARY_ACTOR)
+    }
+
+    /// [`Store::purge`] on behalf of `actor`, named in its audit record.
+    ///
+    /// # Errors
+    /// As [`Store::purge`].
+    pub fn purge_as(&self, actor: &str) -> Result<PurgeReport> {
+        self.inner.purge(actor)
+    }
+
+    /// Appends an audit record (for operations recorded by the caller, such
+    /// as a refused request). Erase and purge record themselves.
+    ///
+    /// # Errors
+    /// A poisoned store or a failed write.
+    pub fn record_audit(
+        &self,
+        actor: &str,
+        op: AuditOp,
+        handle: Option<Handle>,
+        outcome: AuditOutcome,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.inner
+            .put_audit(&mut batch, actor, op, handle, outcome)?;
+        self.inner.write(batch, true)
+    }
+
+    /// The audit records with `from_ms <= time_ms < to_ms`, oldest first, at
+    /// most `limit` (1..=max_read_limit).
+    ///
+    /// # Errors
+    /// A bad limit, a storage error or a damaged record.
+    pub fn audit_log(&self, from_ms: u64, to_ms: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        Ok(self.audit_page(from_ms, to_ms, None, limit)?.0)
+    }
+
+    /// One page of [`Store::audit_log`]: records after `after` (a cursor
+    /// from the previous page), and the cursor of the next page, `None` once
+    /// the range is exhausted.
+    ///
+    /// # Errors
+    /// A bad limit, a storage error or a damaged record.
+    pub fn audit_page(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        after: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<(Vec<AuditRecord>, Option<AuditCursor>)> {
+        self.inner.check_limit(limit)?;
+        let cf = self.inner.cf(CF_AUDIT)?;
+        let mut it = self.inner.db.raw_iterator_cf(cf);
+        match &after {
+            Some(c) => {
+                it.seek(c.0);
+                if it.key() == Some(&c.0[..]) {
+                    it.next();
+                }
+            }
+            None => it.seek(codec::audit_key(from_ms, 0)),
+        }
+        let mut out = Vec::new();
+        let mut last = None;
+        while let Some((k, v)) = it.item() {
+            let (t, _) = codec::parse_audit_key(k)?;
+            if t >= to_ms || out.len() >= limit {
+                break;
+            }
+            out.push(AuditRecord::decode(v)?);
+            last = k.try_into().ok().map(AuditCursor);
+            it.next();
+        }
+        it.status()?;
+        let next = if out.len() >= limit { last } else { None };
+        Ok((out, next))
+    }
+
+    /// Whether `receipt` was issued by this store (same root key and store)
+    /// and is unchanged. Constant-time.
+    pub fn verify_receipt(&self, receipt: &ErasureReceipt) -> bool {
+        self.inner
+            .receipt_key
+            .verify(&receipt.signed_bytes(), &receipt.mac)
+    }
+
+    /// The current purge status of the latest erasure of `handle`, or `None`
+    /// if it was never erased.
+    ///
+    /// # Errors
+    /// A storage error or a damaged marker.
+    pub fn purge_status(&self, handle: &Handle) -> Result<Option<PurgeStatus>> {
+        Ok(self.inner.get_marker(handle)?.map(|m| {
+            if m.purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            }
+        }))
     }
 
     /// Flushes all memtables to SST files.
@@ -772,7 +893,8 @@ fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb
         ColumnFamilyDescriptor::new(CF_KEYS, small.clone()),
         ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
         ColumnFamilyDescriptor::new(CF_ERASED, small.clone()),
-        ColumnFamilyDescriptor::new(CF_DEDUP, small),
+        ColumnFamilyDescriptor::new(CF_DEDUP, small.clone()),
+        ColumnFamilyDescriptor::new(CF_AUDIT, small),
     ];
     let db = DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?;
     Ok((db, db_opts))
@@ -788,6 +910,25 @@ pub fn open_plain_baseline(options: &Options) -> Result<DB> {
     let (db_opts, _small, messages) = rocksdb_options(options);
     let cfs = vec![ColumnFamilyDescriptor::new(CF_MESSAGES, messages)];
     Ok(DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?)
+}
+
+/// The first unused audit counter: one past the highest stored.
+fn next_audit_counter(db: &DB) -> Result<u64> {
+    let cf = db
+        .cf_handle(CF_AUDIT)
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek_to_first();
+    // Keys sort by time first; the counter is unique, not monotone in key
+    // order after a clock step back, so take the maximum.
+    let mut next = 0u64;
+    while let Some(k) = it.key() {
+        let (_, c) = codec::parse_audit_key(k)?;
+        next = next.max(c.saturating_add(1));
+        it.next();
+    }
+    it.status()?;
+    Ok(next)
 }
 
 /// Reads or creates the store's metadata; checks format version and root key.
@@ -862,6 +1003,68 @@ impl Inner {
     fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
         let idx = usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len();
         self.locks[idx].lock()
+    }
+
+    fn check_limit(&self, limit: usize) -> Result<()> {
+        if limit == 0 {
+            return Err(InvalidArgument::ZeroLimit.into());
+        }
+        if limit > self.max_read_limit {
+            return Err(InvalidArgument::LimitTooLarge {
+                limit,
+                max: self.max_read_limit,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Adds an audit record to `batch`.
+    fn put_audit(
+        &self,
+        batch: &mut WriteBatch,
+        actor: &str,
+        op: AuditOp,
+        handle: Option<Handle>,
+        outcome: AuditOutcome,
+    ) -> Result<()> {
+        let mut end = actor.len().min(codec::MAX_ACTOR_LEN);
+        while !actor.is_char_boundary(end) {
+            end -= 1;
+        }
+        let record = AuditRecord {
+            time_ms: self.clock.now_ms(),
+            actor: actor[..end].to_owned(),
+            op,
+            handle: handle.map(|h| h.0),
+            outcome,
+        };
+        let counter = self.audit_counter.fetch_add(1, Ordering::Relaxed);
+        let mut value = Vec::new();
+        record.encode(&mut value);
+        batch.put_cf(
+            self.cf(CF_AUDIT)?,
+            codec::audit_key(record.time_ms, counter),
+            value,
+        );
+        Ok(())
+    }
+
+    fn receipt(&self, erased: &Erased, purged: bool) -> ErasureReceipt {
+        let mut r = ErasureReceipt {
+            handle: erased.handle,
+            epoch: erased.epoch,
+            erased_at_ms: erased.erased_at_ms,
+            messages_erased: erased.messages_before,
+            purge_status: if purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            },
+            mac: [0; 32],
+        };
+        r.mac = self.receipt_key.sign(&r.signed_bytes());
+        r
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -1219,7 +1422,7 @@ impl Inner {
         })
     }
 
-    fn erase(&self, user: &UserId, options: EraseOptions) -> Result<Erased> {
+    fn erase(&self, user: &UserId, options: EraseOptions, actor: &str) -> Result<Erased> {
         self.check_writable()?;
         let handle = self.handle_key.handle(user);
         let _guard = self.lock(&handle);
@@ -1289,6 +1492,14 @@ impl Inner {
         if self.erase_delete_range {
             delete_handle_range(&mut batch, messages, &handle);
         }
+        // The audit record commits with the erasure, or neither does.
+        self.put_audit(
+            &mut batch,
+            actor,
+            AuditOp::Erase,
+            Some(handle),
+            AuditOutcome::Ok,
+        )?;
         self.write(batch, true)?;
 
         // The evicted cipher's key schedule is zeroized when its last Arc drops.
@@ -1304,12 +1515,22 @@ impl Inner {
             self.purger_signal.notify();
         }
         tracing::info!(%handle, epoch, messages_before, "user erased");
-        Ok(Erased {
+        let mut erased = Erased {
             handle,
             messages_before,
             epoch,
             erased_at_ms: now,
-        })
+            receipt: ErasureReceipt {
+                handle,
+                epoch,
+                erased_at_ms: now,
+                messages_erased: messages_before,
+                purge_status: PurgeStatus::Pending,
+                mac: [0; 32],
+            },
+        };
+        erased.receipt = self.receipt(&erased, nothing_stored);
+        Ok(erased)
     }
 
     /// Highest epoch among all stored messages of `handle` (full scan).
@@ -1385,13 +1606,11 @@ impl Inner {
     fn flush_all(&self) -> Result<()> {
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
-        let cfs = [
-            self.cf(CF_META)?,
-            self.cf(CF_KEYS)?,
-            self.cf(CF_MESSAGES)?,
-            self.cf(CF_ERASED)?,
-            self.cf(CF_DEDUP)?,
-        ];
+        // Every column family: one left unflushed would pin the old WALs.
+        let cfs = layout::ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>>>()?;
         self.db.flush_cfs_opt(&cfs, &fo)?;
         // The default column family is unused but shares the WAL.
         self.db.flush_opt(&fo)?;
@@ -1402,7 +1621,26 @@ impl Inner {
         !self.pending.lock().is_empty()
     }
 
-    fn purge(&self) -> Result<PurgeReport> {
+    fn purge(&self, actor: &str) -> Result<PurgeReport> {
+        let report = self.purge_inner();
+        let outcome = match &report {
+            Ok(r) if r.complete => AuditOutcome::Ok,
+            _ => AuditOutcome::Failed,
+        };
+        // Purges with nothing to do are not worth a record.
+        if report
+            .as_ref()
+            .map_or(true, |r| r.erasures_purged > 0 || !r.complete)
+            && !self.poisoned.load(Ordering::Acquire)
+        {
+            let mut batch = WriteBatch::default();
+            self.put_audit(&mut batch, actor, AuditOp::Purge, None, outcome)?;
+            self.write(batch, true)?;
+        }
+        report
+    }
+
+    fn purge_inner(&self) -> Result<PurgeReport> {
         let _purging = self.purge_lock.lock();
         self.check_writable()?;
         let started = Instant::now();

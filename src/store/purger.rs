@@ -84,7 +84,7 @@ fn run(inner: &Inner, every: Duration) {
             }
         }
         last = Some(Instant::now());
-        match inner.purge() {
+        match inner.purge("purger") {
             Ok(report) if !report.complete => {
                 tracing::warn!("background purge incomplete; retrying next interval");
             }

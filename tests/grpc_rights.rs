@@ -1,0 +1,194 @@
+//! Erasure receipts and the audit trail over gRPC: Erase returns a signed
+//! receipt, Admin.VerifyReceipt checks it (and a tampered one fails),
+//! Admin.Audit streams who did what to which handle, with roles enforced.
+#![cfg(feature = "server")]
+
+mod grpc_support;
+
+use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
+use shredstore::server::proto::{
+    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, PurgeRequest, PurgeStatus,
+};
+use tonic::Code;
+
+fn append(user: &str, payload: &str) -> AppendRequest {
+    AppendRequest {
+        user_id: user.as_bytes().to_vec(),
+        payload: payload.as_bytes().to_vec(),
+        client_message_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path(), true);
+    // Small pages, so the audit stream pages through the store.
+    a.max_read_limit = Some(2);
+    let server = TestServer::start(a).await;
+    let mut appender = server.store(Some(APPENDER)).await;
+    let mut eraser = server.store(Some(ERASER)).await;
+    let mut admin = server.admin(Some(ADMIN)).await;
+
+    for i in 0..3 {
+        appender
+            .append(append("alice@example.com", &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let erased = eraser
+        .erase(EraseRequest {
+            user_id: b"alice@example.com".to_vec(),
+            block_new: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = erased.receipt.clone().unwrap();
+    assert_eq!(hex::encode(&receipt.handle), erased.handle);
+    assert_eq!((receipt.epoch, receipt.messages_erased), (1, 3));
+    assert_eq!(receipt.purge_status, PurgeStatus::Pending as i32);
+
+    let v = admin
+        .verify_receipt(receipt.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid);
+    assert_eq!(v.current_purge_status, PurgeStatus::Pending as i32);
+    admin.purge(PurgeRequest {}).await.unwrap();
+    let v = admin
+        .verify_receipt(receipt.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid);
+    assert_eq!(v.current_purge_status, PurgeStatus::Purged as i32);
+
+    // Any change breaks it.
+    let mut forged = receipt.clone();
+    forged.messages_erased = 0;
+    let v = admin.verify_receipt(forged).await.unwrap().into_inner();
+    assert!(!v.valid);
+    assert_eq!(v.current_purge_status, PurgeStatus::Unspecified as i32);
+    let mut short = receipt.clone();
+    short.handle.truncate(3);
+    let e = admin.verify_receipt(short).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(!e.message().contains("alice"));
+    let mut bad_status = receipt.clone();
+    bad_status.purge_status = 0;
+    assert_eq!(
+        admin.verify_receipt(bad_status).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // Admin only.
+    let mut eraser_admin = server.admin(Some(ERASER)).await;
+    assert_eq!(
+        eraser_admin
+            .verify_receipt(receipt.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut reader_admin = server.admin(Some(READER)).await;
+    assert_eq!(
+        reader_admin
+            .audit(AuditRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    // The trail, paged 2 at a time by the server.
+    let mut stream = admin
+        .audit(AuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(r) = stream.message().await.unwrap() {
+        records.push(r);
+    }
+    // The erase wakes the background purger, which may purge before the
+    // admin does: exactly one purge is on record, by either.
+    let purges: Vec<_> = records.iter().filter(|r| r.operation == "purge").collect();
+    assert_eq!(purges.len(), 1, "{records:?}");
+    assert!(["admin", "purger"].contains(&purges[0].actor.as_str()));
+    let summary: Vec<(String, String, String, String)> = records
+        .iter()
+        .filter(|r| r.operation != "purge")
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.operation.clone(),
+                hex::encode(&r.handle),
+                r.outcome.clone(),
+            )
+        })
+        .collect();
+    let h = erased.handle.clone();
+    let s = |a: &str, o: &str, h: &str| (a.to_owned(), o.to_owned(), h.to_owned(), "ok".to_owned());
+    assert_eq!(
+        summary,
+        vec![
+            s("eraser", "erase", &h),
+            s("admin", "verify_receipt", &h),
+            s("admin", "verify_receipt", &h),
+            s("admin", "verify_receipt", &h),
+            s("admin", "audit", ""),
+        ]
+    );
+    for r in &records {
+        assert!(!format!("{r:?}").contains("alice"), "user id in {r:?}");
+    }
+    // A time window.
+    let first = records[0].time_ms;
+    let mut stream = admin
+        .audit(AuditRequest {
+            from_ms: 0,
+            to_ms: first,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_none());
+    assert_eq!(
+        admin
+            .audit(AuditRequest {
+                from_ms: 5,
+                to_ms: 5
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_from_another_store_is_not_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut admin = server.admin(Some(ADMIN)).await;
+    let foreign = ErasureReceipt {
+        handle: vec![7; 16],
+        epoch: 1,
+        erased_at_ms: 1,
+        messages_erased: 1,
+        purge_status: PurgeStatus::Purged as i32,
+        mac: vec![0; 32],
+    };
+    assert!(
+        !admin
+            .verify_receipt(foreign)
+            .await
+            .unwrap()
+            .into_inner()
+            .valid
+    );
+    server.stop().await;
+}
