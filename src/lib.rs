@@ -49,8 +49,8 @@ pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Appended, AuditCursor, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck,
-    ErasureState, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget,
-    Message, MessageIter, Options, PurgeReport, Stats, Store, StoreLimits, layout,
+    ErasureState, ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN,
+    MemoryBudget, Message, MessageIter, Options, PurgeReport, Stats, Store, StoreLimits, layout,
     open_plain_baseline, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};

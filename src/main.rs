@@ -37,6 +37,36 @@ enum Command {
     /// Exit status: 0 erased and purged (nothing of the erased key epochs
     /// left), 2 erased but not yet purged, 3 never erased, 1 error.
     VerifyErasure(VerifyErasureArgs),
+    /// Export everything a running server holds about one user (GDPR Art. 15
+    /// and 20) as NDJSON: one line per message, then a manifest line.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Server URL: http://host:port, or https://host:port with --tls-ca.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// CA certificate (PEM) to trust for https.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Bearer token with the read role (or set SHREDSTORE_TOKEN).
+    #[arg(long, env = "SHREDSTORE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The user id (UTF-8).
+    #[arg(
+        long,
+        conflicts_with = "user_id_base64",
+        required_unless_present = "user_id_base64"
+    )]
+    user_id: Option<String>,
+    /// The user id as standard base64 (for ids that are not UTF-8).
+    #[arg(long)]
+    user_id_base64: Option<String>,
+    /// Output file (`-` for stdout). Created with mode 0600: it holds
+    /// personal data.
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +120,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Load(args) => load(&args),
+        Command::Export(args) => {
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(export(&args)) {
+                Ok(n) => {
+                    eprintln!("exported {n} messages");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::VerifyErasure(args) => match verify_erasure(&args) {
             Ok(code) => code,
             Err(e) => {
@@ -200,17 +245,10 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
 }
 
 fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
-    use base64::Engine;
     use shredstore::server::{ROOT_KEY_ENV, RootKeySource, dev_key_path};
     use shredstore::{Options, RootKey, Store, UserId};
 
-    let id = match (&args.user_id, &args.user_id_base64) {
-        (Some(s), _) => s.as_bytes().to_vec(),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .map_err(|_| "--user-id-base64 is not valid base64".to_owned())?,
-        (None, None) => return Err("give --user-id or --user-id-base64".into()),
-    };
+    let id = user_id_arg(&args.user_id, &args.user_id_base64)?;
     let user = UserId::new(id).map_err(|e| format!("user id: {e}"))?;
     let root_key = match &args.root_key_file {
         Some(p) => {
@@ -287,4 +325,98 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     };
     println!("verdict:                {verdict}");
     Ok(ExitCode::from(code))
+}
+
+fn user_id_arg(utf8: &Option<String>, b64: &Option<String>) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    match (utf8, b64) {
+        (Some(s), _) => Ok(s.as_bytes().to_vec()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|_| "--user-id-base64 is not valid base64".to_owned()),
+        (None, None) => Err("give --user-id or --user-id-base64".into()),
+    }
+}
+
+/// One NDJSON line of an export.
+fn export_line(record: shredstore::server::proto::export_record::Record) -> serde_json::Value {
+    use base64::Engine;
+    use serde_json::json;
+    use shredstore::server::proto::export_record::Record;
+    match record {
+        Record::Message(m) => {
+            let mut v = json!({"type": "message", "seq": m.seq, "timestamp_ms": m.timestamp_ms});
+            match String::from_utf8(m.payload) {
+                Ok(text) => v["payload_utf8"] = json!(text),
+                Err(e) => {
+                    v["payload_base64"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))
+                }
+            }
+            v
+        }
+        Record::Manifest(m) => json!({
+            "type": "manifest",
+            "handle": m.handle,
+            "message_count": m.message_count,
+            "first_seq": m.first_seq,
+            "last_seq": m.last_seq,
+            "key_epoch": m.key_epoch,
+            "key_created_ms": m.key_created_ms,
+            "erased_at_ms": m.erased_at_ms,
+            "appends_blocked": m.appends_blocked,
+        }),
+    }
+}
+
+async fn export(args: &ExportArgs) -> Result<u64, String> {
+    use shredstore::server::proto::ExportRequest;
+    use shredstore::server::proto::export_record::Record;
+
+    let user_id = user_id_arg(&args.user_id, &args.user_id_base64)?;
+    let config = shredstore::load::LoadConfig {
+        tls_ca: args.tls_ca.clone(),
+        token: args.token.clone(),
+        ..shredstore::load::LoadConfig::new(args.addr.clone())
+    };
+    let mut client = shredstore::load::connect_client(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = client
+        .export(ExportRequest { user_id })
+        .await
+        .map_err(|s| format!("export refused: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let mut out: Box<dyn Write> = if args.out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    let mut messages = 0u64;
+    let mut manifest = false;
+    while let Some(rec) = stream
+        .message()
+        .await
+        .map_err(|s| format!("export failed: {:?}: {}", s.code(), s.message()))?
+    {
+        let Some(record) = rec.record else { continue };
+        match &record {
+            Record::Message(_) => messages += 1,
+            Record::Manifest(_) => manifest = true,
+        }
+        writeln!(out, "{}", export_line(record)).map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    if !manifest {
+        return Err("the export ended without its manifest: incomplete".into());
+    }
+    Ok(messages)
 }

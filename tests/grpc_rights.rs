@@ -192,3 +192,140 @@ async fn a_receipt_from_another_store_is_not_valid() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_messages_then_the_manifest_and_the_command_writes_ndjson() {
+    use shredstore::server::proto::ExportRequest;
+    use shredstore::server::proto::export_record::Record;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut appender = server.store(Some(APPENDER)).await;
+    for p in ["hello", "wörld"] {
+        appender.append(append("frank", p)).await.unwrap();
+    }
+    appender
+        .append(AppendRequest {
+            user_id: b"frank".to_vec(),
+            payload: vec![0xff, 0xfe],
+            client_message_id: None,
+        })
+        .await
+        .unwrap();
+
+    let mut reader = server.store(Some(READER)).await;
+    let mut s = reader
+        .export(ExportRequest {
+            user_id: b"frank".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut recs = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        recs.push(r.record.unwrap());
+    }
+    assert_eq!(recs.len(), 4);
+    let Record::Manifest(m) = recs.pop().unwrap() else {
+        panic!("the last record is not the manifest")
+    };
+    assert_eq!(
+        (m.message_count, m.first_seq, m.last_seq, m.key_epoch),
+        (3, 1, 3, 1)
+    );
+    let payloads: Vec<Vec<u8>> = recs
+        .into_iter()
+        .map(|r| match r {
+            Record::Message(m) => m.payload,
+            Record::Manifest(_) => panic!("two manifests"),
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            b"hello".to_vec(),
+            "wörld".as_bytes().to_vec(),
+            vec![0xff, 0xfe]
+        ]
+    );
+
+    // The read role is needed; the appender lacks it.
+    let e = appender
+        .export(ExportRequest {
+            user_id: b"frank".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // The command: NDJSON, private file mode.
+    let out_file = dir.path().join("frank.ndjson");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "export",
+            "--addr",
+            &server.url(),
+            "--user-id",
+            "frank",
+            "--out",
+        ])
+        .arg(&out_file)
+        .env("SHREDSTORE_TOKEN", READER)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["payload_utf8"], "hello");
+    assert_eq!(lines[1]["payload_utf8"], "wörld");
+    assert_eq!(lines[2]["payload_base64"], "//4=");
+    assert_eq!(lines[3]["type"], "manifest");
+    assert_eq!(lines[3]["message_count"], 3);
+
+    // Both exports are on the audit trail, by the reader.
+    let mut admin = server.admin(Some(ADMIN)).await;
+    let mut stream = admin
+        .audit(AuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exports = 0;
+    while let Some(r) = stream.message().await.unwrap() {
+        if r.operation == "export" {
+            assert_eq!((r.actor.as_str(), r.outcome.as_str()), ("reader", "ok"));
+            exports += 1;
+        }
+    }
+    assert_eq!(exports, 2);
+
+    // A bad token: the command fails cleanly.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "export",
+            "--addr",
+            &server.url(),
+            "--user-id",
+            "frank",
+            "--out",
+            "-",
+        ])
+        .env("SHREDSTORE_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+    server.stop().await;
+}

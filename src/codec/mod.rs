@@ -472,6 +472,8 @@ pub enum AuditOp {
     Audit,
     /// Checking an erasure receipt.
     VerifyReceipt,
+    /// Exporting a user's data (access, portability).
+    Export,
 }
 
 impl AuditOp {
@@ -483,6 +485,7 @@ impl AuditOp {
             AuditOp::Stats => "stats",
             AuditOp::Audit => "audit",
             AuditOp::VerifyReceipt => "verify_receipt",
+            AuditOp::Export => "export",
         }
     }
 }

@@ -48,7 +48,7 @@ pub use report::{
     CurvePoint, LATENCY_MAX_US, LATENCY_MIN_US, LATENCY_SIGFIG, LatencySummary, LoadReport,
     OpReport, TimelineBucket, VERIFY_ERROR, new_histogram, percentile_curve,
 };
-pub use runner::{code_name, run};
+pub use runner::{Bearer, Client, code_name, connect_client, run};
 pub use users::{UserPicker, user_id};
 
 /// Environment variable with the bearer token (instead of `--token`).

@@ -35,7 +35,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response message accepted (a Read streams one message per frame).
 const MAX_DECODING: usize = 64 << 20;
 
-type Client = StoreClient<InterceptedService<Channel, Bearer>>;
+/// A Store client that sends the configured bearer token.
+pub type Client = StoreClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects one Store client with `config`'s address, TLS settings and
+/// token (what `shredstore export` uses).
+///
+/// # Errors
+/// Bad settings, or a server that cannot be reached.
+pub async fn connect_client(config: &LoadConfig) -> Result<Client, LoadError> {
+    let (ep, addr) = endpoint(config)?;
+    let bearer = bearer(config)?;
+    let ch = ep.connect().await.map_err(|e| LoadError::Connect {
+        addr,
+        reason: chain(&e),
+    })?;
+    Ok(StoreClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
+}
 
 /// Where requests go: a server over gRPC, or (`--embedded`) a store opened
 /// in-process, called on the blocking pool as the server itself does.
@@ -100,7 +116,7 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
-struct Bearer(Option<MetadataValue<Ascii>>);
+pub struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {

@@ -14,11 +14,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Auth, Role};
 use super::metrics::Metrics;
 use super::proto::{
-    self, AppendRequest, AppendResponse, AuditRequest, EraseRequest, EraseResponse, PurgeRequest,
-    PurgeResponse, ReadRequest, StatsRequest, StatsResponse, VerifyReceiptResponse,
+    self, AppendRequest, AppendResponse, AuditRequest, EraseRequest, EraseResponse, ExportRequest,
+    PurgeRequest, PurgeResponse, ReadRequest, StatsRequest, StatsResponse, VerifyReceiptResponse,
 };
 use super::status;
-use super::validate::{AppendArgs, RequestLimits, validate_append, validate_erase, validate_read};
+use super::validate::{
+    AppendArgs, RequestLimits, validate_append, validate_erase, validate_export, validate_read,
+};
 use crate::Store;
 
 /// Messages a Read fetches per blocking call.
@@ -388,6 +390,52 @@ impl proto::store_server::Store for StoreService {
         self.done("Erase", started, &r);
         r
     }
+
+    type ExportStream = BoxStream<proto::ExportRecord>;
+
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let actor = self.auth.check(&request, Role::Read)?;
+            let user = validate_export(request.into_inner())?;
+            let (tx, rx) = mpsc::channel(READ_PAGE);
+            let store = Arc::clone(&self.store);
+            // One blocking task streams the whole export (an export is rare
+            // and its manifest must describe exactly what was sent); it stops
+            // as soon as the client goes away.
+            tokio::task::spawn_blocking(move || {
+                let sent = store.export_as(&user, &actor, |m| {
+                    let rec = proto::ExportRecord {
+                        record: Some(proto::export_record::Record::Message(proto::Message {
+                            seq: m.seq,
+                            timestamp_ms: m.timestamp_ms,
+                            payload: m.payload,
+                        })),
+                    };
+                    tx.blocking_send(Ok(rec))
+                        .map_err(|_| crate::Error::Io(std::io::ErrorKind::BrokenPipe.into()))
+                });
+                let last = match sent {
+                    Ok(m) => Ok(proto::ExportRecord {
+                        record: Some(proto::export_record::Record::Manifest(manifest_to_proto(
+                            &m,
+                        ))),
+                    }),
+                    Err(e) => Err(status(e)),
+                };
+                let _ = tx.blocking_send(last);
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::ExportStream
+            ))
+        }
+        .await;
+        self.done("Export", started, &r);
+        r
+    }
 }
 
 /// `shredstore.v1.Admin`.
@@ -622,5 +670,18 @@ fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {
         operation: r.op.name().to_owned(),
         handle: r.handle.map(|h| h.to_vec()).unwrap_or_default(),
         outcome: r.outcome.name().to_owned(),
+    }
+}
+
+fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManifest {
+    proto::ExportManifest {
+        handle: m.handle.to_string(),
+        message_count: m.message_count,
+        first_seq: m.first_seq.unwrap_or(0),
+        last_seq: m.last_seq.unwrap_or(0),
+        key_epoch: m.key_epoch.unwrap_or(0),
+        key_created_ms: m.key_created_ms.unwrap_or(0),
+        erased_at_ms: m.erasures_ms.clone(),
+        appends_blocked: m.appends_blocked,
     }
 }

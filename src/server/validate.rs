@@ -132,3 +132,11 @@ pub fn validate_erase(r: EraseRequest) -> Result<EraseArgs, Status> {
         block_new: r.block_new,
     })
 }
+
+/// Validates an Export request: returns the user.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a bad user id.
+pub fn validate_export(r: crate::server::proto::ExportRequest) -> Result<UserId, Status> {
+    user_id(r.user_id)
+}

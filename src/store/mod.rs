@@ -162,6 +162,29 @@ pub struct Erased {
     pub receipt: ErasureReceipt,
 }
 
+/// What [`Store::export_as`] exported, and what else the store knows of the
+/// user (but never the data of erased epochs, which no longer exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportManifest {
+    /// The user's handle.
+    pub handle: Handle,
+    /// Messages exported.
+    pub message_count: u64,
+    /// Seq of the first and last exported message.
+    pub first_seq: Option<u64>,
+    /// See `first_seq`.
+    pub last_seq: Option<u64>,
+    /// The live key epoch, if the user has a key.
+    pub key_epoch: Option<u32>,
+    /// When the live key was created, ms since the Unix epoch.
+    pub key_created_ms: Option<u64>,
+    /// When the user was erased before, oldest first (the dates, not the
+    /// data): from the audit trail, plus the latest erasure's marker.
+    pub erasures_ms: Vec<u64>,
+    /// New appends are refused (erased with `block_new`).
+    pub appends_blocked: bool,
+}
+
 /// Where the next page of [`Store::audit_page`] starts (opaque).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditCursor([u8; 16]);
@@ -516,6 +539,59 @@ impl Store {
     /// storage error.
     pub fn read_iter(&self, user: &UserId, from_seq: u64) -> Result<MessageIter<'_>> {
         self.inner.read_iter(user, from_seq)
+    }
+
+    /// Exports everything the store holds about `user` (GDPR Art. 15 and 20):
+    /// every readable message, in seq order, handed to `sink`, then a
+    /// manifest describing them. `actor` is named in the export's audit
+    /// record (written when the export completes; a refused or failed export
+    /// is recorded as such).
+    ///
+    /// # Errors
+    /// A damaged record, a storage error, or the first error `sink` returns
+    /// (the export stops there).
+    pub fn export_as(
+        &self,
+        user: &UserId,
+        actor: &str,
+        mut sink: impl FnMut(Message) -> Result<()>,
+    ) -> Result<ExportManifest> {
+        let handle = self.handle(user);
+        let result = (|| {
+            let mut manifest = ExportManifest {
+                handle,
+                message_count: 0,
+                first_seq: None,
+                last_seq: None,
+                key_epoch: None,
+                key_created_ms: None,
+                erasures_ms: Vec::new(),
+                appends_blocked: false,
+            };
+            if let Some(rec) = self.inner.key_record(&handle)? {
+                manifest.key_epoch = Some(rec.epoch);
+                manifest.key_created_ms = Some(rec.created_ms);
+            }
+            for m in self.read_iter(user, 0)? {
+                let m = m?;
+                manifest.first_seq.get_or_insert(m.seq);
+                manifest.last_seq = Some(m.seq);
+                manifest.message_count += 1;
+                sink(m)?;
+            }
+            if let Some(marker) = self.inner.get_marker(&handle)? {
+                manifest.appends_blocked = marker.block_new;
+                manifest.erasures_ms = self.inner.erasure_dates(&handle, marker.erased_at_ms)?;
+            }
+            Ok(manifest)
+        })();
+        let outcome = if result.is_ok() {
+            AuditOutcome::Ok
+        } else {
+            AuditOutcome::Failed
+        };
+        self.record_audit(actor, AuditOp::Export, Some(handle), outcome)?;
+        result
     }
 
     /// Erases `user` (crypto-shredding): one synced, atomic write deletes the
@@ -1019,10 +1095,53 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds an audit record to `batch`.
+    fn key_record(&self, handle: &Handle) -> Result<Option<KeyRecord>> {
+        self.db
+            .get_pinned_cf(self.cf(CF_KEYS)?, handle.as_bytes())?
+            .map(|b| KeyRecord::decode(&b))
+            .transpose()
+    }
+
+    /// Dates of the successful erasures of `handle` on the audit trail (a
+    /// scan of the trail), with `latest` (the marker's) included.
+    fn erasure_dates(&self, handle: &Handle, latest: u64) -> Result<Vec<u64>> {
+        let mut dates = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_AUDIT)?);
+        it.seek_to_first();
+        while let Some(v) = it.value() {
+            let r = AuditRecord::decode(v)?;
+            if r.op == AuditOp::Erase && r.outcome == AuditOutcome::Ok && r.handle == Some(handle.0)
+            {
+                dates.push(r.time_ms);
+            }
+            it.next();
+        }
+        it.status()?;
+        if !dates.contains(&latest) {
+            dates.push(latest);
+        }
+        dates.sort_unstable();
+        Ok(dates)
+    }
+
+    /// Adds an audit record, stamped now, to `batch`.
     fn put_audit(
         &self,
         batch: &mut WriteBatch,
+        actor: &str,
+        op: AuditOp,
+        handle: Option<Handle>,
+        outcome: AuditOutcome,
+    ) -> Result<()> {
+        let now = self.clock.now_ms();
+        self.put_audit_at(batch, now, actor, op, handle, outcome)
+    }
+
+    /// Adds an audit record stamped `time_ms` to `batch`.
+    fn put_audit_at(
+        &self,
+        batch: &mut WriteBatch,
+        time_ms: u64,
         actor: &str,
         op: AuditOp,
         handle: Option<Handle>,
@@ -1033,7 +1152,7 @@ impl Inner {
             end -= 1;
         }
         let record = AuditRecord {
-            time_ms: self.clock.now_ms(),
+            time_ms,
             actor: actor[..end].to_owned(),
             op,
             handle: handle.map(|h| h.0),
