@@ -19,7 +19,8 @@ use super::proto::{
 };
 use super::status;
 use super::validate::{
-    AppendArgs, RequestLimits, validate_append, validate_erase, validate_export, validate_read,
+    AppendArgs, RequestLimits, validate_append, validate_audit, validate_erase, validate_export,
+    validate_read, validate_receipt,
 };
 use crate::Store;
 
@@ -522,7 +523,7 @@ impl proto::admin_server::Admin for AdminService {
         let started = Instant::now();
         let r = async {
             let actor = self.auth.check(&request, Role::Admin)?;
-            let receipt = receipt_from_proto(&request.into_inner())?;
+            let receipt = validate_receipt(&request.into_inner())?;
             let store = Arc::clone(&self.store);
             let (valid, now) = blocking(move || {
                 let valid = store.verify_receipt(&receipt);
@@ -563,11 +564,7 @@ impl proto::admin_server::Admin for AdminService {
         let started = Instant::now();
         let r = async {
             let actor = self.auth.check(&request, Role::Admin)?;
-            let req = request.into_inner();
-            let to_ms = if req.to_ms == 0 { u64::MAX } else { req.to_ms };
-            if req.from_ms >= to_ms {
-                return Err(Status::invalid_argument("from_ms must be below to_ms"));
-            }
+            let (from_ms, to_ms) = validate_audit(&request.into_inner())?;
             let store = Arc::clone(&self.store);
             let page = store.limits().max_read_limit;
             // Audited first, so the trail shows who read it.
@@ -583,8 +580,7 @@ impl proto::admin_server::Admin for AdminService {
                 loop {
                     let s = Arc::clone(&store);
                     let got = blocking(move || {
-                        s.audit_page(req.from_ms, to_ms, cursor, page)
-                            .map_err(status)
+                        s.audit_page(from_ms, to_ms, cursor, page).map_err(status)
                     })
                     .await;
                     let (records, next) = match got {
@@ -631,36 +627,6 @@ fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureReceipt {
         purge_status: purge_status_to_proto(r.purge_status) as i32,
         mac: r.mac.to_vec(),
     }
-}
-
-fn receipt_from_proto(p: &proto::ErasureReceipt) -> Result<crate::ErasureReceipt, Status> {
-    let handle: [u8; crate::Handle::LEN] = p
-        .handle
-        .as_slice()
-        .try_into()
-        .map_err(|_| Status::invalid_argument("receipt.handle must be 16 bytes"))?;
-    let mac: [u8; 32] = p
-        .mac
-        .as_slice()
-        .try_into()
-        .map_err(|_| Status::invalid_argument("receipt.mac must be 32 bytes"))?;
-    let purge_status = match proto::PurgeStatus::try_from(p.purge_status) {
-        Ok(proto::PurgeStatus::Pending) => crate::PurgeStatus::Pending,
-        Ok(proto::PurgeStatus::Purged) => crate::PurgeStatus::Purged,
-        _ => {
-            return Err(Status::invalid_argument(
-                "receipt.purge_status must be PENDING or PURGED",
-            ));
-        }
-    };
-    Ok(crate::ErasureReceipt {
-        handle: crate::Handle::from_bytes(handle),
-        epoch: p.epoch,
-        erased_at_ms: p.erased_at_ms,
-        messages_erased: p.messages_erased,
-        purge_status,
-        mac,
-    })
 }
 
 fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {

@@ -6,7 +6,7 @@
 
 use tonic::Status;
 
-use super::proto::{AppendRequest, EraseRequest, ReadRequest};
+use super::proto::{self, AppendRequest, AuditRequest, EraseRequest, ReadRequest};
 use super::status;
 use crate::{EraseOptions, StoreLimits, UserId};
 
@@ -139,4 +139,52 @@ pub fn validate_erase(r: EraseRequest) -> Result<EraseArgs, Status> {
 /// `INVALID_ARGUMENT` for a bad user id.
 pub fn validate_export(r: crate::server::proto::ExportRequest) -> Result<UserId, Status> {
     user_id(r.user_id)
+}
+
+/// Validates the receipt of a `VerifyReceipt` call: its field sizes and
+/// purge status (whether its MAC verifies is the store's business).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_receipt(p: &proto::ErasureReceipt) -> Result<crate::ErasureReceipt, Status> {
+    let handle: [u8; crate::Handle::LEN] = p
+        .handle
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("receipt.handle must be 16 bytes"))?;
+    let mac: [u8; 32] = p
+        .mac
+        .as_slice()
+        .try_into()
+        .map_err(|_| Status::invalid_argument("receipt.mac must be 32 bytes"))?;
+    let purge_status = match proto::PurgeStatus::try_from(p.purge_status) {
+        Ok(proto::PurgeStatus::Pending) => crate::PurgeStatus::Pending,
+        Ok(proto::PurgeStatus::Purged) => crate::PurgeStatus::Purged,
+        _ => {
+            return Err(Status::invalid_argument(
+                "receipt.purge_status must be PENDING or PURGED",
+            ));
+        }
+    };
+    Ok(crate::ErasureReceipt {
+        handle: crate::Handle::from_bytes(handle),
+        epoch: p.epoch,
+        erased_at_ms: p.erased_at_ms,
+        messages_erased: p.messages_erased,
+        purge_status,
+        mac,
+    })
+}
+
+/// Validates an `AuditRequest`: returns `(from_ms, to_ms)`, a `to_ms` of 0
+/// meaning no upper bound (`u64::MAX`).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` unless `from_ms` is below `to_ms`.
+pub fn validate_audit(r: &AuditRequest) -> Result<(u64, u64), Status> {
+    let to_ms = if r.to_ms == 0 { u64::MAX } else { r.to_ms };
+    if r.from_ms >= to_ms {
+        return Err(Status::invalid_argument("from_ms must be below to_ms"));
+    }
+    Ok((r.from_ms, to_ms))
 }
