@@ -53,6 +53,17 @@ struct ExportArgs {
     /// Bearer token with the read role (or set SHREDSTORE_TOKEN).
     #[arg(long, env = "SHREDSTORE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    user: UserIdArg,
+    /// Output file (`-` for stdout). Created with mode 0600: it holds
+    /// personal data.
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+/// `--user-id` or `--user-id-base64`.
+#[derive(clap::Args)]
+struct UserIdArg {
     /// The user id (UTF-8).
     #[arg(
         long,
@@ -63,10 +74,19 @@ struct ExportArgs {
     /// The user id as standard base64 (for ids that are not UTF-8).
     #[arg(long)]
     user_id_base64: Option<String>,
-    /// Output file (`-` for stdout). Created with mode 0600: it holds
-    /// personal data.
-    #[arg(long)]
-    out: std::path::PathBuf,
+}
+
+impl UserIdArg {
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        match (&self.user_id, &self.user_id_base64) {
+            (Some(s), _) => Ok(s.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|_| "--user-id-base64 is not valid base64".to_owned()),
+            (None, None) => Err("give --user-id or --user-id-base64".into()),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -78,16 +98,8 @@ struct VerifyErasureArgs {
     /// development key beside the data dir if there is one.
     #[arg(long)]
     root_key_file: Option<std::path::PathBuf>,
-    /// The user id (UTF-8).
-    #[arg(
-        long,
-        conflicts_with = "user_id_base64",
-        required_unless_present = "user_id_base64"
-    )]
-    user_id: Option<String>,
-    /// The user id as standard base64 (for ids that are not UTF-8).
-    #[arg(long)]
-    user_id_base64: Option<String>,
+    #[command(flatten)]
+    user: UserIdArg,
     /// Run a purge first (makes pending erasures physical).
     #[arg(long)]
     purge: bool,
@@ -248,7 +260,7 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     use shredstore::server::{ROOT_KEY_ENV, RootKeySource, dev_key_path};
     use shredstore::{Options, RootKey, Store, UserId};
 
-    let id = user_id_arg(&args.user_id, &args.user_id_base64)?;
+    let id = args.user.bytes()?;
     let user = UserId::new(id).map_err(|e| format!("user id: {e}"))?;
     let root_key = match &args.root_key_file {
         Some(p) => {
@@ -327,17 +339,6 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(code))
 }
 
-fn user_id_arg(utf8: &Option<String>, b64: &Option<String>) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    match (utf8, b64) {
-        (Some(s), _) => Ok(s.as_bytes().to_vec()),
-        (None, Some(b)) => base64::engine::general_purpose::STANDARD
-            .decode(b.trim())
-            .map_err(|_| "--user-id-base64 is not valid base64".to_owned()),
-        (None, None) => Err("give --user-id or --user-id-base64".into()),
-    }
-}
-
 /// One NDJSON line of an export.
 fn export_line(record: shredstore::server::proto::export_record::Record) -> serde_json::Value {
     use base64::Engine;
@@ -373,7 +374,7 @@ async fn export(args: &ExportArgs) -> Result<u64, String> {
     use shredstore::server::proto::ExportRequest;
     use shredstore::server::proto::export_record::Record;
 
-    let user_id = user_id_arg(&args.user_id, &args.user_id_base64)?;
+    let user_id = args.user.bytes()?;
     let config = shredstore::load::LoadConfig {
         tls_ca: args.tls_ca.clone(),
         token: args.token.clone(),

@@ -3,52 +3,17 @@
 //! and SIGTERM shuts it down cleanly with acknowledged data kept.
 #![cfg(feature = "server")]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod spawn_server;
 
 use shredstore::server::proto::store_client::StoreClient;
 use shredstore::server::proto::{AppendRequest, ReadRequest};
 
 fn serve(data: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--insecure-no-auth",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env_remove("SHREDSTORE_ROOT_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Keep draining stdout so the server never writes into a closed pipe.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server printed its address");
-        if line.contains("listening on") {
-            break line;
-        }
-    };
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (child, url)
+    spawn_server::spawn_serve([std::ffi::OsStr::new("--data-dir"), data.as_os_str()])
 }
 
 fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {

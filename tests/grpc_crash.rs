@@ -6,10 +6,12 @@
 //! rounds on the same store, each killed at a random moment.
 #![cfg(feature = "server")]
 
+mod spawn_server;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,39 +22,17 @@ use tonic::transport::Channel;
 const USERS: u64 = 8;
 
 fn serve(data: &Path, key: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
-        .args(["--durability", "sync", "--purge-interval-secs", "1"])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--root-key-file")
-        .arg(key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server printed its address");
-        if line.contains("listening on") {
-            break line;
-        }
-    };
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    (child, url)
+    let (data, key) = (data.as_os_str(), key.as_os_str());
+    spawn_server::spawn_serve([
+        OsStr::new("--durability"),
+        OsStr::new("sync"),
+        OsStr::new("--purge-interval-secs"),
+        OsStr::new("1"),
+        OsStr::new("--data-dir"),
+        data,
+        OsStr::new("--root-key-file"),
+        key,
+    ])
 }
 
 fn user(u: u64) -> Vec<u8> {
