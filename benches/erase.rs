@@ -121,15 +121,8 @@ fn purge(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = support::tempdir();
                 let db = support::open_plain(dir.path());
+                support::fill_plain(&db, &ids, &payloads);
                 let cf = db.cf_handle(shredstore::layout::CF_MESSAGES).expect("cf");
-                for user in &ids {
-                    let mut wb = rocksdb::WriteBatch::default();
-                    for (seq, p) in payloads.iter().enumerate() {
-                        wb.put_cf(cf, support::plain_key(user, seq as u64 + 1), p);
-                    }
-                    db.write(wb).expect("write");
-                }
-                db.flush_cf(cf).expect("flush");
                 let start = Instant::now();
                 let mut opts = CompactOptions::default();
                 opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);

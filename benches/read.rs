@@ -48,14 +48,7 @@ fn bench(c: &mut Criterion) {
     let dir2 = support::tempdir();
     let db = support::open_plain(dir2.path());
     let cf = db.cf_handle(shredstore::layout::CF_MESSAGES).expect("cf");
-    for user in &ids {
-        let mut wb = rocksdb::WriteBatch::default();
-        for (seq, p) in payloads.iter().enumerate() {
-            wb.put_cf(cf, support::plain_key(user, seq as u64 + 1), p);
-        }
-        db.write(wb).expect("write");
-    }
-    db.flush_cf(cf).expect("flush");
+    support::fill_plain(&db, &ids, &payloads);
     db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
     let mut pick = support::UserPicker::new(USERS);
     group.bench_function(BenchmarkId::new("plain", &param), |b| {

@@ -27,6 +27,20 @@ pub fn open_plain(dir: &std::path::Path) -> rocksdb::DB {
     shredstore::open_plain_baseline(&options(dir, Durability::Buffered)).expect("open plain db")
 }
 
+/// Writes `payloads` as seqs 1.. of every user into the plain baseline (one
+/// batch per user) and flushes it: the same bytes the store benches hold.
+pub fn fill_plain(db: &rocksdb::DB, ids: &[UserId], payloads: &[Vec<u8>]) {
+    let cf = db.cf_handle(shredstore::layout::CF_MESSAGES).expect("cf");
+    for user in ids {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (seq, p) in payloads.iter().enumerate() {
+            wb.put_cf(cf, plain_key(user, seq as u64 + 1), p);
+        }
+        db.write(wb).expect("write");
+    }
+    db.flush_cf(cf).expect("flush");
+}
+
 pub fn user_ids(n: usize) -> Vec<UserId> {
     (0..n)
         .map(|i| UserId::new(format!("user-{i:08}")).expect("user id"))

@@ -401,7 +401,10 @@ impl Store {
         let (salt, handle_key) = init_meta(&db, &options)?;
         let wrap = options.root_key.wrapping_cipher(&salt);
         let receipt_key = options.root_key.receipt_key(&salt);
-        let audit_counter = next_audit_counter(&db)?;
+        // Every audit record is a put, so each counter handed out is below
+        // the RocksDB sequence at the end of its session: starting at the
+        // current sequence never repeats one, without scanning the trail.
+        let audit_counter = db.latest_sequence_number();
         let cache_size = NonZeroUsize::new(options.key_cache_entries).ok_or(
             InvalidArgument::Option("key_cache_entries must be at least 1"),
         )?;
@@ -988,25 +991,6 @@ pub fn open_plain_baseline(options: &Options) -> Result<DB> {
     Ok(DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?)
 }
 
-/// The first unused audit counter: one past the highest stored.
-fn next_audit_counter(db: &DB) -> Result<u64> {
-    let cf = db
-        .cf_handle(CF_AUDIT)
-        .ok_or(Error::Corrupt(Corruption::Meta))?;
-    let mut it = db.raw_iterator_cf(cf);
-    it.seek_to_first();
-    // Keys sort by time first; the counter is unique, not monotone in key
-    // order after a clock step back, so take the maximum.
-    let mut next = 0u64;
-    while let Some(k) = it.key() {
-        let (_, c) = codec::parse_audit_key(k)?;
-        next = next.max(c.saturating_add(1));
-        it.next();
-    }
-    it.status()?;
-    Ok(next)
-}
-
 /// Reads or creates the store's metadata; checks format version and root key.
 fn init_meta(db: &DB, options: &Options) -> Result<([u8; KEY_LEN], HandleKey)> {
     let meta = db
@@ -1169,19 +1153,8 @@ impl Inner {
         Ok(())
     }
 
-    fn receipt(&self, erased: &Erased, purged: bool) -> ErasureReceipt {
-        let mut r = ErasureReceipt {
-            handle: erased.handle,
-            epoch: erased.epoch,
-            erased_at_ms: erased.erased_at_ms,
-            messages_erased: erased.messages_before,
-            purge_status: if purged {
-                PurgeStatus::Purged
-            } else {
-                PurgeStatus::Pending
-            },
-            mac: [0; 32],
-        };
+    /// Signs `r` (its `mac` is overwritten).
+    fn receipt(&self, mut r: ErasureReceipt) -> ErasureReceipt {
         r.mac = self.receipt_key.sign(&r.signed_bytes());
         r
     }
@@ -1634,22 +1607,25 @@ impl Inner {
             self.purger_signal.notify();
         }
         tracing::info!(%handle, epoch, messages_before, "user erased");
-        let mut erased = Erased {
+        let receipt = self.receipt(ErasureReceipt {
+            handle,
+            epoch,
+            erased_at_ms: now,
+            messages_erased: messages_before,
+            purge_status: if nothing_stored {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            },
+            mac: [0; 32],
+        });
+        Ok(Erased {
             handle,
             messages_before,
             epoch,
             erased_at_ms: now,
-            receipt: ErasureReceipt {
-                handle,
-                epoch,
-                erased_at_ms: now,
-                messages_erased: messages_before,
-                purge_status: PurgeStatus::Pending,
-                mac: [0; 32],
-            },
-        };
-        erased.receipt = self.receipt(&erased, nothing_stored);
-        Ok(erased)
+            receipt,
+        })
     }
 
     /// Highest epoch among all stored messages of `handle` (full scan).
