@@ -46,6 +46,24 @@ pub enum Error {
     #[error("the user was erased and new data for it is blocked")]
     Blocked,
 
+    /// Processing of the user's data is restricted (GDPR Art. 18): appends
+    /// are refused (`block_appends`) or reads need the privileged path
+    /// (`block_reads`).
+    #[error("processing of this user's data is restricted ({mode})")]
+    Restricted {
+        /// `block_appends` or `block_reads`.
+        mode: &'static str,
+    },
+
+    /// The user is under a legal hold: erase, redact and retention expiry
+    /// are refused until it is lifted.
+    #[error("the user is under a legal hold; lift it first")]
+    LegalHold,
+
+    /// No readable message has this seq (never written, erased or expired).
+    #[error("no such message")]
+    NoSuchMessage,
+
     /// A client message id was reused for the same user with a different payload.
     #[error("client message id already used with a different payload")]
     IdempotencyConflict,
@@ -144,6 +162,28 @@ pub enum InvalidArgument {
         /// The maximum.
         max: usize,
     },
+    /// A reason or purpose is longer than the maximum.
+    #[error("{what} is {len} bytes, the maximum is {max}")]
+    TextTooLong {
+        /// Which field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A restriction needs at least one mode.
+    #[error("no restriction mode given")]
+    NoRestrictionMode,
+    /// A consent purpose must not be empty.
+    #[error("consent purpose is empty")]
+    EmptyPurpose,
+    /// A retention period must be at least 1 ms.
+    #[error("retention period is 0")]
+    ZeroRetention,
+    /// A legal hold's end lies in the past.
+    #[error("legal hold end time is not in the future")]
+    HoldEndsInPast,
     /// An option given to [`Store::open`](crate::Store::open) is out of range.
     #[error("invalid option: {0}")]
     Option(&'static str),

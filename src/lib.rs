@@ -44,13 +44,17 @@ pub mod server;
 mod store;
 mod types;
 
-pub use codec::{AuditOp, AuditOutcome, AuditRecord, ErasureReceipt, PurgeStatus};
+pub use codec::{
+    AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold, PurgeStatus,
+    Restriction, Retention,
+};
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Appended, AuditCursor, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck,
+    Access, Appended, AuditCursor, ConsentEntry, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck,
     ErasureState, ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN,
-    MemoryBudget, Message, MessageIter, Options, PurgeReport, Stats, Store, StoreLimits, layout,
+    MemoryBudget, Message, MessageIter, Options, PurgeReport, Redacted, Redaction, RightsState, Stats,
+    Store, StoreLimits, layout,
     open_plain_baseline, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};

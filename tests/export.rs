@@ -20,6 +20,7 @@ fn export_round_trips_what_was_appended_after_the_last_erasure() {
             seq: a.seq,
             timestamp_ms: a.timestamp_ms,
             payload: p.to_vec(),
+            redaction: None,
         });
     }
 

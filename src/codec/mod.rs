@@ -112,9 +112,38 @@ pub const ENVELOPE_HEADER_LEN: usize = 1 + 4 + 8 + NONCE_LEN;
 /// Shortest valid envelope: header, an empty payload's tag, CRC.
 pub const ENVELOPE_MIN_LEN: usize = ENVELOPE_HEADER_LEN + TAG_LEN + 4;
 
-/// A decoded (still encrypted) message envelope.
+/// What an envelope holds; its first byte. Each kind is also the first
+/// byte of its AAD, so one kind never opens as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EnvelopeKind {
+    /// A message (format 1).
+    Message = 1,
+    /// A redaction marker in place of a message: the sealed body is a
+    /// [`RedactionBody`].
+    Redaction = 2,
+    /// A consent record in the `consent` column family: the sealed body is a
+    /// [`Consent`].
+    Consent = 3,
+}
+
+impl EnvelopeKind {
+    /// The kind of a first byte, if known.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(EnvelopeKind::Message),
+            2 => Some(EnvelopeKind::Redaction),
+            3 => Some(EnvelopeKind::Consent),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded (still encrypted) envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
+    /// What it holds.
+    pub kind: EnvelopeKind,
     /// Key epoch the message was sealed under.
     pub epoch: u32,
     /// Append time, milliseconds since the Unix epoch (plaintext).
@@ -138,6 +167,7 @@ impl<'a> Envelope<'a> {
         let body = split_checked(bytes)?;
         let h = EnvelopeHeader::parse(body)?;
         Ok(Envelope {
+            kind: h.kind,
             epoch: h.epoch,
             timestamp_ms: h.timestamp_ms,
             nonce: h.nonce,
@@ -149,6 +179,7 @@ impl<'a> Envelope<'a> {
     /// `seal` gets the plaintext buffer and returns the tag.
     pub(crate) fn encode_with(
         out: &mut Vec<u8>,
+        kind: EnvelopeKind,
         epoch: u32,
         timestamp_ms: u64,
         nonce: &[u8; NONCE_LEN],
@@ -157,7 +188,7 @@ impl<'a> Envelope<'a> {
     ) -> Result<()> {
         let start = out.len();
         out.reserve(ENVELOPE_MIN_LEN + plaintext.len());
-        out.push(RECORD_VERSION);
+        out.push(kind as u8);
         out.extend_from_slice(&epoch.to_be_bytes());
         out.extend_from_slice(&timestamp_ms.to_be_bytes());
         out.extend_from_slice(nonce);
@@ -172,7 +203,7 @@ impl<'a> Envelope<'a> {
     /// Re-encodes the envelope (used by the fuzz targets' round-trip check).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        out.push(RECORD_VERSION);
+        out.push(self.kind as u8);
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.extend_from_slice(&self.nonce);
@@ -181,10 +212,23 @@ impl<'a> Envelope<'a> {
     }
 
     /// Additional authenticated data of a message:
-    /// `version || handle || seq_be64 || epoch_be32 || timestamp_be64`.
+    /// `kind (1) || handle || seq_be64 || epoch_be32 || timestamp_be64`.
     pub fn aad(handle: &Handle, seq: u64, epoch: u32, timestamp_ms: u64) -> [u8; AAD_LEN] {
+        Self::aad_of(EnvelopeKind::Message, handle, seq, epoch, timestamp_ms)
+    }
+
+    /// AAD of an envelope of any kind: `kind || handle || seq_be64 ||
+    /// epoch_be32 || timestamp_be64` (for consent records, seq is the
+    /// record's index).
+    pub fn aad_of(
+        kind: EnvelopeKind,
+        handle: &Handle,
+        seq: u64,
+        epoch: u32,
+        timestamp_ms: u64,
+    ) -> [u8; AAD_LEN] {
         let mut a = [0u8; AAD_LEN];
-        a[0] = RECORD_VERSION;
+        a[0] = kind as u8;
         a[1..17].copy_from_slice(handle.as_bytes());
         a[17..25].copy_from_slice(&seq.to_be_bytes());
         a[25..29].copy_from_slice(&epoch.to_be_bytes());
@@ -200,6 +244,8 @@ pub const AAD_LEN: usize = 1 + Handle::LEN + 8 + 4 + 8;
 /// compaction filter reads only the epoch).
 #[derive(Debug, Clone, Copy)]
 pub struct EnvelopeHeader {
+    /// What the envelope holds.
+    pub kind: EnvelopeKind,
     /// Key epoch.
     pub epoch: u32,
     /// Append time in ms.
@@ -212,16 +258,18 @@ impl EnvelopeHeader {
     /// Parses the fixed header.
     ///
     /// # Errors
-    /// [`Corruption::Encoding`] if too short or of an unknown version.
+    /// [`Corruption::Encoding`] if too short or of an unknown kind.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < ENVELOPE_HEADER_LEN || bytes[0] != RECORD_VERSION {
+        if bytes.len() < ENVELOPE_HEADER_LEN {
             return Err(corrupt_encoding());
         }
+        let kind = EnvelopeKind::from_byte(bytes[0]).ok_or_else(corrupt_encoding)?;
         let epoch = u32::from_be_bytes(bytes[1..5].try_into().map_err(|_| corrupt_encoding())?);
         let timestamp_ms =
             u64::from_be_bytes(bytes[5..13].try_into().map_err(|_| corrupt_encoding())?);
         let nonce: [u8; NONCE_LEN] = bytes[13..25].try_into().map_err(|_| corrupt_encoding())?;
         Ok(EnvelopeHeader {
+            kind,
             epoch,
             timestamp_ms,
             nonce,
@@ -261,12 +309,37 @@ fn decode_record<'de, T: Serialize + Deserialize<'de>>(bytes: &'de [u8]) -> Resu
     Ok(value)
 }
 
-/// Lifecycle state of a user's key (room for restriction in later versions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Lifecycle state of a user's key. Records written before rights
+/// management existed hold `Active`; variants are only ever appended, so
+/// every older record still decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum KeyState {
-    /// Normal operation.
+    /// Normal operation, no rights policy.
     Active,
+    /// Normal operation under a rights policy (restriction, retention
+    /// override, legal hold, pending redactions).
+    Governed(UserPolicy),
+}
+
+impl KeyState {
+    /// The state holding `policy` (`Active` for the default policy, so
+    /// records of users without one stay as small as before).
+    pub fn of(policy: UserPolicy) -> Self {
+        if policy == UserPolicy::default() {
+            KeyState::Active
+        } else {
+            KeyState::Governed(policy)
+        }
+    }
+
+    /// The policy (the default one for `Active`).
+    pub fn policy(&self) -> UserPolicy {
+        match self {
+            KeyState::Active => UserPolicy::default(),
+            KeyState::Governed(p) => p.clone(),
+        }
+    }
 }
 
 /// A user's key record, stored in the `keys` column family under its handle.
@@ -297,6 +370,11 @@ impl KeyRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let r: KeyRecord = decode_record(bytes)?;
         if r.wrapped_secret.len() != WRAPPED_LEN {
+            return Err(corrupt_encoding());
+        }
+        if let KeyState::Governed(p) = &r.state
+            && (!p.is_valid() || *p == UserPolicy::default())
+        {
             return Err(corrupt_encoding());
         }
         Ok(r)
@@ -351,6 +429,39 @@ impl EraseMarker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn governed_key_records_round_trip_and_active_ones_are_unchanged() {
+        let mut r = sample_record();
+        let mut active = Vec::new();
+        r.encode(&mut active);
+        r.state = KeyState::of(UserPolicy {
+            restriction: Restriction {
+                block_appends: true,
+                block_reads: false,
+            },
+            retention: Retention::After { ms: 5000 },
+            expired_before_ms: 7,
+            hold: Some(LegalHold {
+                reason: "case 12".into(),
+                since_ms: 9,
+                until_ms: Some(99),
+            }),
+            purge_pending: true,
+        });
+        let mut governed = Vec::new();
+        r.encode(&mut governed);
+        assert_eq!(KeyRecord::decode(&governed).unwrap(), r);
+        // An `Active` record is the pre-policy encoding: only the variant index.
+        assert!(governed.len() > active.len());
+        assert_eq!(KeyState::of(UserPolicy::default()), KeyState::Active);
+        // A Governed record holding the default policy is not canonical.
+        let mut r2 = sample_record();
+        r2.state = KeyState::Governed(UserPolicy::default());
+        let mut bad = Vec::new();
+        r2.encode(&mut bad);
+        assert!(KeyRecord::decode(&bad).is_err());
+    }
 
     fn sample_record() -> KeyRecord {
         KeyRecord {
@@ -425,7 +536,7 @@ mod tests {
     #[test]
     fn envelope_round_trip_and_crc() {
         let mut out = Vec::new();
-        Envelope::encode_with(&mut out, 9, 1234, &[1; 12], b"hello", |buf| {
+        Envelope::encode_with(&mut out, EnvelopeKind::Message, 9, 1234, &[1; 12], b"hello", |buf| {
             buf.iter_mut().for_each(|b| *b ^= 0x55);
             Ok([2; 16])
         })
@@ -474,6 +585,23 @@ pub enum AuditOp {
     VerifyReceipt,
     /// Exporting a user's data (access, portability).
     Export,
+    /// Restricting processing of a user's data (Art. 18).
+    Restrict,
+    /// Lifting a restriction.
+    Unrestrict,
+    /// Redacting one message (Art. 16, "delete message").
+    Redact,
+    /// Setting a user's retention period.
+    SetRetention,
+    /// Recording a consent or legal basis.
+    RecordConsent,
+    /// Placing (or changing) a legal hold.
+    SetLegalHold,
+    /// Lifting a legal hold.
+    LiftLegalHold,
+    /// Reading (or exporting) a user whose reads are restricted, with the
+    /// admin override.
+    RestrictedRead,
 }
 
 impl AuditOp {
@@ -486,6 +614,14 @@ impl AuditOp {
             AuditOp::Audit => "audit",
             AuditOp::VerifyReceipt => "verify_receipt",
             AuditOp::Export => "export",
+            AuditOp::Restrict => "restrict",
+            AuditOp::Unrestrict => "unrestrict",
+            AuditOp::Redact => "redact",
+            AuditOp::SetRetention => "set_retention",
+            AuditOp::RecordConsent => "record_consent",
+            AuditOp::SetLegalHold => "set_legal_hold",
+            AuditOp::LiftLegalHold => "lift_legal_hold",
+            AuditOp::RestrictedRead => "restricted_read",
         }
     }
 }
@@ -632,4 +768,214 @@ impl ErasureReceipt {
         }
         b
     }
+}
+
+// ---------------------------------------------------------------------------
+// Rights policy, redaction markers and consent records
+
+/// Longest legal-hold reason, redaction reason or consent purpose, in bytes.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Restriction of processing (GDPR Art. 18). Both off is "not restricted".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restriction {
+    /// New messages (and consent-free appends) for the user are refused.
+    pub block_appends: bool,
+    /// Reads and exports need the privileged (admin) path.
+    pub block_reads: bool,
+}
+
+impl Restriction {
+    /// Whether any mode is on.
+    pub fn any(self) -> bool {
+        self.block_appends || self.block_reads
+    }
+}
+
+/// How long a user's messages are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retention {
+    /// The store's default (`Options::retention`).
+    #[default]
+    StoreDefault,
+    /// Kept until erased or redacted, whatever the store default.
+    Forever,
+    /// Expire `ms` milliseconds after their append time.
+    After {
+        /// The period, at least 1.
+        ms: u64,
+    },
+}
+
+/// A legal hold: erase, redact and retention expiry are refused while it is
+/// active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegalHold {
+    /// The operator's reason (a case number; not meant for personal data).
+    pub reason: String,
+    /// When it was placed, ms since the Unix epoch.
+    pub since_ms: u64,
+    /// When it ends by itself, if it does.
+    pub until_ms: Option<u64>,
+}
+
+impl LegalHold {
+    /// Whether the hold is in force at `now_ms`.
+    pub fn active_at(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|u| now_ms < u)
+    }
+}
+
+/// The rights policy of one user, kept in its key record (so it goes with
+/// the key at erasure and survives restarts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserPolicy {
+    /// Restriction of processing.
+    pub restriction: Restriction,
+    /// Retention override.
+    pub retention: Retention,
+    /// Messages appended before this time are expired whatever the policy
+    /// becomes: raised to the current horizon whenever retention or a hold
+    /// changes, so expiry never goes backwards (what a compaction may already
+    /// have dropped stays hidden).
+    pub expired_before_ms: u64,
+    /// The legal hold, if any.
+    pub hold: Option<LegalHold>,
+    /// Redactions await a purge to become physical.
+    pub purge_pending: bool,
+}
+
+impl UserPolicy {
+    /// Field limits a decoded policy must meet.
+    fn is_valid(&self) -> bool {
+        self.hold
+            .as_ref()
+            .is_none_or(|h| h.reason.len() <= MAX_REASON_LEN)
+            && self.retention != Retention::After { ms: 0 }
+    }
+
+    /// The legal hold if it is in force at `now_ms`.
+    pub fn active_hold(&self, now_ms: u64) -> Option<&LegalHold> {
+        self.hold.as_ref().filter(|h| h.active_at(now_ms))
+    }
+
+    /// Messages appended before the returned time are expired at `now_ms`,
+    /// given the store's default retention.
+    pub fn horizon(&self, now_ms: u64, default: Option<u64>) -> u64 {
+        if self.active_hold(now_ms).is_some() {
+            return self.expired_before_ms;
+        }
+        let period = match self.retention {
+            Retention::StoreDefault => default,
+            Retention::Forever => None,
+            Retention::After { ms } => Some(ms),
+        };
+        let by_period = period.map_or(0, |p| now_ms.saturating_sub(p));
+        self.expired_before_ms.max(by_period)
+    }
+}
+
+/// The sealed body of a redaction marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionBody {
+    /// When the message was redacted, ms since the Unix epoch.
+    pub redacted_at_ms: u64,
+    /// Why (free text from the caller, at most [`MAX_REASON_LEN`] bytes).
+    pub reason: String,
+}
+
+impl RedactionBody {
+    /// postcard encoding (sealed under the user's key).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an opened body.
+    ///
+    /// # Errors
+    /// [`Corruption::Encoding`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        from_exact_bytes(bytes)
+    }
+}
+
+/// Legal basis of processing (GDPR Art. 6(1)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LegalBasis {
+    /// (a) consent.
+    Consent,
+    /// (b) performance of a contract.
+    Contract,
+    /// (c) a legal obligation.
+    LegalObligation,
+    /// (d) vital interests.
+    VitalInterests,
+    /// (e) a task in the public interest.
+    PublicTask,
+    /// (f) legitimate interests.
+    LegitimateInterests,
+}
+
+impl LegalBasis {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LegalBasis::Consent => "consent",
+            LegalBasis::Contract => "contract",
+            LegalBasis::LegalObligation => "legal_obligation",
+            LegalBasis::VitalInterests => "vital_interests",
+            LegalBasis::PublicTask => "public_task",
+            LegalBasis::LegitimateInterests => "legitimate_interests",
+        }
+    }
+}
+
+/// One entry of a user's consent history: the purpose, its legal basis,
+/// whether consent was granted or withdrawn, and when (as the caller states
+/// it). Sealed under the user's key, so erasure shreds it with the data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// What the data is processed for, e.g. `"marketing-email"` (1..=256 bytes).
+    pub purpose: String,
+    /// The legal basis.
+    pub basis: LegalBasis,
+    /// Granted (`true`) or withdrawn (`false`).
+    pub granted: bool,
+    /// When the person gave or withdrew it, ms since the Unix epoch.
+    pub given_at_ms: u64,
+}
+
+impl Consent {
+    /// postcard encoding (sealed under the user's key).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an opened consent record.
+    ///
+    /// # Errors
+    /// [`Corruption::Encoding`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let c: Consent = from_exact_bytes(bytes)?;
+        if c.purpose.is_empty() || c.purpose.len() > MAX_REASON_LEN {
+            return Err(corrupt_encoding());
+        }
+        Ok(c)
+    }
+}
+
+/// Decodes postcard bytes that must be exactly one canonical value.
+fn from_exact_bytes<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|_| corrupt_encoding())?;
+    if !rest.is_empty() || postcard::to_allocvec(&value).map_err(|_| corrupt_encoding())? != bytes
+    {
+        return Err(corrupt_encoding());
+    }
+    Ok(value)
+}
+
+/// Key of a consent record: `handle (16) || index (u64 BE)`, the same
+/// layout as a message key.
+pub fn consent_key(handle: &Handle, index: u64) -> [u8; MESSAGE_KEY_LEN] {
+    message_key(handle, index)
 }

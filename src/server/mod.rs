@@ -65,7 +65,11 @@ pub enum ServerError {
 pub fn status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(a) => Status::invalid_argument(a.to_string()),
-        Error::Blocked | Error::IdempotencyConflict => Status::failed_precondition(e.to_string()),
+        Error::Blocked
+        | Error::IdempotencyConflict
+        | Error::Restricted { .. }
+        | Error::LegalHold => Status::failed_precondition(e.to_string()),
+        Error::NoSuchMessage => Status::not_found(e.to_string()),
         Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Poisoned => Status::unavailable(e.to_string()),
         Error::SeqExhausted => Status::resource_exhausted(e.to_string()),

@@ -1,8 +1,9 @@
 //! The compaction filter on `messages`: drops envelopes whose (handle, epoch)
-//! was erased.
+//! was erased, and envelopes older than their user's retention horizon.
 //!
 //! The factory hands each compaction an immutable snapshot of the erased
-//! epochs; `erase` swaps in a new one. The filter answers `Remove` only on a
+//! epochs and retention policies, and the time the compaction started; `erase`
+//! and policy changes swap in a new one. The filter answers `Remove` only on a
 //! positive match and `Keep` whenever it is unsure (unparseable key or value,
 //! unknown handle, or a panic, which `catch_unwind` turns into `Keep` instead of
 //! unwinding across the FFI boundary).
@@ -17,21 +18,41 @@ use rocksdb::CompactionDecision;
 use rocksdb::compaction_filter::CompactionFilter;
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 
-use crate::codec::{EnvelopeHeader, MESSAGE_KEY_LEN};
-use crate::types::Handle;
+use crate::codec::{EnvelopeHeader, MESSAGE_KEY_LEN, UserPolicy};
+use crate::types::{Clock, Handle};
 
-/// Erased epochs per handle, plus a lazily rebuilt immutable snapshot.
+/// What one compaction filters by.
 #[derive(Default)]
-pub(crate) struct ErasedEpochs {
-    map: RwLock<HashMap<Handle, u32>>,
-    snapshot: Mutex<Option<Arc<HashMap<Handle, u32>>>>,
+pub(crate) struct Snapshot {
+    erased: HashMap<Handle, u32>,
+    policies: HashMap<Handle, UserPolicy>,
 }
 
-impl ErasedEpochs {
+/// Erased epochs and retention policies per handle, plus a lazily rebuilt
+/// immutable snapshot.
+#[derive(Default)]
+pub(crate) struct FilterState {
+    erased: RwLock<HashMap<Handle, u32>>,
+    /// Users whose expiry differs from the store default (own retention,
+    /// a hold, or a raised floor).
+    policies: RwLock<HashMap<Handle, UserPolicy>>,
+    /// The store-wide retention period in ms.
+    pub(crate) default_retention_ms: Option<u64>,
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl FilterState {
+    pub(crate) fn new(default_retention_ms: Option<u64>) -> Self {
+        FilterState {
+            default_retention_ms,
+            ..FilterState::default()
+        }
+    }
+
     /// Records that every epoch <= `epoch` of `handle` is erased.
     pub(crate) fn insert(&self, handle: Handle, epoch: u32) {
         {
-            let mut map = self.map.write();
+            let mut map = self.erased.write();
             let e = map.entry(handle).or_insert(epoch);
             *e = (*e).max(epoch);
         }
@@ -39,34 +60,69 @@ impl ErasedEpochs {
         *self.snapshot.lock() = None;
     }
 
+    /// Sets the expiry policy of `handle` (`None`: the store default).
+    pub(crate) fn set_policy(&self, handle: Handle, policy: Option<&UserPolicy>) {
+        {
+            let mut map = self.policies.write();
+            match policy {
+                Some(p) if affects_expiry(p) => {
+                    let mut p = p.clone();
+                    p.hold.iter_mut().for_each(|h| h.reason.clear());
+                    map.insert(handle, p);
+                }
+                _ => {
+                    map.remove(&handle);
+                }
+            }
+        }
+        *self.snapshot.lock() = None;
+    }
+
     /// Whether `epoch` of `handle` is erased.
     pub(crate) fn covers(&self, handle: &Handle, epoch: u32) -> bool {
-        self.map.read().get(handle).is_some_and(|&e| e >= epoch)
+        self.erased.read().get(handle).is_some_and(|&e| e >= epoch)
     }
 
     /// The current immutable snapshot.
-    pub(crate) fn snapshot(&self) -> Arc<HashMap<Handle, u32>> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         let mut snap = self.snapshot.lock();
         if let Some(s) = snap.as_ref() {
             return Arc::clone(s);
         }
-        let s = Arc::new(self.map.read().clone());
+        let s = Arc::new(Snapshot {
+            erased: self.erased.read().clone(),
+            policies: self.policies.read().clone(),
+        });
         *snap = Some(Arc::clone(&s));
         s
     }
 }
 
+/// Whether a policy changes expiry compared with the store default.
+pub(crate) fn affects_expiry(p: &UserPolicy) -> bool {
+    p.retention != crate::codec::Retention::StoreDefault
+        || p.hold.is_some()
+        || p.expired_before_ms > 0
+}
+
 /// Builds one [`MessagesFilter`] per compaction.
 pub(crate) struct MessagesFilterFactory {
-    pub(crate) erased: Arc<ErasedEpochs>,
+    pub(crate) state: Arc<FilterState>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl CompactionFilterFactory for MessagesFilterFactory {
     type Filter = MessagesFilter;
 
     fn create(&mut self, _context: CompactionFilterContext) -> Self::Filter {
+        let snapshot = self.state.snapshot();
+        let now_ms = self.clock.now_ms();
+        let default_ms = self.state.default_retention_ms;
         MessagesFilter {
-            erased: self.erased.snapshot(),
+            snapshot,
+            now_ms,
+            default_ms,
+            default_horizon: default_ms.map_or(0, |p| now_ms.saturating_sub(p)),
         }
     }
 
@@ -75,9 +131,12 @@ impl CompactionFilterFactory for MessagesFilterFactory {
     }
 }
 
-/// Filter for one compaction run, over a fixed snapshot.
+/// Filter for one compaction run, over a fixed snapshot and time.
 pub(crate) struct MessagesFilter {
-    erased: Arc<HashMap<Handle, u32>>,
+    snapshot: Arc<Snapshot>,
+    now_ms: u64,
+    default_ms: Option<u64>,
+    default_horizon: u64,
 }
 
 impl MessagesFilter {
@@ -87,12 +146,26 @@ impl MessagesFilter {
         }
         let mut h = [0u8; Handle::LEN];
         h.copy_from_slice(&key[..Handle::LEN]);
-        let Some(&erased_epoch) = self.erased.get(&Handle(h)) else {
+        let handle = Handle(h);
+        let Ok(header) = EnvelopeHeader::parse(value) else {
             return CompactionDecision::Keep;
         };
-        match EnvelopeHeader::parse(value) {
-            Ok(header) if header.epoch <= erased_epoch => CompactionDecision::Remove,
-            _ => CompactionDecision::Keep,
+        if self
+            .snapshot
+            .erased
+            .get(&handle)
+            .is_some_and(|&e| header.epoch <= e)
+        {
+            return CompactionDecision::Remove;
+        }
+        let horizon = match self.snapshot.policies.get(&handle) {
+            Some(p) => p.horizon(self.now_ms, self.default_ms),
+            None => self.default_horizon,
+        };
+        if header.timestamp_ms < horizon {
+            CompactionDecision::Remove
+        } else {
+            CompactionDecision::Keep
         }
     }
 }
@@ -113,25 +186,91 @@ mod tests {
     use super::*;
     use crate::codec::{Envelope, message_key};
 
-    fn envelope(epoch: u32) -> Vec<u8> {
+    use crate::codec::{EnvelopeKind, LegalHold, Retention};
+    use crate::types::Clock;
+
+    struct At(u64);
+    impl Clock for At {
+        fn now_ms(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn envelope_at(epoch: u32, ts: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        Envelope::encode_with(&mut out, epoch, 1, &[0; 12], b"x", |_| Ok([0; 16])).unwrap();
+        Envelope::encode_with(&mut out, EnvelopeKind::Message, epoch, ts, &[0; 12], b"x", |_| {
+            Ok([0; 16])
+        })
+        .unwrap();
         out
+    }
+
+    fn envelope(epoch: u32) -> Vec<u8> {
+        envelope_at(epoch, 1)
+    }
+
+    fn context() -> CompactionFilterContext {
+        CompactionFilterContext {
+            is_full_compaction: true,
+            is_manual_compaction: true,
+        }
+    }
+
+    #[test]
+    fn removes_expired_messages_by_default_and_per_user_policy() {
+        let state = Arc::new(FilterState::new(Some(1_000)));
+        let (a, b, c) = (Handle([1; 16]), Handle([2; 16]), Handle([3; 16]));
+        state.set_policy(
+            b,
+            Some(&UserPolicy {
+                retention: Retention::Forever,
+                ..UserPolicy::default()
+            }),
+        );
+        state.set_policy(
+            c,
+            Some(&UserPolicy {
+                retention: Retention::After { ms: 10 },
+                expired_before_ms: 4_000,
+                hold: Some(LegalHold {
+                    reason: "r".into(),
+                    since_ms: 1,
+                    until_ms: None,
+                }),
+                ..UserPolicy::default()
+            }),
+        );
+        let mut f = MessagesFilterFactory {
+            state: Arc::clone(&state),
+            clock: Arc::new(At(5_000)),
+        };
+        let mut filter = f.create(context());
+        let remove = |d: CompactionDecision| matches!(d, CompactionDecision::Remove);
+        // Default 1 s at t = 5 s: before 4 s is expired.
+        assert!(remove(filter.filter(0, &message_key(&a, 1), &envelope_at(1, 3_999))));
+        assert!(!remove(filter.filter(0, &message_key(&a, 2), &envelope_at(1, 4_000))));
+        // Forever.
+        assert!(!remove(filter.filter(0, &message_key(&b, 1), &envelope_at(1, 1))));
+        // On hold: only what had expired before the hold (the floor) goes.
+        assert!(remove(filter.filter(0, &message_key(&c, 1), &envelope_at(1, 3_999))));
+        assert!(!remove(filter.filter(0, &message_key(&c, 2), &envelope_at(1, 4_500))));
+        // Back to the default: a fresh snapshot sees it.
+        state.set_policy(b, None);
+        let mut filter = f.create(context());
+        assert!(remove(filter.filter(0, &message_key(&b, 1), &envelope_at(1, 1))));
     }
 
     #[test]
     fn removes_only_erased_epochs_of_erased_handles() {
-        let erased = Arc::new(ErasedEpochs::default());
+        let erased = Arc::new(FilterState::default());
         let a = Handle([1; 16]);
         let b = Handle([2; 16]);
         erased.insert(a, 2);
         let mut f = MessagesFilterFactory {
-            erased: Arc::clone(&erased),
+            state: Arc::clone(&erased),
+            clock: Arc::new(At(1_000_000)),
         };
-        let mut filter = f.create(CompactionFilterContext {
-            is_full_compaction: true,
-            is_manual_compaction: true,
-        });
+        let mut filter = f.create(context());
         let remove = |d: CompactionDecision| matches!(d, CompactionDecision::Remove);
         assert!(remove(filter.filter(0, &message_key(&a, 1), &envelope(1))));
         assert!(remove(filter.filter(0, &message_key(&a, 1), &envelope(2))));
@@ -144,14 +283,14 @@ mod tests {
 
     #[test]
     fn snapshot_is_immutable_and_refreshed_after_insert() {
-        let erased = ErasedEpochs::default();
+        let erased = FilterState::default();
         let before = erased.snapshot();
         erased.insert(Handle([3; 16]), 1);
-        assert!(before.is_empty());
-        assert_eq!(erased.snapshot().get(&Handle([3; 16])), Some(&1));
+        assert!(before.erased.is_empty());
+        assert_eq!(erased.snapshot().erased.get(&Handle([3; 16])), Some(&1));
         erased.insert(Handle([3; 16]), 0);
         assert_eq!(
-            erased.snapshot().get(&Handle([3; 16])),
+            erased.snapshot().erased.get(&Handle([3; 16])),
             Some(&1),
             "epochs never go down"
         );

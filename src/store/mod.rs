@@ -4,6 +4,7 @@
 mod filter;
 mod options;
 mod purger;
+mod rights;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,14 +26,15 @@ use rocksdb::{
 pub use options::{DEFAULT_MAX_PAYLOAD, Durability, MemoryBudget, Options};
 
 use crate::codec::{
-    self, Envelope, EnvelopeHeader, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord,
-    KeyState, message_key,
+    self, Envelope, EnvelopeHeader, EnvelopeKind, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD,
+    KeyRecord, KeyState, RedactionBody, UserPolicy, message_key,
 };
 use crate::codec::{AuditOp, AuditOutcome, AuditRecord, ErasureReceipt, PurgeStatus};
 use crate::crypto::{self, DEDUP_KEY_LEN, HandleKey, KEY_LEN, MessageCipher, NONCE_LEN, Secret32};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
 use crate::types::{Handle, UserId};
-use filter::{ErasedEpochs, MessagesFilterFactory};
+use filter::{FilterState, MessagesFilterFactory};
+pub use rights::{Access, ConsentEntry, Redacted, RightsState};
 
 /// Column family names and `meta` keys (see `docs/format.md`).
 pub mod layout {
@@ -50,8 +52,19 @@ pub mod layout {
     /// Audit trail: `time_ms_be64 || counter_be64` to an audit record.
     /// Append-only; holds handles, never user ids; not erased with a user.
     pub const CF_AUDIT: &str = "audit";
+    /// Consent history: `handle || index_be64` to a consent envelope sealed
+    /// under the user's key.
+    pub const CF_CONSENT: &str = "consent";
     /// Every column family shredstore creates (besides RocksDB's `default`).
-    pub const ALL_CFS: [&str; 6] = [CF_META, CF_KEYS, CF_MESSAGES, CF_ERASED, CF_DEDUP, CF_AUDIT];
+    pub const ALL_CFS: [&str; 7] = [
+        CF_META,
+        CF_KEYS,
+        CF_MESSAGES,
+        CF_ERASED,
+        CF_DEDUP,
+        CF_AUDIT,
+        CF_CONSENT,
+    ];
     /// `meta` key of the format version (u32 BE).
     pub const META_FORMAT_VERSION: &[u8] = b"format_version";
     /// `meta` key of the 32-byte store salt.
@@ -59,7 +72,7 @@ pub mod layout {
     /// `meta` key of the wrapped handle key.
     pub const META_HANDLE_KEY: &[u8] = b"handle_key";
 }
-use layout::{CF_AUDIT, CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
+use layout::{CF_AUDIT, CF_CONSENT, CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
 
 /// The actor named in audit records of direct library calls.
 pub const LIBRARY_ACTOR: &str = "library";
@@ -126,15 +139,27 @@ pub struct StoreLimits {
     pub max_read_limit: usize,
 }
 
-/// A decrypted, authenticated message.
+/// A decrypted, authenticated message, or the marker of a redacted one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     /// Sequence number.
     pub seq: u64,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// The plaintext payload.
+    /// The plaintext payload (empty for a redaction marker).
     pub payload: Vec<u8>,
+    /// Set if the message was redacted ([`Store::redact_as`]): the payload
+    /// is gone, seq and timestamp remain.
+    pub redaction: Option<Redaction>,
+}
+
+/// Why and when a message was redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redaction {
+    /// When, ms since the Unix epoch.
+    pub redacted_at_ms: u64,
+    /// The reason given.
+    pub reason: String,
 }
 
 impl fmt::Debug for Message {
@@ -143,6 +168,7 @@ impl fmt::Debug for Message {
             .field("seq", &self.seq)
             .field("timestamp_ms", &self.timestamp_ms)
             .field("payload_len", &self.payload.len())
+            .field("redacted", &self.redaction.is_some())
             .finish()
     }
 }
@@ -183,6 +209,12 @@ pub struct ExportManifest {
     pub erasures_ms: Vec<u64>,
     /// New appends are refused (erased with `block_new`).
     pub appends_blocked: bool,
+    /// Redaction markers among the exported messages.
+    pub redacted_count: u64,
+    /// Restriction, retention and legal-hold state.
+    pub rights: RightsState,
+    /// The consent history, oldest first.
+    pub consents: Vec<rights::ConsentEntry>,
 }
 
 /// Where the next page of [`Store::audit_page`] starts (opaque).
@@ -207,6 +239,8 @@ pub struct ErasureCheck {
     pub live_records: u64,
     /// Idempotency-index entries under the handle.
     pub dedup_entries: u64,
+    /// Consent records under the handle from erased key epochs.
+    pub erased_consents: u64,
 }
 
 /// The erasure marker of a user, as [`ErasureCheck`] reports it.
@@ -228,7 +262,9 @@ impl ErasureCheck {
     /// of it is left. (Records written after the erasure, under a new key,
     /// are the user's current data and do not count against it.)
     pub fn is_physically_erased(&self) -> bool {
-        self.marker.is_some_and(|m| m.purged) && self.erased_records == 0
+        self.marker.is_some_and(|m| m.purged)
+            && self.erased_records == 0
+            && self.erased_consents == 0
     }
 
     /// The user was erased (unreadable at once) but purge has not yet run
@@ -259,6 +295,8 @@ impl EraseOptions {
 pub struct PurgeReport {
     /// Erasures made physical by this purge.
     pub erasures_purged: usize,
+    /// Users whose redactions this purge made physical.
+    pub redactions_purged: usize,
     /// Whether obsolete files were verifiably deleted. When `false` (an open
     /// snapshot or iterator pinned old files), the erasures stay pending and
     /// the next purge retries.
@@ -304,7 +342,8 @@ pub(crate) fn key_cache_entry_bytes() -> usize {
         + 64
 }
 
-/// Cached per-user state: the derived cipher and the next seq.
+/// Cached per-user state: the derived cipher, the next seq and the rights
+/// policy.
 #[derive(Clone)]
 struct CachedUser {
     epoch: u32,
@@ -312,6 +351,7 @@ struct CachedUser {
     /// First seq of this epoch: earlier seqs belong to erased epochs.
     first_seq: u64,
     next_seq: u64,
+    policy: Arc<UserPolicy>,
 }
 
 /// A user's state as loaded under its lock.
@@ -358,9 +398,14 @@ pub(crate) struct Inner {
     audit_counter: AtomicU64,
     locks: Box<[Mutex<()>]>,
     cache: Mutex<LruCache<Handle, CachedUser>>,
-    erased: Arc<ErasedEpochs>,
+    erased: Arc<FilterState>,
     /// Erased handles whose erasure is not yet physical, with the erased epoch.
     pending: Mutex<HashMap<Handle, u32>>,
+    /// Handles with redactions not yet physical, with a counter bumped by
+    /// each redaction (a purge clears only what it saw).
+    pending_redactions: Mutex<HashMap<Handle, u64>>,
+    /// Store-wide retention period, ms.
+    default_retention_ms: Option<u64>,
     /// Bumped by every erase after it updated `erased`; open iterators check it.
     erase_generation: AtomicU64,
     poisoned: AtomicBool,
@@ -396,7 +441,10 @@ impl Store {
     pub fn open(options: Options) -> Result<Store> {
         options.validate()?;
         std::fs::create_dir_all(&options.data_dir)?;
-        let erased = Arc::new(ErasedEpochs::default());
+        let default_retention_ms = options
+            .retention
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let erased = Arc::new(FilterState::new(default_retention_ms));
         let (db, db_opts) = open_db(&options, &erased)?;
         let (salt, handle_key) = init_meta(&db, &options)?;
         let wrap = options.root_key.wrapping_cipher(&salt);
@@ -430,6 +478,8 @@ impl Store {
             cache: Mutex::new(LruCache::new(cache_size)),
             erased,
             pending: Mutex::new(HashMap::new()),
+            pending_redactions: Mutex::new(HashMap::new()),
+            default_retention_ms,
             erase_generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             users: AtomicU64::new(0),
@@ -529,8 +579,7 @@ impl Store {
     /// [`Error::Corrupt`] or [`Error::Decrypt`] for damaged records, or a
     /// storage error.
     pub fn read(&self, user: &UserId, from_seq: u64, limit: usize) -> Result<Vec<Message>> {
-        self.inner.check_limit(limit)?;
-        self.read_iter(user, from_seq)?.take(limit).collect()
+        self.read_with(user, from_seq, limit, Access::Subject)
     }
 
     /// Streams the messages of `user` with seq >= `from_seq`, in seq order.
@@ -541,7 +590,30 @@ impl Store {
     /// [`Error::Corrupt`] if the user's key record is lost or damaged, or a
     /// storage error.
     pub fn read_iter(&self, user: &UserId, from_seq: u64) -> Result<MessageIter<'_>> {
-        self.inner.read_iter(user, from_seq)
+        self.inner.read_iter(user, from_seq, Access::Subject)
+    }
+
+    /// [`Store::read`] with an explicit access level: [`Access::Override`]
+    /// reads a user whose reads are restricted (`block_reads`, for legal
+    /// claims). The caller records the override in the audit trail
+    /// ([`AuditOp::RestrictedRead`]); the gRPC server does so for its admin
+    /// role.
+    ///
+    /// # Errors
+    /// As [`Store::read`], plus [`Error::Restricted`] for a restricted user
+    /// read with [`Access::Subject`].
+    pub fn read_with(
+        &self,
+        user: &UserId,
+        from_seq: u64,
+        limit: usize,
+        access: Access,
+    ) -> Result<Vec<Message>> {
+        self.inner.check_limit(limit)?;
+        self.inner
+            .read_iter(user, from_seq, access)?
+            .take(limit)
+            .collect()
     }
 
     /// Exports everything the store holds about `user` (GDPR Art. 15 and 20):
@@ -557,43 +629,65 @@ impl Store {
         &self,
         user: &UserId,
         actor: &str,
+        sink: impl FnMut(Message) -> Result<()>,
+    ) -> Result<ExportManifest> {
+        self.export_with(user, actor, Access::Subject, sink)
+    }
+
+    /// [`Store::export_as`] with an explicit access level
+    /// ([`Access::Override`] exports a user whose reads are restricted).
+    ///
+    /// # Errors
+    /// As [`Store::export_as`], plus [`Error::Restricted`].
+    pub fn export_with(
+        &self,
+        user: &UserId,
+        actor: &str,
+        access: Access,
         mut sink: impl FnMut(Message) -> Result<()>,
     ) -> Result<ExportManifest> {
         let handle = self.handle(user);
         let result = (|| {
+            let policy = self
+                .inner
+                .key_record(&handle)?
+                .map(|r| (r.epoch, r.created_ms, r.state.policy()));
             let mut manifest = ExportManifest {
                 handle,
                 message_count: 0,
                 first_seq: None,
                 last_seq: None,
-                key_epoch: None,
-                key_created_ms: None,
+                key_epoch: policy.as_ref().map(|p| p.0),
+                key_created_ms: policy.as_ref().map(|p| p.1),
                 erasures_ms: Vec::new(),
                 appends_blocked: false,
+                redacted_count: 0,
+                rights: self
+                    .inner
+                    .rights_state(&policy.map(|p| p.2).unwrap_or_default()),
+                consents: Vec::new(),
             };
-            if let Some(rec) = self.inner.key_record(&handle)? {
-                manifest.key_epoch = Some(rec.epoch);
-                manifest.key_created_ms = Some(rec.created_ms);
-            }
-            for m in self.read_iter(user, 0)? {
+            for m in self.inner.read_iter(user, 0, access)? {
                 let m = m?;
                 manifest.first_seq.get_or_insert(m.seq);
                 manifest.last_seq = Some(m.seq);
                 manifest.message_count += 1;
+                manifest.redacted_count += u64::from(m.redaction.is_some());
                 sink(m)?;
             }
+            manifest.consents = self.inner.consent_history(&handle, access)?;
             if let Some(marker) = self.inner.get_marker(&handle)? {
                 manifest.appends_blocked = marker.block_new;
                 manifest.erasures_ms = self.inner.erasure_dates(&handle, marker.erased_at_ms)?;
             }
             Ok(manifest)
         })();
-        let outcome = if result.is_ok() {
-            AuditOutcome::Ok
-        } else {
-            AuditOutcome::Failed
-        };
-        self.record_audit(actor, AuditOp::Export, Some(handle), outcome)?;
+        self.record_audit(
+            actor,
+            AuditOp::Export,
+            Some(handle),
+            rights::outcome_of(&result),
+        )?;
         result
     }
 
@@ -828,6 +922,8 @@ pub struct MessageIter<'a> {
     handle: Handle,
     state: Option<CachedUser>,
     erase_generation: u64,
+    /// Messages appended before this time are expired (hidden).
+    horizon: u64,
     done: bool,
 }
 
@@ -858,13 +954,20 @@ impl MessageIter<'_> {
             }
         }
         let raw = self.raw.as_mut()?;
-        if !raw.valid() {
-            return raw.status().err().map(|e| Err(Error::Storage(e)));
+        loop {
+            if !raw.valid() {
+                return raw.status().err().map(|e| Err(Error::Storage(e)));
+            }
+            let (key, value) = raw.item()?;
+            // Expired by retention: hidden now, dropped at compaction.
+            if EnvelopeHeader::parse(value).is_ok_and(|h| h.timestamp_ms < self.horizon) {
+                raw.next();
+                continue;
+            }
+            let result = open_message(&self.handle, state, key, value);
+            raw.next();
+            return Some(result);
         }
-        let (key, value) = raw.item()?;
-        let result = open_message(&self.handle, state, key, value);
-        raw.next();
-        Some(result)
     }
 }
 
@@ -880,13 +983,29 @@ fn open_message(handle: &Handle, state: &CachedUser, key: &[u8], value: &[u8]) -
     if env.epoch != state.epoch {
         return Err(Error::Corrupt(Corruption::EpochMismatch));
     }
-    let aad = Envelope::aad(handle, seq, env.epoch, env.timestamp_ms);
-    let payload = state.cipher.open(&env.nonce, &aad, env.sealed)?;
-    Ok(Message {
-        seq,
-        timestamp_ms: env.timestamp_ms,
-        payload,
-    })
+    let aad = Envelope::aad_of(env.kind, handle, seq, env.epoch, env.timestamp_ms);
+    let opened = state.cipher.open(&env.nonce, &aad, env.sealed)?;
+    match env.kind {
+        EnvelopeKind::Message => Ok(Message {
+            seq,
+            timestamp_ms: env.timestamp_ms,
+            payload: opened,
+            redaction: None,
+        }),
+        EnvelopeKind::Redaction => {
+            let body = RedactionBody::from_bytes(&opened)?;
+            Ok(Message {
+                seq,
+                timestamp_ms: env.timestamp_ms,
+                payload: Vec::new(),
+                redaction: Some(Redaction {
+                    redacted_at_ms: body.redacted_at_ms,
+                    reason: body.reason,
+                }),
+            })
+        }
+        EnvelopeKind::Consent => Err(Error::Corrupt(Corruption::Encoding)),
+    }
 }
 
 /// Deletes every key that starts with `handle` (keys are at most 32 bytes).
@@ -961,10 +1080,11 @@ fn rocksdb_options(options: &Options) -> (rocksdb::Options, rocksdb::Options, ro
     (db_opts, small, messages)
 }
 
-fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb::Options)> {
+fn open_db(options: &Options, erased: &Arc<FilterState>) -> Result<(DB, rocksdb::Options)> {
     let (db_opts, small, mut messages) = rocksdb_options(options);
     messages.set_compaction_filter_factory(MessagesFilterFactory {
-        erased: Arc::clone(erased),
+        state: Arc::clone(erased),
+        clock: Arc::clone(&options.clock),
     });
 
     let cfs = vec![
@@ -973,7 +1093,8 @@ fn open_db(options: &Options, erased: &Arc<ErasedEpochs>) -> Result<(DB, rocksdb
         ColumnFamilyDescriptor::new(CF_MESSAGES, messages),
         ColumnFamilyDescriptor::new(CF_ERASED, small.clone()),
         ColumnFamilyDescriptor::new(CF_DEDUP, small.clone()),
-        ColumnFamilyDescriptor::new(CF_AUDIT, small),
+        ColumnFamilyDescriptor::new(CF_AUDIT, small.clone()),
+        ColumnFamilyDescriptor::new(CF_CONSENT, small),
     ];
     let db = DB::open_cf_descriptors(&db_opts, &options.data_dir, cfs)?;
     Ok((db, db_opts))
@@ -1153,6 +1274,24 @@ impl Inner {
         Ok(())
     }
 
+    /// Records a refused operation (best effort: the refusal itself is the
+    /// answer the caller gets, whatever happens to its record).
+    fn audit_refusal(&self, actor: &str, op: AuditOp, handle: Handle) {
+        let mut batch = WriteBatch::default();
+        let written = self
+            .put_audit(
+                &mut batch,
+                actor,
+                op,
+                Some(handle),
+                AuditOutcome::Refused,
+            )
+            .and_then(|()| self.write(batch, true));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, op = op.name(), "could not record a refusal");
+        }
+    }
+
     /// Signs `r` (its `mac` is overwritten).
     fn receipt(&self, mut r: ErasureReceipt) -> ErasureReceipt {
         r.mac = self.receipt_key.sign(&r.signed_bytes());
@@ -1200,10 +1339,22 @@ impl Inner {
         let mut it = self.db.raw_iterator_cf(keys_cf);
         it.seek_to_first();
         let mut users = 0u64;
-        while it.valid() {
+        let mut redactions = self.pending_redactions.lock();
+        while let Some((k, v)) = it.item() {
             users += 1;
+            // Policies feed the compaction filter and the purger. A damaged
+            // record is reported when the user is used (it fails closed there).
+            if let (Ok(h), Ok(rec)) = (<[u8; Handle::LEN]>::try_from(k), KeyRecord::decode(v))
+                && let KeyState::Governed(policy) = &rec.state
+            {
+                self.erased.set_policy(Handle(h), Some(policy));
+                if policy.purge_pending {
+                    redactions.insert(Handle(h), 0);
+                }
+            }
             it.next();
         }
+        drop(redactions);
         it.status()?;
         self.users.store(users, Ordering::Relaxed);
         Ok(())
@@ -1269,6 +1420,7 @@ impl Inner {
                 cipher: Arc::new(cipher),
                 first_seq: rec.first_seq,
                 next_seq: rec.first_seq.max(after_last),
+                policy: Arc::new(rec.state.policy()),
             };
             self.cache.lock().put(*handle, state.clone());
             return Ok(UserState::Live(state));
@@ -1351,16 +1503,19 @@ impl Inner {
         }
 
         let (mut state, new_record) = match self.load(&handle)? {
-            UserState::Live(s) => (s, None),
-            UserState::Absent { marker, next_seq } => {
-                if marker.as_ref().is_some_and(|m| m.block_new) {
-                    return Err(Error::Blocked);
+            UserState::Live(s) => {
+                if s.policy.restriction.block_appends {
+                    return Err(Error::Restricted {
+                        mode: "block_appends",
+                    });
                 }
-                let epoch = match &marker {
-                    Some(m) => m.epoch.checked_add(1).ok_or(Error::SeqExhausted)?,
-                    None => 1,
-                };
-                self.new_user_state(&handle, epoch, next_seq)?
+                (s, None)
+            }
+            UserState::Absent { marker, next_seq } => {
+                let (s, rec) = self.new_user(&handle, marker.as_ref(), next_seq)?;
+                let mut encoded = Vec::new();
+                rec.encode(&mut encoded);
+                (s, Some(encoded))
             }
         };
 
@@ -1380,9 +1535,15 @@ impl Inner {
             self.rng.fill(&mut nonce)?;
             let aad = Envelope::aad(&handle, seq, state.epoch, now);
             buf.clear();
-            Envelope::encode_with(&mut buf, state.epoch, now, &nonce, p.as_ref(), |pt| {
-                state.cipher.seal_in_place(&nonce, &aad, pt)
-            })?;
+            Envelope::encode_with(
+                &mut buf,
+                EnvelopeKind::Message,
+                state.epoch,
+                now,
+                &nonce,
+                p.as_ref(),
+                |pt| state.cipher.seal_in_place(&nonce, &aad, pt),
+            )?;
             batch.put_cf(messages, message_key(&handle, seq), &buf);
             out.push(Appended {
                 seq,
@@ -1438,7 +1599,9 @@ impl Inner {
             .get_pinned_cf(self.cf(CF_MESSAGES)?, key)?
             .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
         let original = open_message(handle, &state, &key, &stored)?;
-        if original.payload != payload {
+        // A redacted message's retry is still the same message: report it,
+        // never store it again.
+        if original.redaction.is_none() && original.payload != payload {
             return Err(Error::IdempotencyConflict);
         }
         Ok(Some(Appended { seq, timestamp_ms }))
@@ -1450,7 +1613,7 @@ impl Inner {
         handle: &Handle,
         epoch: u32,
         first_seq: u64,
-    ) -> Result<(CachedUser, Option<Vec<u8>>)> {
+    ) -> Result<(CachedUser, KeyRecord)> {
         let secret = Secret32::random(self.rng.as_ref())?;
         let wrapped = crypto::wrap_secret(
             &self.wrap,
@@ -1465,8 +1628,6 @@ impl Inner {
             first_seq,
             state: KeyState::Active,
         };
-        let mut encoded = Vec::new();
-        rec.encode(&mut encoded);
         let cipher = crypto::message_cipher(&secret, &self.salt, handle, epoch);
         Ok((
             CachedUser {
@@ -1474,12 +1635,13 @@ impl Inner {
                 cipher: Arc::new(cipher),
                 first_seq,
                 next_seq: first_seq,
+                policy: Arc::new(UserPolicy::default()),
             },
-            Some(encoded),
+            rec,
         ))
     }
 
-    fn read_iter(&self, user: &UserId, from_seq: u64) -> Result<MessageIter<'_>> {
+    fn read_iter(&self, user: &UserId, from_seq: u64, access: Access) -> Result<MessageIter<'_>> {
         let handle = self.handle_key.handle(user);
         // Load the state and create the iterator under the user's lock, so a
         // read that starts after an erase returned can never see the old key.
@@ -1493,10 +1655,17 @@ impl Inner {
                     handle,
                     state: None,
                     erase_generation: 0,
+                    horizon: 0,
                     done: true,
                 });
             }
         };
+        if state.policy.restriction.block_reads && access == Access::Subject {
+            return Err(Error::Restricted { mode: "block_reads" });
+        }
+        let horizon = state
+            .policy
+            .horizon(self.clock.now_ms(), self.default_retention_ms);
         let erase_generation = self.erase_generation.load(Ordering::Acquire);
         let cf = self.cf(CF_MESSAGES)?;
         let mut raw = self
@@ -1510,6 +1679,7 @@ impl Inner {
             handle,
             state: Some(state),
             erase_generation,
+            horizon,
             done: false,
         })
     }
@@ -1533,11 +1703,17 @@ impl Inner {
         };
         let record = self.db.get_pinned_cf(keys, handle.as_bytes())?;
         let had_record = record.is_some();
-        let known = record
-            .as_ref()
-            .and_then(|b| KeyRecord::decode(b).ok())
-            .map(|r| (r.epoch, r.first_seq));
+        let decoded = record.as_ref().and_then(|b| KeyRecord::decode(b).ok());
         drop(record);
+        if decoded
+            .as_ref()
+            .is_some_and(|r| r.state.policy().active_hold(now).is_some())
+        {
+            tracing::info!(%handle, "erase refused: legal hold");
+            self.audit_refusal(actor, AuditOp::Erase, handle);
+            return Err(Error::LegalHold);
+        }
+        let known = decoded.map(|r| (r.epoch, r.first_seq));
         let last = self.last_message(&handle)?;
         let after_last = last.map_or(1, |l| l.seq.saturating_add(1));
         let marker_epoch = old_marker.as_ref().map_or(0, |m| m.epoch);
@@ -1581,6 +1757,8 @@ impl Inner {
         batch.put_cf(self.cf(CF_ERASED)?, handle.as_bytes(), &encoded);
         // Forget the user's client message ids (keyed hashes, but still theirs).
         delete_handle_range(&mut batch, self.cf(CF_DEDUP)?, &handle);
+        // The consent history is sealed under the destroyed key: drop it too.
+        delete_handle_range(&mut batch, self.cf(CF_CONSENT)?, &handle);
         if self.erase_delete_range {
             delete_handle_range(&mut batch, messages, &handle);
         }
@@ -1596,6 +1774,10 @@ impl Inner {
 
         // The evicted cipher's key schedule is zeroized when its last Arc drops.
         drop(self.cache.lock().pop(&handle));
+        // The policy went with the key record; the erasure's purge covers
+        // any pending redaction.
+        self.erased.set_policy(handle, None);
+        self.pending_redactions.lock().remove(&handle);
         if had_record {
             self.users.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1671,6 +1853,21 @@ impl Inner {
             it.next();
         }
         it.status()?;
+        let mut erased_consents = 0u64;
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(self.cf(CF_CONSENT)?, Self::handle_read_options(&handle));
+        it.seek(handle.as_bytes());
+        while let Some((k, v)) = it.item() {
+            if !k.starts_with(handle.as_bytes()) {
+                break;
+            }
+            if EnvelopeHeader::parse(v).map_or(true, |h| h.epoch <= erased_epoch) {
+                erased_consents += 1;
+            }
+            it.next();
+        }
+        it.status()?;
         let mut dedup_entries = 0u64;
         let mut it = self
             .db
@@ -1695,6 +1892,7 @@ impl Inner {
             erased_records,
             live_records,
             dedup_entries,
+            erased_consents,
         })
     }
 
@@ -1713,7 +1911,7 @@ impl Inner {
     }
 
     pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.lock().is_empty()
+        !self.pending.lock().is_empty() || !self.pending_redactions.lock().is_empty()
     }
 
     fn purge(&self, actor: &str) -> Result<PurgeReport> {
@@ -1725,7 +1923,9 @@ impl Inner {
         // Purges with nothing to do are not worth a record.
         if report
             .as_ref()
-            .map_or(true, |r| r.erasures_purged > 0 || !r.complete)
+            .map_or(true, |r| {
+                r.erasures_purged > 0 || r.redactions_purged > 0 || !r.complete
+            })
             && !self.poisoned.load(Ordering::Acquire)
         {
             let mut batch = WriteBatch::default();
@@ -1740,19 +1940,29 @@ impl Inner {
         self.check_writable()?;
         let started = Instant::now();
         let batch: Vec<(Handle, u32)> = self.pending.lock().iter().map(|(h, e)| (*h, *e)).collect();
+        let redactions: Vec<(Handle, u64)> = self
+            .pending_redactions
+            .lock()
+            .iter()
+            .map(|(h, g)| (*h, *g))
+            .collect();
+        let mut ranges: Vec<Handle> = batch.iter().map(|(h, _)| *h).collect();
+        ranges.extend(redactions.iter().map(|(h, _)| *h));
+        ranges.sort_unstable();
+        ranges.dedup();
         let errors_before = self.background_errors()?;
         let wals_before = file_numbers(&self.data_dir, ".log")?;
         self.flush_all()?;
 
         let opts = force_compact_options();
-        for name in [CF_MESSAGES, CF_KEYS, CF_DEDUP] {
+        for name in [CF_MESSAGES, CF_KEYS, CF_DEDUP, CF_CONSENT] {
             let cf = self.cf(name)?;
-            if batch.len() > PER_RANGE_PURGE_LIMIT {
+            if ranges.len() > PER_RANGE_PURGE_LIMIT {
                 self.db
                     .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
                 continue;
             }
-            for (handle, _) in &batch {
+            for handle in &ranges {
                 let start = handle.as_bytes().to_vec();
                 let end = codec::handle_upper_bound(handle).map(|b| b.to_vec());
                 self.db.compact_range_cf_opt(cf, Some(start), end, &opts);
@@ -1762,9 +1972,10 @@ impl Inner {
         // background error, and would leave erased envelopes first in range.
         let compacted = self.background_errors()? == errors_before && self.ranges_clean(&batch)?;
         let complete = compacted && self.wait_obsolete_files_deleted(&wals_before)?;
-        let mut purged = 0;
+        let (mut purged, mut redactions_purged) = (0, 0);
         if complete {
             purged = self.mark_purged(&batch)?;
+            redactions_purged = self.mark_redactions_purged(&redactions)?;
             self.purges_done.fetch_add(1, Ordering::Relaxed);
         } else {
             tracing::warn!(
@@ -1774,11 +1985,13 @@ impl Inner {
         }
         let report = PurgeReport {
             erasures_purged: purged,
+            redactions_purged,
             complete,
             duration: started.elapsed(),
         };
         tracing::info!(
             erasures_purged = report.erasures_purged,
+            redactions_purged,
             complete,
             duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
             "purge finished"

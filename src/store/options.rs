@@ -48,6 +48,7 @@ pub struct Options {
     pub(crate) purge_interval: Option<Duration>,
     pub(crate) periodic_compaction: Duration,
     pub(crate) erase_delete_range: bool,
+    pub(crate) retention: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: Arc<dyn SecureRandom>,
 }
@@ -73,6 +74,7 @@ impl Options {
             purge_interval: Some(Duration::from_secs(60)),
             periodic_compaction: Duration::from_secs(7 * 24 * 3600),
             erase_delete_range: false,
+            retention: None,
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
         }
@@ -148,6 +150,17 @@ impl Options {
         self
     }
 
+    /// The store-wide retention period (default: none, keep until erased).
+    /// Messages older than it are hidden from reads at once and dropped by
+    /// the compaction filter at the next compaction of their file, which
+    /// [`Options::periodic_compaction`] bounds. A user's own setting
+    /// ([`Store::set_retention_as`](crate::Store::set_retention_as)) or a
+    /// legal hold overrides it.
+    pub fn retention(mut self, period: Option<Duration>) -> Self {
+        self.retention = period;
+        self
+    }
+
     /// The clock that stamps messages and erasures (default: system time).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -213,6 +226,9 @@ impl Options {
             if !ok {
                 return Err(InvalidArgument::Option(what).into());
             }
+        }
+        if self.retention.is_some_and(|d| d.as_millis() == 0) {
+            return Err(InvalidArgument::Option("retention must be at least 1 ms").into());
         }
         if self.purge_interval.is_some_and(|d| d.is_zero()) {
             return Err(InvalidArgument::Option("purge_interval must be positive").into());
