@@ -45,17 +45,17 @@ mod store;
 mod types;
 
 pub use codec::{
-    AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold, PurgeStatus,
-    Restriction, Retention,
+    AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold,
+    PurgeStatus, Restriction, Retention,
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Access, Appended, AuditCursor, ConsentEntry, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased, ErasureCheck,
-    ErasureState, ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN,
-    MemoryBudget, Message, MessageIter, Options, PurgeReport, Redacted, Redaction, RightsState, Stats,
-    Store, StoreLimits, layout,
-    open_plain_baseline, validate_client_message_id,
+    Access, Appended, AuditCursor, ConsentEntry, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions,
+    Erased, ErasureCheck, ErasureState, ExportManifest, IdempotentAppend, LIBRARY_ACTOR,
+    MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options, PurgeReport, Redacted,
+    Redaction, RightsState, Stats, Store, StoreLimits, layout, open_plain_baseline,
+    validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
 

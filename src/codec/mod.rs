@@ -536,10 +536,18 @@ mod tests {
     #[test]
     fn envelope_round_trip_and_crc() {
         let mut out = Vec::new();
-        Envelope::encode_with(&mut out, EnvelopeKind::Message, 9, 1234, &[1; 12], b"hello", |buf| {
-            buf.iter_mut().for_each(|b| *b ^= 0x55);
-            Ok([2; 16])
-        })
+        Envelope::encode_with(
+            &mut out,
+            EnvelopeKind::Message,
+            9,
+            1234,
+            &[1; 12],
+            b"hello",
+            |buf| {
+                buf.iter_mut().for_each(|b| *b ^= 0x55);
+                Ok([2; 16])
+            },
+        )
         .unwrap();
         let e = Envelope::decode(&out).unwrap();
         assert_eq!((e.epoch, e.timestamp_ms, e.nonce), (9, 1234, [1; 12]));
@@ -967,8 +975,7 @@ impl Consent {
 /// Decodes postcard bytes that must be exactly one canonical value.
 fn from_exact_bytes<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|_| corrupt_encoding())?;
-    if !rest.is_empty() || postcard::to_allocvec(&value).map_err(|_| corrupt_encoding())? != bytes
-    {
+    if !rest.is_empty() || postcard::to_allocvec(&value).map_err(|_| corrupt_encoding())? != bytes {
         return Err(corrupt_encoding());
     }
     Ok(value)

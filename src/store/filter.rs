@@ -198,9 +198,15 @@ mod tests {
 
     fn envelope_at(epoch: u32, ts: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        Envelope::encode_with(&mut out, EnvelopeKind::Message, epoch, ts, &[0; 12], b"x", |_| {
-            Ok([0; 16])
-        })
+        Envelope::encode_with(
+            &mut out,
+            EnvelopeKind::Message,
+            epoch,
+            ts,
+            &[0; 12],
+            b"x",
+            |_| Ok([0; 16]),
+        )
         .unwrap();
         out
     }
@@ -247,17 +253,41 @@ mod tests {
         let mut filter = f.create(context());
         let remove = |d: CompactionDecision| matches!(d, CompactionDecision::Remove);
         // Default 1 s at t = 5 s: before 4 s is expired.
-        assert!(remove(filter.filter(0, &message_key(&a, 1), &envelope_at(1, 3_999))));
-        assert!(!remove(filter.filter(0, &message_key(&a, 2), &envelope_at(1, 4_000))));
+        assert!(remove(filter.filter(
+            0,
+            &message_key(&a, 1),
+            &envelope_at(1, 3_999)
+        )));
+        assert!(!remove(filter.filter(
+            0,
+            &message_key(&a, 2),
+            &envelope_at(1, 4_000)
+        )));
         // Forever.
-        assert!(!remove(filter.filter(0, &message_key(&b, 1), &envelope_at(1, 1))));
+        assert!(!remove(filter.filter(
+            0,
+            &message_key(&b, 1),
+            &envelope_at(1, 1)
+        )));
         // On hold: only what had expired before the hold (the floor) goes.
-        assert!(remove(filter.filter(0, &message_key(&c, 1), &envelope_at(1, 3_999))));
-        assert!(!remove(filter.filter(0, &message_key(&c, 2), &envelope_at(1, 4_500))));
+        assert!(remove(filter.filter(
+            0,
+            &message_key(&c, 1),
+            &envelope_at(1, 3_999)
+        )));
+        assert!(!remove(filter.filter(
+            0,
+            &message_key(&c, 2),
+            &envelope_at(1, 4_500)
+        )));
         // Back to the default: a fresh snapshot sees it.
         state.set_policy(b, None);
         let mut filter = f.create(context());
-        assert!(remove(filter.filter(0, &message_key(&b, 1), &envelope_at(1, 1))));
+        assert!(remove(filter.filter(
+            0,
+            &message_key(&b, 1),
+            &envelope_at(1, 1)
+        )));
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub mod layout {
     /// Erasure markers, keyed by handle.
     pub const CF_ERASED: &str = "erased";
     /// Idempotency index: `handle || HMAC(handle_key, client_message_id)[..16]`
-    /// to the message's seq and timestamp.
+    /// to the message's seq and timestamp; and under the bare 16-byte handle,
+    /// the user's seq high-water mark (so seqs are not reused when retention
+    /// has removed every message of a user).
     pub const CF_DEDUP: &str = "dedup";
     /// Audit trail: `time_ms_be64 || counter_be64` to an audit record.
     /// Append-only; holds handles, never user ids; not erased with a user.
@@ -71,6 +73,9 @@ pub mod layout {
     pub const META_STORE_SALT: &[u8] = b"store_salt";
     /// `meta` key of the wrapped handle key.
     pub const META_HANDLE_KEY: &[u8] = b"handle_key";
+    /// `meta` key present while every user has a seq high-water mark (see
+    /// [`CF_DEDUP`]); written when a store-wide retention period is in force.
+    pub const META_SEQ_FLOORS: &[u8] = b"seq_floors";
 }
 use layout::{CF_AUDIT, CF_CONSENT, CF_DEDUP, CF_ERASED, CF_KEYS, CF_MESSAGES, CF_META};
 
@@ -488,6 +493,7 @@ impl Store {
             purger_signal: purger::Signal::default(),
         });
         inner.load_erased_and_count_users()?;
+        inner.ensure_seq_floors()?;
         let purger = options
             .purge_interval
             .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
@@ -1279,13 +1285,7 @@ impl Inner {
     fn audit_refusal(&self, actor: &str, op: AuditOp, handle: Handle) {
         let mut batch = WriteBatch::default();
         let written = self
-            .put_audit(
-                &mut batch,
-                actor,
-                op,
-                Some(handle),
-                AuditOutcome::Refused,
-            )
+            .put_audit(&mut batch, actor, op, Some(handle), AuditOutcome::Refused)
             .and_then(|()| self.write(batch, true));
         if let Err(e) = written {
             tracing::warn!(error = %e, op = op.name(), "could not record a refusal");
@@ -1400,7 +1400,9 @@ impl Inner {
             return Ok(UserState::Live(c.clone()));
         }
         let last = self.last_message(handle)?;
-        let after_last = last.map_or(1, |l| l.seq.saturating_add(1));
+        let after_last = last
+            .map_or(1, |l| l.seq.saturating_add(1))
+            .max(self.seq_floor(handle)?);
         let keys = self.cf(CF_KEYS)?;
         if let Some(bytes) = self.db.get_pinned_cf(keys, handle.as_bytes())? {
             let rec = KeyRecord::decode(&bytes)?;
@@ -1439,6 +1441,66 @@ impl Inner {
             .max(after_last)
             .max(1);
         Ok(UserState::Absent { marker, next_seq })
+    }
+
+    /// The user's seq high-water mark (1 if none is stored).
+    fn seq_floor(&self, handle: &Handle) -> Result<u64> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_DEDUP)?, handle.as_bytes())?
+        else {
+            return Ok(1);
+        };
+        let b: [u8; 8] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// Whether retention may remove messages of a user with `policy`: then
+    /// appends also store the seq high-water mark, since the last message
+    /// (which otherwise tells the next seq) may be dropped by compaction.
+    fn retention_may_apply(&self, policy: &UserPolicy) -> bool {
+        policy.expired_before_ms > 0
+            || match policy.retention {
+                codec::Retention::StoreDefault => self.default_retention_ms.is_some(),
+                codec::Retention::Forever => false,
+                codec::Retention::After { .. } => true,
+            }
+    }
+
+    /// With a store-wide retention period, every user needs a seq high-water
+    /// mark; users appended while there was none get one now (once: a `meta`
+    /// flag remembers it, and is cleared when the store opens without one).
+    fn ensure_seq_floors(&self) -> Result<()> {
+        let meta = self.cf(CF_META)?;
+        let flagged = self
+            .db
+            .get_pinned_cf(meta, layout::META_SEQ_FLOORS)?
+            .is_some();
+        let mut batch = WriteBatch::default();
+        match (self.default_retention_ms.is_some(), flagged) {
+            (false, true) => batch.delete_cf(meta, layout::META_SEQ_FLOORS),
+            (true, false) => {
+                let mut it = self.db.raw_iterator_cf(self.cf(CF_KEYS)?);
+                it.seek_to_first();
+                while let Some(k) = it.key() {
+                    let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+                    let next = self
+                        .last_message(&h)?
+                        .map_or(1, |l| l.seq.saturating_add(1));
+                    if next > self.seq_floor(&h)? {
+                        batch.put_cf(self.cf(CF_DEDUP)?, h.as_bytes(), next.to_be_bytes());
+                    }
+                    it.next();
+                }
+                it.status()?;
+                batch.put_cf(meta, layout::META_SEQ_FLOORS, [1u8]);
+            }
+            _ => return Ok(()),
+        }
+        self.write(batch, true)
     }
 
     fn get_marker(&self, handle: &Handle) -> Result<Option<EraseMarker>> {
@@ -1555,6 +1617,9 @@ impl Inner {
         if let Some(rec) = &new_record {
             batch.put_cf(self.cf(CF_KEYS)?, handle.as_bytes(), rec);
         }
+        if self.retention_may_apply(&state.policy) {
+            batch.put_cf(self.cf(CF_DEDUP)?, handle.as_bytes(), end.to_be_bytes());
+        }
         if let Some(key) = &dedup_key {
             let mut v = [0u8; 16];
             v[..8].copy_from_slice(&first.to_be_bytes());
@@ -1661,7 +1726,9 @@ impl Inner {
             }
         };
         if state.policy.restriction.block_reads && access == Access::Subject {
-            return Err(Error::Restricted { mode: "block_reads" });
+            return Err(Error::Restricted {
+                mode: "block_reads",
+            });
         }
         let horizon = state
             .policy
@@ -1734,7 +1801,8 @@ impl Inner {
         let first_seq = known.map_or(after_last, |(_, f)| f);
         let next_seq = after_last
             .max(first_seq)
-            .max(old_marker.as_ref().map_or(1, |m| m.next_seq));
+            .max(old_marker.as_ref().map_or(1, |m| m.next_seq))
+            .max(self.seq_floor(&handle)?);
         let messages_before = if known.is_some() {
             next_seq.saturating_sub(first_seq)
         } else {
@@ -1921,12 +1989,9 @@ impl Inner {
             _ => AuditOutcome::Failed,
         };
         // Purges with nothing to do are not worth a record.
-        if report
-            .as_ref()
-            .map_or(true, |r| {
-                r.erasures_purged > 0 || r.redactions_purged > 0 || !r.complete
-            })
-            && !self.poisoned.load(Ordering::Acquire)
+        if report.as_ref().map_or(true, |r| {
+            r.erasures_purged > 0 || r.redactions_purged > 0 || !r.complete
+        }) && !self.poisoned.load(Ordering::Acquire)
         {
             let mut batch = WriteBatch::default();
             self.put_audit(&mut batch, actor, AuditOp::Purge, None, outcome)?;

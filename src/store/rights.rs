@@ -11,10 +11,10 @@ use std::sync::atomic::Ordering;
 
 use rocksdb::WriteBatch;
 
-use super::{CF_CONSENT, CF_KEYS, CF_MESSAGES, CachedUser, Inner, Store, UserState};
+use super::{CF_CONSENT, CF_DEDUP, CF_KEYS, CF_MESSAGES, CachedUser, Inner, Store, UserState};
 use crate::codec::{
-    self, AuditOp, AuditOutcome, Consent, Envelope, EnvelopeKind, EraseMarker, KeyRecord,
-    KeyState, LegalHold, MAX_REASON_LEN, RedactionBody, Restriction, Retention, UserPolicy,
+    self, AuditOp, AuditOutcome, Consent, Envelope, EnvelopeKind, EraseMarker, KeyRecord, KeyState,
+    LegalHold, MAX_REASON_LEN, RedactionBody, Restriction, Retention, UserPolicy,
 };
 use crate::crypto::NONCE_LEN;
 use crate::error::{Corruption, Error, InvalidArgument, Result};
@@ -125,7 +125,12 @@ impl Store {
     /// [`InvalidArgument::NoRestrictionMode`] if `modes` sets nothing,
     /// [`Error::Blocked`] for a user erased with `block_new`, or a storage
     /// error.
-    pub fn restrict_as(&self, user: &UserId, modes: Restriction, actor: &str) -> Result<RightsState> {
+    pub fn restrict_as(
+        &self,
+        user: &UserId,
+        modes: Restriction,
+        actor: &str,
+    ) -> Result<RightsState> {
         self.inner
             .update_policy(user, actor, AuditOp::Restrict, true, |p, _| {
                 if !modes.any() {
@@ -267,7 +272,13 @@ impl Store {
     /// [`Error::NoSuchMessage`] (never written, erased or expired),
     /// [`Error::LegalHold`], [`InvalidArgument::TextTooLong`], a damaged
     /// record, or a storage error.
-    pub fn redact_as(&self, user: &UserId, seq: u64, reason: &str, actor: &str) -> Result<Redacted> {
+    pub fn redact_as(
+        &self,
+        user: &UserId,
+        seq: u64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Redacted> {
         let handle = self.handle(user);
         let r = check_text("redaction reason", reason)
             .and_then(|()| self.inner.redact(&handle, seq, reason, actor));
@@ -362,11 +373,7 @@ impl Inner {
 
     /// The user's cached state and key record, creating both (unsaved) if
     /// `create` and the user has none. Caller holds the user's lock.
-    fn live_record(
-        &self,
-        handle: &Handle,
-        create: bool,
-    ) -> Result<Option<LiveUser>> {
+    fn live_record(&self, handle: &Handle, create: bool) -> Result<Option<LiveUser>> {
         match self.load(handle)? {
             UserState::Live(state) => {
                 let rec = self
@@ -410,6 +417,14 @@ impl Inner {
         let mut encoded = Vec::new();
         rec.encode(&mut encoded);
         batch.put_cf(self.cf(CF_KEYS)?, handle.as_bytes(), encoded);
+        // Retention may now remove the newest message: keep the seq high-water.
+        if self.retention_may_apply(&policy) {
+            batch.put_cf(
+                self.cf(CF_DEDUP)?,
+                handle.as_bytes(),
+                state.next_seq.to_be_bytes(),
+            );
+        }
         self.put_audit(&mut batch, actor, op, Some(*handle), AuditOutcome::Ok)?;
         self.write(batch, true)?;
         if is_new {
@@ -619,7 +634,9 @@ impl Inner {
                 return Ok(Vec::new());
             };
             if state.policy.restriction.block_reads && access == Access::Subject {
-                return Err(Error::Restricted { mode: "block_reads" });
+                return Err(Error::Restricted {
+                    mode: "block_reads",
+                });
             }
             let mut it = self
                 .db
