@@ -38,7 +38,8 @@ enum Command {
     /// left), 2 erased but not yet purged, 3 never erased, 1 error.
     VerifyErasure(VerifyErasureArgs),
     /// Export everything a running server holds about one user (GDPR Art. 15
-    /// and 20) as NDJSON: one line per message, then a manifest line.
+    /// and 20) as NDJSON: one line per message (redacted ones as markers),
+    /// then a manifest line (with the user's rights state and consents).
     Export(ExportArgs),
 }
 
@@ -50,7 +51,9 @@ struct ExportArgs {
     /// CA certificate (PEM) to trust for https.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
-    /// Bearer token with the read role (or set SHREDSTORE_TOKEN).
+    /// Bearer token with the read role (or set SHREDSTORE_TOKEN). With the
+    /// admin role too, it also exports a user whose reads are restricted
+    /// (recorded in the audit trail).
     #[arg(long, env = "SHREDSTORE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(flatten)]
@@ -339,7 +342,8 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(code))
 }
 
-/// One NDJSON line of an export.
+/// One NDJSON line of an export. A redaction marker has `"redacted": true`,
+/// `redacted_at_ms` and `reason` instead of a payload.
 fn export_line(record: shredstore::server::proto::export_record::Record) -> serde_json::Value {
     use base64::Engine;
     use serde_json::json;
@@ -347,6 +351,12 @@ fn export_line(record: shredstore::server::proto::export_record::Record) -> serd
     match record {
         Record::Message(m) => {
             let mut v = json!({"type": "message", "seq": m.seq, "timestamp_ms": m.timestamp_ms});
+            if let Some(r) = m.redaction {
+                v["redacted"] = json!(true);
+                v["redacted_at_ms"] = json!(r.redacted_at_ms);
+                v["reason"] = json!(r.reason);
+                return v;
+            }
             match String::from_utf8(m.payload) {
                 Ok(text) => v["payload_utf8"] = json!(text),
                 Err(e) => {
@@ -366,8 +376,49 @@ fn export_line(record: shredstore::server::proto::export_record::Record) -> serd
             "key_created_ms": m.key_created_ms,
             "erased_at_ms": m.erased_at_ms,
             "appends_blocked": m.appends_blocked,
+            "redacted_count": m.redacted_count,
+            "rights": m.rights.as_ref().map(rights_json),
+            "consents": m.consents.iter().map(|c| json!({
+                "index": c.index,
+                "recorded_at_ms": c.recorded_at_ms,
+                "purpose": c.purpose,
+                "basis": basis_name(c.basis),
+                "granted": c.granted,
+                "given_at_ms": c.given_at_ms,
+            })).collect::<Vec<_>>(),
         }),
     }
+}
+
+/// The lower-case name of a protobuf `LegalBasis` value.
+fn basis_name(basis: i32) -> &'static str {
+    shredstore::server::validate::legal_basis(basis).map_or("unspecified", |b| b.name())
+}
+
+/// The export manifest's rights state as JSON: `null` for what is not set.
+fn rights_json(r: &shredstore::server::proto::RightsState) -> serde_json::Value {
+    use serde_json::json;
+    use shredstore::server::proto::RetentionMode;
+    let nonzero = |v: u64| (v != 0).then_some(v);
+    let retention = match RetentionMode::try_from(r.retention) {
+        Ok(RetentionMode::StoreDefault) => "store_default",
+        Ok(RetentionMode::Forever) => "forever",
+        Ok(RetentionMode::After) => "after",
+        Ok(RetentionMode::Unspecified) | Err(_) => "unspecified",
+    };
+    json!({
+        "block_appends": r.block_appends,
+        "block_reads": r.block_reads,
+        "retention": retention,
+        "retention_ms": nonzero(r.retention_ms),
+        "effective_retention_ms": nonzero(r.effective_retention_ms),
+        "legal_hold": r.legal_hold.then(|| json!({
+            "reason": r.legal_hold_reason,
+            "since_ms": r.legal_hold_since_ms,
+            "until_ms": nonzero(r.legal_hold_until_ms),
+        })),
+        "expired_before_ms": r.expired_before_ms,
+    })
 }
 
 async fn export(args: &ExportArgs) -> Result<u64, String> {

@@ -355,7 +355,8 @@ struct Case {
     contains: Option<&'static str>,
     /// The exact summary of what the call returned.
     summary: Option<&'static str>,
-    /// The call legitimately writes (a successful append or erase).
+    /// The call legitimately writes (a successful append or erase, or the
+    /// audit record of a rights call refused for a missing role).
     writes: bool,
 }
 
@@ -735,7 +736,9 @@ fn cases() -> Vec<Case> {
             };
             erase(ch, RE, block).await
         })
-        .contains("lacks the erase role"),
+        .contains("lacks the erase role")
+        // The refusal goes on the audit trail.
+        .writes(),
         case("append: as reader", PermissionDenied, |ch| async move {
             append(ch, RE, app("alice", b"p")).await
         })
@@ -750,7 +753,8 @@ fn cases() -> Vec<Case> {
         .contains("lacks the read role"),
         case("erase: as appender", PermissionDenied, |ch| async move {
             erase(ch, AP, er(uid("alice"))).await
-        }),
+        })
+        .writes(),
         case("stats: as reader", PermissionDenied, |ch| async move {
             stats(ch, RE).await
         })

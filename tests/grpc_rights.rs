@@ -131,6 +131,15 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
         .collect();
     let h = erased.handle.clone();
     let s = |a: &str, o: &str, h: &str| (a.to_owned(), o.to_owned(), h.to_owned(), "ok".to_owned());
+    // Calls refused for a missing role are on record too, without a handle.
+    let refused = |a: &str, o: &str| {
+        (
+            a.to_owned(),
+            o.to_owned(),
+            String::new(),
+            "refused".to_owned(),
+        )
+    };
     assert_eq!(
         summary,
         vec![
@@ -138,6 +147,8 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
             s("admin", "verify_receipt", &h),
             s("admin", "verify_receipt", &h),
             s("admin", "verify_receipt", &h),
+            refused("eraser", "verify_receipt"),
+            refused("reader", "audit"),
             s("admin", "audit", ""),
         ]
     );
@@ -302,14 +313,22 @@ async fn export_streams_messages_then_the_manifest_and_the_command_writes_ndjson
         .await
         .unwrap()
         .into_inner();
-    let mut exports = 0;
+    let mut exports = Vec::new();
     while let Some(r) = stream.message().await.unwrap() {
         if r.operation == "export" {
-            assert_eq!((r.actor.as_str(), r.outcome.as_str()), ("reader", "ok"));
-            exports += 1;
+            exports.push((r.actor, r.outcome));
         }
     }
-    assert_eq!(exports, 2);
+    let rec = |a: &str, o: &str| (a.to_owned(), o.to_owned());
+    // The appender's refused attempt (no read role) comes between them.
+    assert_eq!(
+        exports,
+        vec![
+            rec("reader", "ok"),
+            rec("appender", "refused"),
+            rec("reader", "ok")
+        ]
+    );
 
     // A bad token: the command fails cleanly.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_shredstore"))

@@ -1,11 +1,13 @@
 //! Arbitrary bytes as each postcard record (key record, erasure marker, audit
-//! record) and as an audit key: decoding never panics, and whatever decodes
+//! record, and the sealed bodies of redaction markers and consent records)
+//! and as an audit key: decoding never panics, and whatever decodes
 //! re-encodes to exactly the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shredstore::codec::{
-    AuditRecord, EraseMarker, KeyRecord, MAX_ACTOR_LEN, audit_key, parse_audit_key,
+    AuditRecord, Consent, EraseMarker, KeyRecord, MAX_ACTOR_LEN, RedactionBody, audit_key,
+    parse_audit_key,
 };
 use shredstore::crypto::WRAPPED_LEN;
 
@@ -26,6 +28,13 @@ fuzz_target!(|data: &[u8]| {
         let mut again = Vec::new();
         record.encode(&mut again);
         assert_eq!(again, data, "audit record did not re-encode to its bytes");
+    }
+    if let Ok(body) = RedactionBody::from_bytes(data) {
+        assert_eq!(body.to_bytes(), data, "redaction body did not re-encode");
+    }
+    if let Ok(consent) = Consent::from_bytes(data) {
+        assert!(!consent.purpose.is_empty());
+        assert_eq!(consent.to_bytes(), data, "consent did not re-encode");
     }
     match parse_audit_key(data) {
         Ok((time_ms, counter)) => assert_eq!(audit_key(time_ms, counter), data),

@@ -1,5 +1,7 @@
 //! Arbitrary protobuf bytes as every request message of `shredstore.v1`
-//! (Append/AppendStream, Read, Erase, Export, VerifyReceipt, Audit, Purge, Stats),
+//! (Append/AppendStream, Read, Erase, Export, Redact, RecordConsent,
+//! VerifyReceipt, Audit, Purge, Stats, Restrict/Unrestrict, SetRetention,
+//! SetLegalHold, LiftLegalHold/GetRights),
 //! decoded with prost and passed through the server's request validation
 //! (`shredstore::server::validate`): nothing panics, every request yields a
 //! validated value or an `INVALID_ARGUMENT` status, the outcome is exactly
@@ -12,15 +14,19 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
+use shredstore::codec::MAX_REASON_LEN;
+use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::{
-    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, PurgeRequest,
-    PurgeStatus, ReadRequest, StatsRequest,
+    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, LegalBasis,
+    PurgeRequest, PurgeStatus, ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest,
+    SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UserRequest,
 };
 use shredstore::server::validate::{
     RequestLimits, validate_append, validate_audit, validate_erase, validate_export, validate_read,
-    validate_receipt,
+    validate_receipt, validate_record_consent, validate_redact, validate_restrict,
+    validate_set_legal_hold, validate_set_retention, validate_unrestrict, validate_user_request,
 };
-use shredstore::{MAX_CLIENT_MESSAGE_ID_LEN, MAX_USER_ID_LEN};
+use shredstore::{MAX_CLIENT_MESSAGE_ID_LEN, MAX_USER_ID_LEN, Retention};
 use tonic::{Code, Status};
 
 /// Every error message, with its digits removed (they are lengths and limits).
@@ -35,6 +41,17 @@ const TEMPLATES: &[&str] = &[
     "receipt.mac must be  bytes",
     "receipt.purge_status must be PENDING or PURGED",
     "from_ms must be below to_ms",
+    "seq must be at least ",
+    "reason is  bytes, the maximum is ",
+    "purpose is empty",
+    "purpose is  bytes, the maximum is ",
+    "basis must be a LegalBasis other than LEGAL_BASIS_UNSPECIFIED",
+    "given_at_ms must be set (ms since the Unix epoch)",
+    "block_appends or block_reads must be set",
+    "policy must be set: store_default, forever or after_ms",
+    "store_default must be true",
+    "forever must be true",
+    "after_ms must be at least ",
 ];
 
 /// The status is INVALID_ARGUMENT, its message one of the templates (so it
@@ -211,6 +228,191 @@ fn audit(bytes: &[u8]) {
     }
 }
 
+fn reason_ok(text: &str) -> bool {
+    text.len() <= MAX_REASON_LEN
+}
+
+fn redact(bytes: &[u8]) {
+    let Some(r) = decode::<RedactRequest>(bytes) else {
+        return;
+    };
+    let user_ok = user_id_ok(&r.user_id);
+    let seq_ok = r.seq >= 1;
+    let text_ok = reason_ok(&r.reason);
+    match validate_redact(r.clone()) {
+        Ok(a) => {
+            assert!(user_ok && seq_ok && text_ok, "accepted a bad redact");
+            assert_eq!(a.user.as_bytes(), r.user_id.as_slice());
+            assert_eq!((a.seq, a.reason.as_str()), (r.seq, r.reason.as_str()));
+        }
+        Err(s) => {
+            // Checked in this order: user_id, seq, reason.
+            let field = if !user_ok {
+                "user_id"
+            } else if !seq_ok {
+                "seq"
+            } else {
+                assert!(!text_ok, "rejected a good redact: {s:?}");
+                "reason"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn record_consent(bytes: &[u8]) {
+    let Some(r) = decode::<RecordConsentRequest>(bytes) else {
+        return;
+    };
+    let user_ok = user_id_ok(&r.user_id);
+    let purpose_ok = !r.purpose.is_empty() && reason_ok(&r.purpose);
+    let basis_ok = LegalBasis::try_from(r.basis).is_ok_and(|b| b != LegalBasis::Unspecified);
+    let time_ok = r.given_at_ms != 0;
+    match validate_record_consent(r.clone()) {
+        Ok(a) => {
+            assert!(
+                user_ok && purpose_ok && basis_ok && time_ok,
+                "accepted a bad consent"
+            );
+            assert_eq!(a.user.as_bytes(), r.user_id.as_slice());
+            assert_eq!(a.consent.purpose, r.purpose);
+            assert_eq!(
+                (a.consent.granted, a.consent.given_at_ms),
+                (r.granted, r.given_at_ms)
+            );
+            // The basis maps one to one, by name.
+            let name = LegalBasis::try_from(r.basis).unwrap().as_str_name();
+            assert_eq!(
+                name.strip_prefix("LEGAL_BASIS_")
+                    .map(str::to_ascii_lowercase),
+                Some(a.consent.basis.name().to_owned())
+            );
+        }
+        Err(s) => {
+            // Checked in this order: user_id, purpose, basis, given_at_ms.
+            let field = if !user_ok {
+                "user_id"
+            } else if !purpose_ok {
+                "purpose"
+            } else if !basis_ok {
+                "basis"
+            } else {
+                assert!(!time_ok, "rejected a good consent: {s:?}");
+                "given_at_ms"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn restrict(bytes: &[u8]) {
+    let Some(r) = decode::<RestrictRequest>(bytes) else {
+        return;
+    };
+    let user_ok = user_id_ok(&r.user_id);
+    let any = r.block_appends || r.block_reads;
+    for lifting in [false, true] {
+        let got = if lifting {
+            validate_unrestrict(r.clone())
+        } else {
+            validate_restrict(r.clone())
+        };
+        match got {
+            Ok(a) => {
+                assert!(user_ok && (any || lifting), "accepted a bad restrict");
+                assert_eq!(a.user.as_bytes(), r.user_id.as_slice());
+                assert_eq!(
+                    (a.modes.block_appends, a.modes.block_reads),
+                    (r.block_appends, r.block_reads)
+                );
+            }
+            Err(s) => {
+                let field = if !user_ok {
+                    "user_id"
+                } else {
+                    assert!(!any && !lifting, "rejected a good restrict: {s:?}");
+                    "block_appends"
+                };
+                check_status(&s, field);
+            }
+        }
+    }
+}
+
+fn set_retention(bytes: &[u8]) {
+    let Some(r) = decode::<SetRetentionRequest>(bytes) else {
+        return;
+    };
+    let user_ok = user_id_ok(&r.user_id);
+    let want = match r.policy {
+        None => Err("policy"),
+        Some(Policy::StoreDefault(true)) => Ok(Retention::StoreDefault),
+        Some(Policy::StoreDefault(false)) => Err("store_default"),
+        Some(Policy::Forever(true)) => Ok(Retention::Forever),
+        Some(Policy::Forever(false)) => Err("forever"),
+        Some(Policy::AfterMs(0)) => Err("after_ms"),
+        Some(Policy::AfterMs(ms)) => Ok(Retention::After { ms }),
+    };
+    match validate_set_retention(r.clone()) {
+        Ok(a) => {
+            assert!(user_ok, "accepted a bad user_id");
+            assert_eq!(a.user.as_bytes(), r.user_id.as_slice());
+            assert_eq!(Ok(a.retention), want);
+        }
+        Err(s) => {
+            // Checked in this order: user_id, policy.
+            let field = if !user_ok {
+                "user_id"
+            } else {
+                want.expect_err("rejected a good retention")
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn set_legal_hold(bytes: &[u8]) {
+    let Some(r) = decode::<SetLegalHoldRequest>(bytes) else {
+        return;
+    };
+    let user_ok = user_id_ok(&r.user_id);
+    let text_ok = reason_ok(&r.reason);
+    match validate_set_legal_hold(r.clone()) {
+        Ok(a) => {
+            assert!(user_ok && text_ok, "accepted a bad legal hold");
+            assert_eq!(a.user.as_bytes(), r.user_id.as_slice());
+            assert_eq!(a.reason, r.reason);
+            assert_eq!(a.until_ms, (r.until_ms != 0).then_some(r.until_ms));
+        }
+        Err(s) => {
+            let field = if !user_ok {
+                "user_id"
+            } else {
+                assert!(!text_ok, "rejected a good legal hold: {s:?}");
+                "reason"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn user_request(bytes: &[u8]) {
+    let Some(r) = decode::<UserRequest>(bytes) else {
+        return;
+    };
+    let user = r.user_id.clone();
+    match validate_user_request(r) {
+        Ok(u) => {
+            assert!(user_id_ok(&user), "accepted a bad user request");
+            assert_eq!(u.as_bytes(), user.as_slice());
+        }
+        Err(s) => {
+            assert!(!user_id_ok(&user), "rejected a good user request: {s:?}");
+            check_status(&s, "user_id");
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
@@ -226,6 +428,12 @@ fuzz_target!(|data: &[u8]| {
     export(bytes);
     verify_receipt(bytes);
     audit(bytes);
+    redact(bytes);
+    record_consent(bytes);
+    restrict(bytes);
+    set_retention(bytes);
+    set_legal_hold(bytes);
+    user_request(bytes);
     // Purge and Stats carry no fields: decoding (unknown fields skipped) is
     // all there is before the store.
     let _ = decode::<PurgeRequest>(bytes);

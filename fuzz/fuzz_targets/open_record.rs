@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use shredstore::Handle;
-use shredstore::codec::{Crc32, Envelope};
+use shredstore::codec::{Crc32, Envelope, EnvelopeKind};
 use shredstore::crypto::{MessageCipher, NONCE_LEN, Secret32, hkdf_sha256};
 
 /// The fixed key, derived like a store's message key.
@@ -67,7 +67,8 @@ impl<'a> Cursor<'a> {
 /// rebuild the AAD from the position and the envelope's header, open.
 fn open(handle: &Handle, seq: u64, bytes: &[u8]) -> Option<Vec<u8>> {
     let env = Envelope::decode(bytes).ok()?;
-    let aad = Envelope::aad(handle, seq, env.epoch, env.timestamp_ms);
+    // As the store does: the AAD starts with the envelope's own kind byte.
+    let aad = Envelope::aad_of(env.kind, handle, seq, env.epoch, env.timestamp_ms);
     CIPHER.open(&env.nonce, &aad, env.sealed).ok()
 }
 
@@ -87,6 +88,7 @@ fn tamper(mut c: Cursor<'_>) {
     let sealed = CIPHER.seal(&nonce, &aad, payload).expect("seal");
     let mut original = Vec::new();
     Envelope {
+        kind: EnvelopeKind::Message,
         epoch,
         timestamp_ms,
         nonce,

@@ -194,6 +194,18 @@ def seeds():
     yield "grpc_requests", "verify_receipt", grpc(1024, 100, receipt)
     yield "grpc_requests", "verify_receipt_short_mac", grpc(1024, 100, pb_bytes(1, h1) + pb_varint(5, 2) + pb_bytes(6, b"mac"))
     yield "grpc_requests", "audit_range", grpc(1024, 100, pb_varint(1, 1_700_000_000_000) + pb_varint(2, 1_700_000_100_000))
+    # Rights requests. Field numbers overlap across request types, so each seed
+    # is also a (mostly valid) instance of the others.
+    yield "grpc_requests", "redact", grpc(1024, 100, pb_bytes(1, user) + pb_varint(2, 2) + pb_bytes(3, b"typo"))
+    yield "grpc_requests", "redact_long_reason", grpc(1024, 100, pb_bytes(1, user) + pb_varint(2, 1) + pb_bytes(3, b"r" * 257))
+    yield "grpc_requests", "record_consent", grpc(1024, 100, pb_bytes(1, user) + pb_bytes(2, b"newsletter")
+                                                  + pb_varint(3, 1) + pb_varint(4, 1) + pb_varint(5, 1_700_000_000_000))
+    yield "grpc_requests", "record_consent_unknown_basis", grpc(1024, 100, pb_bytes(1, user) + pb_bytes(2, b"p")
+                                                                + pb_varint(3, 99) + pb_varint(5, 1))
+    yield "grpc_requests", "restrict_both", grpc(1024, 100, pb_bytes(1, user) + pb_varint(2, 1) + pb_varint(3, 1))
+    yield "grpc_requests", "set_retention_after", grpc(1024, 100, pb_bytes(1, user) + pb_varint(4, 86_400_000))
+    yield "grpc_requests", "set_retention_forever_false", grpc(1024, 100, pb_bytes(1, user) + pb_varint(3, 0))
+    yield "grpc_requests", "set_legal_hold", grpc(1024, 100, pb_bytes(1, user) + pb_bytes(2, b"case-42") + pb_varint(3, 1_800_000_000_000))
 
     yield "store_model", "append_read_erase_append", model(
         0,

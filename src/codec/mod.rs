@@ -903,7 +903,11 @@ impl RedactionBody {
     /// # Errors
     /// [`Corruption::Encoding`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        from_exact_bytes(bytes)
+        let b: RedactionBody = from_exact_bytes(bytes)?;
+        if b.reason.len() > MAX_REASON_LEN {
+            return Err(corrupt_encoding());
+        }
+        Ok(b)
     }
 }
 

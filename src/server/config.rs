@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Seconds between background purges when erasures are pending [default: 60].
     #[arg(long)]
     pub purge_interval_secs: Option<u64>,
+    /// Store-wide retention: messages older than this many seconds are hidden
+    /// at once and removed at the next compaction of their file [default:
+    /// none, kept until erased]. Users' own settings (Admin.SetRetention) and
+    /// legal holds override it.
+    #[arg(long)]
+    pub retention_secs: Option<u64>,
     /// RocksDB block cache in MiB, index and filter blocks included [default: 64].
     #[arg(long)]
     pub block_cache_mb: Option<usize>,
@@ -107,6 +113,8 @@ pub struct ServerConfig {
     pub max_stream_in_flight: usize,
     /// Background purge interval.
     pub purge_interval: Duration,
+    /// Store-wide retention period.
+    pub retention: Option<Duration>,
     /// Block cache bytes.
     pub block_cache_bytes: usize,
     /// Messages memtable bytes.
@@ -206,6 +214,12 @@ impl ServeArgs {
                 "purge_interval_secs must be at least 1".into(),
             ));
         }
+        let retention_secs = a.retention_secs.or(file.retention_secs);
+        if retention_secs == Some(0) {
+            return Err(ServerError::Config(
+                "retention_secs must be at least 1".into(),
+            ));
+        }
         Ok(ServerConfig {
             data_dir,
             listen: a
@@ -226,6 +240,7 @@ impl ServeArgs {
             max_read_limit: a.max_read_limit.or(file.max_read_limit).unwrap_or(10_000),
             max_stream_in_flight,
             purge_interval: Duration::from_secs(purge_secs),
+            retention: retention_secs.map(Duration::from_secs),
             block_cache_bytes: mib(a.block_cache_mb.or(file.block_cache_mb).unwrap_or(64)),
             write_buffer_bytes: mib(a.write_buffer_mb.or(file.write_buffer_mb).unwrap_or(64)),
             key_cache_entries: a

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-pub use auth::{Auth, Role, hash_token};
+pub use auth::{Auth, Caller, Role, hash_token};
 pub use config::{ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path};
 pub use metrics::Metrics;
 
@@ -107,6 +107,7 @@ impl Server {
                 .max_payload(cfg.max_payload)
                 .max_read_limit(cfg.max_read_limit)
                 .purge_interval(Some(cfg.purge_interval))
+                .retention(cfg.retention)
                 .block_cache_bytes(cfg.block_cache_bytes)
                 .write_buffer_bytes(cfg.write_buffer_bytes)
                 .key_cache_entries(cfg.key_cache_entries);

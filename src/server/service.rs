@@ -11,18 +11,21 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Auth, Role};
+use super::auth::{Auth, Caller, Role};
 use super::metrics::Metrics;
 use super::proto::{
     self, AppendRequest, AppendResponse, AuditRequest, EraseRequest, EraseResponse, ExportRequest,
-    PurgeRequest, PurgeResponse, ReadRequest, StatsRequest, StatsResponse, VerifyReceiptResponse,
+    PurgeRequest, PurgeResponse, ReadRequest, RecordConsentRequest, RecordConsentResponse,
+    RedactRequest, RedactResponse, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest,
+    StatsRequest, StatsResponse, UserRequest, VerifyReceiptResponse,
 };
 use super::status;
 use super::validate::{
     AppendArgs, RequestLimits, validate_append, validate_audit, validate_erase, validate_export,
-    validate_read, validate_receipt,
+    validate_read, validate_receipt, validate_record_consent, validate_redact, validate_restrict,
+    validate_set_legal_hold, validate_set_retention, validate_unrestrict, validate_user_request,
 };
-use crate::Store;
+use crate::{Access, AuditOp, AuditOutcome, Store, UserId};
 
 /// Messages a Read fetches per blocking call.
 const READ_PAGE: usize = 64;
@@ -36,6 +39,91 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| Status::internal("worker task failed"))?
+}
+
+/// Checks that `caller` has `role`. A refusal is `PERMISSION_DENIED`; for a
+/// rights operation (`op` set) it also goes on the audit trail as `refused`,
+/// naming the token but no user (the request is not even decoded).
+async fn require(
+    store: &Arc<Store>,
+    caller: &Caller,
+    role: Role,
+    op: Option<AuditOp>,
+) -> Result<(), Status> {
+    let Err(denied) = caller.require(role) else {
+        return Ok(());
+    };
+    if let Some(op) = op {
+        tracing::warn!(
+            target: "shredstore::audit",
+            actor = %caller.name(), op = op.name(), outcome = "refused", code = ?denied.code()
+        );
+        let store = Arc::clone(store);
+        let actor = caller.name().to_owned();
+        let recorded = blocking(move || {
+            store
+                .record_audit(&actor, op, None, AuditOutcome::Refused)
+                .map_err(status)
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(op = op.name(), code = ?e.code(), "could not record a refused call");
+        }
+    }
+    Err(denied)
+}
+
+/// Records that `actor` read (or exported) a user whose reads are restricted,
+/// through the admin override.
+fn record_restricted_read(store: &Store, actor: &str, user: &UserId) -> Result<(), Status> {
+    let handle = store.handle(user);
+    tracing::info!(
+        target: "shredstore::audit",
+        actor = %actor, op = "restricted_read", %handle, outcome = "ok"
+    );
+    store
+        .record_audit(
+            actor,
+            AuditOp::RestrictedRead,
+            Some(handle),
+            AuditOutcome::Ok,
+        )
+        .map_err(status)
+}
+
+/// One page of a Read. A caller allowed to override (`may_override`) who
+/// meets a user with restricted reads records the override once and reads
+/// on with [`Access::Override`]; returns the access the page used.
+fn read_page(
+    store: &Store,
+    user: &UserId,
+    from: u64,
+    page: usize,
+    access: Access,
+    may_override: Option<&str>,
+) -> Result<(Vec<crate::Message>, Access), Status> {
+    match (store.read_with(user, from, page, access), may_override) {
+        (Err(crate::Error::Restricted { .. }), Some(actor)) if access == Access::Subject => {
+            record_restricted_read(store, actor, user)?;
+            let msgs = store
+                .read_with(user, from, page, Access::Override)
+                .map_err(status)?;
+            Ok((msgs, Access::Override))
+        }
+        (r, _) => r.map(|m| (m, access)).map_err(status),
+    }
+}
+
+fn message_to_proto(m: crate::Message) -> proto::Message {
+    proto::Message {
+        seq: m.seq,
+        timestamp_ms: m.timestamp_ms,
+        payload: m.payload,
+        redaction: m.redaction.map(|r| proto::Redaction {
+            redacted_at_ms: r.redacted_at_ms,
+            reason: r.reason,
+        }),
+    }
 }
 
 impl AppendArgs {
@@ -300,7 +388,11 @@ impl proto::store_server::Store for StoreService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let started = Instant::now();
         let r = async {
-            self.auth.check(&request, Role::Read)?;
+            let caller = self.auth.caller(&request)?;
+            caller.require(Role::Read)?;
+            // A token that also has the admin role may read a user whose
+            // reads are restricted (audited once, when first needed).
+            let may_override = caller.has(Role::Admin).then(|| caller.name().to_owned());
             let limits = RequestLimits::from(self.store.limits());
             let req = validate_read(request.into_inner(), &limits)?;
             let (user, limit) = (req.user, req.limit);
@@ -313,12 +405,17 @@ impl proto::store_server::Store for StoreService {
             tokio::spawn(async move {
                 let mut from = req.from_seq;
                 let mut remaining = limit;
+                let mut access = Access::Subject;
                 while remaining > 0 {
                     let page = remaining.min(READ_PAGE);
-                    let (s, u) = (Arc::clone(&store), user.clone());
-                    let batch = blocking(move || s.read(&u, from, page).map_err(status)).await;
+                    let (s, u, o) = (Arc::clone(&store), user.clone(), may_override.clone());
+                    let batch =
+                        blocking(move || read_page(&s, &u, from, page, access, o.as_deref())).await;
                     let msgs = match batch {
-                        Ok(m) => m,
+                        Ok((m, used)) => {
+                            access = used;
+                            m
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
                             return;
@@ -328,12 +425,7 @@ impl proto::store_server::Store for StoreService {
                     remaining -= msgs.len();
                     for m in msgs {
                         from = m.seq.saturating_add(1);
-                        let msg = proto::Message {
-                            seq: m.seq,
-                            timestamp_ms: m.timestamp_ms,
-                            payload: m.payload,
-                        };
-                        if tx.send(Ok(msg)).await.is_err() {
+                        if tx.send(Ok(message_to_proto(m))).await.is_err() {
                             return;
                         }
                     }
@@ -357,7 +449,9 @@ impl proto::store_server::Store for StoreService {
     ) -> Result<Response<EraseResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.auth.check(&request, Role::Erase)?;
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Erase, Some(AuditOp::Erase)).await?;
+            let actor = caller.name().to_owned();
             let req = validate_erase(request.into_inner())?;
             let options = req.options();
             let user = req.user;
@@ -400,7 +494,10 @@ impl proto::store_server::Store for StoreService {
     ) -> Result<Response<Self::ExportStream>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.auth.check(&request, Role::Read)?;
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Read, Some(AuditOp::Export)).await?;
+            let may_override = caller.has(Role::Admin);
+            let actor = caller.name().to_owned();
             let user = validate_export(request.into_inner())?;
             let (tx, rx) = mpsc::channel(READ_PAGE);
             let store = Arc::clone(&self.store);
@@ -408,13 +505,34 @@ impl proto::store_server::Store for StoreService {
             // and its manifest must describe exactly what was sent); it stops
             // as soon as the client goes away.
             tokio::task::spawn_blocking(move || {
-                let sent = store.export_as(&user, &actor, |m| {
+                // An admin-capable token exports a user with restricted reads
+                // through the override, recorded first. (Restricted after this
+                // check: the export is refused, never unaudited.)
+                let access = if may_override {
+                    let restricted = store
+                        .rights_state(&user)
+                        .map_err(status)
+                        .map(|r| r.restriction.block_reads)
+                        .and_then(|restricted| {
+                            if restricted {
+                                record_restricted_read(&store, &actor, &user)?;
+                            }
+                            Ok(restricted)
+                        });
+                    match restricted {
+                        Ok(true) => Access::Override,
+                        Ok(false) => Access::Subject,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                } else {
+                    Access::Subject
+                };
+                let sent = store.export_with(&user, &actor, access, |m| {
                     let rec = proto::ExportRecord {
-                        record: Some(proto::export_record::Record::Message(proto::Message {
-                            seq: m.seq,
-                            timestamp_ms: m.timestamp_ms,
-                            payload: m.payload,
-                        })),
+                        record: Some(proto::export_record::Record::Message(message_to_proto(m))),
                     };
                     tx.blocking_send(Ok(rec))
                         .map_err(|_| crate::Error::Io(std::io::ErrorKind::BrokenPipe.into()))
@@ -437,6 +555,97 @@ impl proto::store_server::Store for StoreService {
         self.done("Export", started, &r);
         r
     }
+
+    async fn redact(
+        &self,
+        request: Request<RedactRequest>,
+    ) -> Result<Response<RedactResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Erase, Some(AuditOp::Redact)).await?;
+            let actor = caller.name().to_owned();
+            let req = validate_redact(request.into_inner())?;
+            let handle = self.store.handle(&req.user);
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || {
+                store
+                    .redact_as(&req.user, req.seq, &req.reason, &who)
+                    .map_err(status)
+            })
+            .await;
+            log_outcome(&actor, AuditOp::Redact, Some(handle), &result);
+            let d = result?;
+            Ok(Response::new(RedactResponse {
+                seq: d.seq,
+                timestamp_ms: d.timestamp_ms,
+                redacted_at_ms: d.redacted_at_ms,
+                already_redacted: d.already_redacted,
+            }))
+        }
+        .await;
+        self.done("Redact", started, &r);
+        r
+    }
+
+    async fn record_consent(
+        &self,
+        request: Request<RecordConsentRequest>,
+    ) -> Result<Response<RecordConsentResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(
+                &self.store,
+                &caller,
+                Role::Append,
+                Some(AuditOp::RecordConsent),
+            )
+            .await?;
+            let actor = caller.name().to_owned();
+            let req = validate_record_consent(request.into_inner())?;
+            let handle = self.store.handle(&req.user);
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || {
+                store
+                    .record_consent_as(&req.user, &req.consent, &who)
+                    .map_err(status)
+            })
+            .await;
+            log_outcome(&actor, AuditOp::RecordConsent, Some(handle), &result);
+            let e = result?;
+            Ok(Response::new(RecordConsentResponse {
+                index: e.index,
+                recorded_at_ms: e.recorded_at_ms,
+            }))
+        }
+        .await;
+        self.done("RecordConsent", started, &r);
+        r
+    }
+}
+
+/// Logs a rights operation's outcome on the `shredstore::audit` target (the
+/// store writes the audit record itself).
+fn log_outcome<T>(
+    actor: &str,
+    op: AuditOp,
+    handle: Option<crate::Handle>,
+    result: &Result<T, Status>,
+) {
+    let handle = handle.map(|h| h.to_string()).unwrap_or_default();
+    match result {
+        Ok(_) => tracing::info!(
+            target: "shredstore::audit",
+            actor = %actor, op = op.name(), %handle, outcome = "ok"
+        ),
+        Err(s) => tracing::warn!(
+            target: "shredstore::audit",
+            actor = %actor, op = op.name(), %handle, outcome = "error", code = ?s.code()
+        ),
+    }
 }
 
 /// `shredstore.v1.Admin`.
@@ -453,6 +662,44 @@ impl AdminService {
             auth,
             metrics,
         }
+    }
+
+    /// An admin rights call: checks the admin role (a refusal is audited as
+    /// `op`, if set), validates the request into a user and arguments, runs
+    /// `call` on the blocking pool (the store audits it) and returns the
+    /// user's rights state.
+    async fn rights_call<R, A>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        op: Option<AuditOp>,
+        validate: impl FnOnce(R) -> Result<(UserId, A), Status> + Send,
+        call: impl FnOnce(&Store, &UserId, A, &str) -> crate::Result<crate::RightsState>
+        + Send
+        + 'static,
+    ) -> Result<Response<proto::RightsState>, Status>
+    where
+        R: Send,
+        A: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, op).await?;
+            let actor = caller.name().to_owned();
+            let (user, args) = validate(request.into_inner())?;
+            let handle = self.store.handle(&user);
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || call(&store, &user, args, &who).map_err(status)).await;
+            if let Some(op) = op {
+                log_outcome(&actor, op, Some(handle), &result);
+            }
+            Ok(Response::new(rights_to_proto(&result?)))
+        }
+        .await;
+        self.metrics.observe_result(method, started, &r);
+        r
     }
 }
 
@@ -472,7 +719,7 @@ impl proto::admin_server::Admin for AdminService {
                 Ok(p) => tracing::info!(
                     target: "shredstore::audit",
                     actor = %actor, op = "purge", erasures_purged = p.erasures_purged,
-                    complete = p.complete, outcome = "ok"
+                    redactions_purged = p.redactions_purged, complete = p.complete, outcome = "ok"
                 ),
                 Err(s) => tracing::warn!(
                     target: "shredstore::audit",
@@ -485,6 +732,7 @@ impl proto::admin_server::Admin for AdminService {
                 erasures_purged: p.erasures_purged as u64,
                 complete: p.complete,
                 duration_ms: u64::try_from(p.duration.as_millis()).unwrap_or(u64::MAX),
+                redactions_purged: p.redactions_purged as u64,
             }))
         }
         .await;
@@ -522,7 +770,15 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<VerifyReceiptResponse>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.auth.check(&request, Role::Admin)?;
+            let caller = self.auth.caller(&request)?;
+            require(
+                &self.store,
+                &caller,
+                Role::Admin,
+                Some(AuditOp::VerifyReceipt),
+            )
+            .await?;
+            let actor = caller.name().to_owned();
             let receipt = validate_receipt(&request.into_inner())?;
             let store = Arc::clone(&self.store);
             let (valid, now) = blocking(move || {
@@ -535,9 +791,9 @@ impl proto::admin_server::Admin for AdminService {
                 store
                     .record_audit(
                         &actor,
-                        crate::AuditOp::VerifyReceipt,
+                        AuditOp::VerifyReceipt,
                         Some(receipt.handle),
-                        crate::AuditOutcome::Ok,
+                        AuditOutcome::Ok,
                     )
                     .map_err(status)?;
                 Ok((valid, now))
@@ -563,14 +819,16 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<Self::AuditStream>, Status> {
         let started = Instant::now();
         let r = async {
-            let actor = self.auth.check(&request, Role::Admin)?;
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Audit)).await?;
+            let actor = caller.name().to_owned();
             let (from_ms, to_ms) = validate_audit(&request.into_inner())?;
             let store = Arc::clone(&self.store);
             let page = store.limits().max_read_limit;
             // Audited first, so the trail shows who read it.
             let s = Arc::clone(&store);
             blocking(move || {
-                s.record_audit(&actor, crate::AuditOp::Audit, None, crate::AuditOutcome::Ok)
+                s.record_audit(&actor, AuditOp::Audit, None, AuditOutcome::Ok)
                     .map_err(status)
             })
             .await?;
@@ -609,6 +867,94 @@ impl proto::admin_server::Admin for AdminService {
         self.metrics.observe_result("Audit", started, &r);
         r
     }
+
+    async fn restrict(
+        &self,
+        request: Request<RestrictRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "Restrict",
+            request,
+            Some(AuditOp::Restrict),
+            |r| validate_restrict(r).map(|a| (a.user, a.modes)),
+            |store, user, modes, actor| store.restrict_as(user, modes, actor),
+        )
+        .await
+    }
+
+    async fn unrestrict(
+        &self,
+        request: Request<RestrictRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "Unrestrict",
+            request,
+            Some(AuditOp::Unrestrict),
+            |r| validate_unrestrict(r).map(|a| (a.user, a.modes)),
+            |store, user, modes, actor| store.unrestrict_as(user, modes, actor),
+        )
+        .await
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<SetRetentionRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "SetRetention",
+            request,
+            Some(AuditOp::SetRetention),
+            |r| validate_set_retention(r).map(|a| (a.user, a.retention)),
+            |store, user, retention, actor| store.set_retention_as(user, retention, actor),
+        )
+        .await
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<SetLegalHoldRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "SetLegalHold",
+            request,
+            Some(AuditOp::SetLegalHold),
+            |r| validate_set_legal_hold(r).map(|a| (a.user, (a.reason, a.until_ms))),
+            |store, user, (reason, until_ms), actor| {
+                store.set_legal_hold_as(user, &reason, until_ms, actor)
+            },
+        )
+        .await
+    }
+
+    async fn lift_legal_hold(
+        &self,
+        request: Request<UserRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "LiftLegalHold",
+            request,
+            Some(AuditOp::LiftLegalHold),
+            |r| validate_user_request(r).map(|u| (u, ())),
+            |store, user, (), actor| store.lift_legal_hold_as(user, actor),
+        )
+        .await
+    }
+
+    async fn get_rights(
+        &self,
+        request: Request<UserRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        // Reading the state is not a rights operation: neither it nor its
+        // refusal is audited.
+        self.rights_call(
+            "GetRights",
+            request,
+            None,
+            |r| validate_user_request(r).map(|u| (u, ())),
+            |store, user, (), _| store.rights_state(user),
+        )
+        .await
+    }
 }
 
 fn purge_status_to_proto(p: crate::PurgeStatus) -> proto::PurgeStatus {
@@ -639,6 +985,49 @@ fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {
     }
 }
 
+fn legal_basis_to_proto(b: crate::LegalBasis) -> proto::LegalBasis {
+    match b {
+        crate::LegalBasis::Consent => proto::LegalBasis::Consent,
+        crate::LegalBasis::Contract => proto::LegalBasis::Contract,
+        crate::LegalBasis::LegalObligation => proto::LegalBasis::LegalObligation,
+        crate::LegalBasis::VitalInterests => proto::LegalBasis::VitalInterests,
+        crate::LegalBasis::PublicTask => proto::LegalBasis::PublicTask,
+        crate::LegalBasis::LegitimateInterests => proto::LegalBasis::LegitimateInterests,
+    }
+}
+
+fn rights_to_proto(r: &crate::RightsState) -> proto::RightsState {
+    let (retention, retention_ms) = match r.retention {
+        crate::Retention::StoreDefault => (proto::RetentionMode::StoreDefault, 0),
+        crate::Retention::Forever => (proto::RetentionMode::Forever, 0),
+        crate::Retention::After { ms } => (proto::RetentionMode::After, ms),
+    };
+    let hold = r.legal_hold.as_ref();
+    proto::RightsState {
+        block_appends: r.restriction.block_appends,
+        block_reads: r.restriction.block_reads,
+        retention: retention as i32,
+        retention_ms,
+        effective_retention_ms: r.effective_retention_ms.unwrap_or(0),
+        legal_hold: hold.is_some(),
+        legal_hold_reason: hold.map(|h| h.reason.clone()).unwrap_or_default(),
+        legal_hold_since_ms: hold.map_or(0, |h| h.since_ms),
+        legal_hold_until_ms: hold.and_then(|h| h.until_ms).unwrap_or(0),
+        expired_before_ms: r.expired_before_ms,
+    }
+}
+
+fn consent_to_proto(e: &crate::ConsentEntry) -> proto::ConsentRecord {
+    proto::ConsentRecord {
+        index: e.index,
+        recorded_at_ms: e.recorded_at_ms,
+        purpose: e.consent.purpose.clone(),
+        basis: legal_basis_to_proto(e.consent.basis) as i32,
+        granted: e.consent.granted,
+        given_at_ms: e.consent.given_at_ms,
+    }
+}
+
 fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManifest {
     proto::ExportManifest {
         handle: m.handle.to_string(),
@@ -649,5 +1038,8 @@ fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManifest {
         key_created_ms: m.key_created_ms.unwrap_or(0),
         erased_at_ms: m.erasures_ms.clone(),
         appends_blocked: m.appends_blocked,
+        redacted_count: m.redacted_count,
+        rights: Some(rights_to_proto(&m.rights)),
+        consents: m.consents.iter().map(consent_to_proto).collect(),
     }
 }

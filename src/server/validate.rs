@@ -6,9 +6,14 @@
 
 use tonic::Status;
 
-use super::proto::{self, AppendRequest, AuditRequest, EraseRequest, ReadRequest};
+use super::proto::{
+    self, AppendRequest, AuditRequest, EraseRequest, ReadRequest, RecordConsentRequest,
+    RedactRequest, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest, UserRequest,
+    set_retention_request::Policy,
+};
 use super::status;
-use crate::{EraseOptions, StoreLimits, UserId};
+use crate::codec::MAX_REASON_LEN;
+use crate::{Consent, EraseOptions, LegalBasis, Restriction, Retention, StoreLimits, UserId};
 
 /// The limits request validation enforces (a store's [`StoreLimits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,4 +192,211 @@ pub fn validate_audit(r: &AuditRequest) -> Result<(u64, u64), Status> {
         return Err(Status::invalid_argument("from_ms must be below to_ms"));
     }
     Ok((r.from_ms, to_ms))
+}
+
+/// Checks a free-text field (a reason or purpose): at most
+/// [`MAX_REASON_LEN`] bytes, and not empty unless `may_be_empty`.
+fn text_field(field: &str, text: &str, may_be_empty: bool) -> Result<(), Status> {
+    if !may_be_empty && text.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is empty")));
+    }
+    if text.len() > MAX_REASON_LEN {
+        return Err(Status::invalid_argument(format!(
+            "{field} is {} bytes, the maximum is {MAX_REASON_LEN}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A validated `RedactRequest`.
+#[derive(Debug)]
+pub struct RedactArgs {
+    /// The user.
+    pub user: UserId,
+    /// The message to redact, at least 1.
+    pub seq: u64,
+    /// Why, at most [`MAX_REASON_LEN`] bytes (may be empty).
+    pub reason: String,
+}
+
+/// Validates a `RedactRequest`: `user_id`, then `seq`, then `reason`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_redact(r: RedactRequest) -> Result<RedactArgs, Status> {
+    let user = user_id(r.user_id)?;
+    if r.seq == 0 {
+        return Err(Status::invalid_argument("seq must be at least 1"));
+    }
+    text_field("reason", &r.reason, true)?;
+    Ok(RedactArgs {
+        user,
+        seq: r.seq,
+        reason: r.reason,
+    })
+}
+
+/// The store's legal basis of a protobuf `LegalBasis` value; `None` for
+/// `LEGAL_BASIS_UNSPECIFIED` and unknown values.
+pub fn legal_basis(value: i32) -> Option<LegalBasis> {
+    match proto::LegalBasis::try_from(value).ok()? {
+        proto::LegalBasis::Unspecified => None,
+        proto::LegalBasis::Consent => Some(LegalBasis::Consent),
+        proto::LegalBasis::Contract => Some(LegalBasis::Contract),
+        proto::LegalBasis::LegalObligation => Some(LegalBasis::LegalObligation),
+        proto::LegalBasis::VitalInterests => Some(LegalBasis::VitalInterests),
+        proto::LegalBasis::PublicTask => Some(LegalBasis::PublicTask),
+        proto::LegalBasis::LegitimateInterests => Some(LegalBasis::LegitimateInterests),
+    }
+}
+
+/// A validated `RecordConsentRequest`.
+#[derive(Debug)]
+pub struct ConsentArgs {
+    /// The user.
+    pub user: UserId,
+    /// What to record.
+    pub consent: Consent,
+}
+
+/// Validates a `RecordConsentRequest`: `user_id`, `purpose` (1..=256 bytes),
+/// `basis` (not unspecified or unknown), then `given_at_ms` (not 0).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_record_consent(r: RecordConsentRequest) -> Result<ConsentArgs, Status> {
+    let user = user_id(r.user_id)?;
+    text_field("purpose", &r.purpose, false)?;
+    let basis = legal_basis(r.basis).ok_or_else(|| {
+        Status::invalid_argument("basis must be a LegalBasis other than LEGAL_BASIS_UNSPECIFIED")
+    })?;
+    if r.given_at_ms == 0 {
+        return Err(Status::invalid_argument(
+            "given_at_ms must be set (ms since the Unix epoch)",
+        ));
+    }
+    Ok(ConsentArgs {
+        user,
+        consent: Consent {
+            purpose: r.purpose,
+            basis,
+            granted: r.granted,
+            given_at_ms: r.given_at_ms,
+        },
+    })
+}
+
+/// A validated `RestrictRequest`.
+#[derive(Debug)]
+pub struct RestrictArgs {
+    /// The user.
+    pub user: UserId,
+    /// The modes to add (Restrict) or lift (Unrestrict; none = both).
+    pub modes: Restriction,
+}
+
+fn restrict_args(r: RestrictRequest) -> Result<RestrictArgs, Status> {
+    Ok(RestrictArgs {
+        user: user_id(r.user_id)?,
+        modes: Restriction {
+            block_appends: r.block_appends,
+            block_reads: r.block_reads,
+        },
+    })
+}
+
+/// Validates the `RestrictRequest` of `Restrict`: `user_id`, then at least
+/// one mode.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_restrict(r: RestrictRequest) -> Result<RestrictArgs, Status> {
+    let a = restrict_args(r)?;
+    if !a.modes.any() {
+        return Err(Status::invalid_argument(
+            "block_appends or block_reads must be set",
+        ));
+    }
+    Ok(a)
+}
+
+/// Validates the `RestrictRequest` of `Unrestrict` (no mode set lifts both).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a bad `user_id`.
+pub fn validate_unrestrict(r: RestrictRequest) -> Result<RestrictArgs, Status> {
+    restrict_args(r)
+}
+
+/// A validated `SetRetentionRequest`.
+#[derive(Debug)]
+pub struct RetentionArgs {
+    /// The user.
+    pub user: UserId,
+    /// The new setting.
+    pub retention: Retention,
+}
+
+/// Validates a `SetRetentionRequest`: `user_id`, then the `policy` oneof
+/// (present; `store_default` and `forever` true, `after_ms` at least 1).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_set_retention(r: SetRetentionRequest) -> Result<RetentionArgs, Status> {
+    let user = user_id(r.user_id)?;
+    let retention = match r.policy {
+        None => {
+            return Err(Status::invalid_argument(
+                "policy must be set: store_default, forever or after_ms",
+            ));
+        }
+        Some(Policy::StoreDefault(true)) => Retention::StoreDefault,
+        Some(Policy::Forever(true)) => Retention::Forever,
+        Some(Policy::StoreDefault(false)) => {
+            return Err(Status::invalid_argument("store_default must be true"));
+        }
+        Some(Policy::Forever(false)) => {
+            return Err(Status::invalid_argument("forever must be true"));
+        }
+        Some(Policy::AfterMs(0)) => {
+            return Err(Status::invalid_argument("after_ms must be at least 1"));
+        }
+        Some(Policy::AfterMs(ms)) => Retention::After { ms },
+    };
+    Ok(RetentionArgs { user, retention })
+}
+
+/// A validated `SetLegalHoldRequest`.
+#[derive(Debug)]
+pub struct LegalHoldArgs {
+    /// The user.
+    pub user: UserId,
+    /// Why, at most [`MAX_REASON_LEN`] bytes (may be empty).
+    pub reason: String,
+    /// When the hold ends by itself (`None`: until lifted).
+    pub until_ms: Option<u64>,
+}
+
+/// Validates a `SetLegalHoldRequest`: `user_id`, then `reason`. Whether
+/// `until_ms` lies in the future is the store's check (its clock).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_set_legal_hold(r: SetLegalHoldRequest) -> Result<LegalHoldArgs, Status> {
+    let user = user_id(r.user_id)?;
+    text_field("reason", &r.reason, true)?;
+    Ok(LegalHoldArgs {
+        user,
+        reason: r.reason,
+        until_ms: (r.until_ms != 0).then_some(r.until_ms),
+    })
+}
+
+/// Validates a `UserRequest` (LiftLegalHold, GetRights): returns the user.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a bad `user_id`.
+pub fn validate_user_request(r: UserRequest) -> Result<UserId, Status> {
+    user_id(r.user_id)
 }

@@ -509,6 +509,9 @@ impl Inner {
         }
         if env.kind == EnvelopeKind::Redaction {
             let m = super::open_message(handle, state, &key, &stored)?;
+            drop(stored);
+            // Nothing changes, but the request is still a rights operation.
+            self.record_op(actor, AuditOp::Redact, *handle)?;
             return Ok(Redacted {
                 seq,
                 timestamp_ms: m.timestamp_ms,
