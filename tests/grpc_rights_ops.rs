@@ -917,3 +917,33 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_flag_expires_messages_unless_a_user_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path(), true);
+    a.retention_secs = Some(1);
+    let server = TestServer::start(a).await;
+    let mut appender = server.store(Some(APPENDER)).await;
+    let mut reader = server.store(Some(READER)).await;
+    let mut admin = server.admin(Some(ADMIN)).await;
+    admin
+        .set_retention(retention("keeper", Some(Policy::Forever(true))))
+        .await
+        .unwrap();
+    appender
+        .append(append("henry", "short-lived"))
+        .await
+        .unwrap();
+    appender.append(append("keeper", "kept")).await.unwrap();
+    assert_eq!(read_all(&mut reader, "henry").await.unwrap().len(), 1);
+    let s = admin.get_rights(user("henry")).await.unwrap().into_inner();
+    assert_eq!(s.effective_retention_ms, 1_000);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert!(read_all(&mut reader, "henry").await.unwrap().is_empty());
+    assert_eq!(read_all(&mut reader, "keeper").await.unwrap().len(), 1);
+    // The seq is not reused after the expiry.
+    let next = appender.append(append("henry", "again")).await.unwrap();
+    assert_eq!(next.into_inner().seq, 2);
+    server.stop().await;
+}
