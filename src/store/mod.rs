@@ -966,7 +966,9 @@ impl MessageIter<'_> {
             }
             let (key, value) = raw.item()?;
             // Expired by retention: hidden now, dropped at compaction.
-            if EnvelopeHeader::parse(value).is_ok_and(|h| h.timestamp_ms < self.horizon) {
+            if self.horizon > 0
+                && EnvelopeHeader::parse(value).is_ok_and(|h| h.timestamp_ms < self.horizon)
+            {
                 raw.next();
                 continue;
             }
