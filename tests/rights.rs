@@ -629,3 +629,26 @@ fn seqs_are_not_reused_when_retention_removed_every_message() {
     store.erase(&a).unwrap();
     assert_eq!(store.append(&a, b"again").unwrap().seq, 5);
 }
+
+#[test]
+fn an_idempotent_retry_after_retention_dropped_the_original_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(1_000);
+    let store = open_at(dir.path(), &clock, Some(700));
+    let b = user("bob");
+    let first = store.append_idempotent(&b, b"id-1", b"p").unwrap();
+    assert!(!first.duplicate);
+    clock.set(2_000);
+    // Hidden, not yet dropped: a duplicate.
+    let again = store.append_idempotent(&b, b"id-1", b"p").unwrap();
+    assert!(again.duplicate);
+    store.compact().unwrap();
+    drop(store);
+    let store = open_at(dir.path(), &clock, Some(700));
+    let retry = store.append_idempotent(&b, b"id-1", b"p").unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.appended, first.appended);
+    assert!(store.read(&b, 0, 10).unwrap().is_empty());
+    // A new message still gets a fresh seq.
+    assert_eq!(store.append(&b, b"q").unwrap().seq, 2);
+}

@@ -2,25 +2,73 @@
 //! checked after every step against an in-memory model: the same messages
 //! under the same seqs and timestamps, erased users read empty, seqs never
 //! reused (after an erase a user's seqs continue above every earlier one, also
-//! across reopen and purge), and every expected error (`InvalidArgument` with
-//! its exact limits, `Blocked`, `IdempotencyConflict`, a failing RNG,
-//! `WrongRootKey`) exactly where the model predicts it.
+//! across reopen and purge, and when retention removed the newest messages),
+//! and every expected error (`InvalidArgument` with its exact limits,
+//! `Blocked`, `IdempotencyConflict`, a failing RNG, `WrongRootKey`,
+//! `Restricted`, `LegalHold`, `NoSuchMessage`) exactly where the model
+//! predicts it.
 //!
-//! Input: one byte of key-cache size, then operations (`Op`, decoded with
+//! Data-subject rights: the model mirrors each user's rights policy (it
+//! lives in the key record, so erasure resets it): restriction
+//! (`block_appends` refuses appends, `block_reads` refuses `Access::Subject`
+//! reads, iterators, exports and consent histories; contents are then
+//! compared through `Access::Override`), retention (user setting or the
+//! store-wide period, with the `expired_before_ms` floor raised to the
+//! current horizon by `set_retention_as` and by `set_legal_hold_as` when no
+//! hold is active), legal holds (`until_ms` compared with the clock; erase
+//! and redact refused while active, expiry frozen at the floor), redaction
+//! markers (payload empty, seq and timestamp kept, `already_redacted` on a
+//! repeat, purged by the next purge: `PurgeReport::redactions_purged`) and
+//! consent histories (indexes 1.. per key epoch, emptied by erase). Rights
+//! operations that would create a key fail with `Blocked` for a user erased
+//! with `block_new`; those that would not (unrestrict, lift, retention back
+//! to the default) succeed as no-ops on a user without a key. Every
+//! returned `RightsState` and `rights_state()` is compared with the model's,
+//! as are `export_with` manifests (counts, seqs, epoch, erasure dates,
+//! consents).
+//!
+//! Retention and a clock that moves backwards: reads hide messages older
+//! than the horizon computed from the *current* clock, while the compaction
+//! filter drops them physically at whatever time a compaction runs
+//! (automatic compactions may run at any moment between operations). A
+//! hidden message therefore may or may not come back when the clock goes
+//! back (or the store-wide period is lengthened at a reopen), depending on
+//! whether a compaction saw it. The model tracks, per message, whether it is
+//! certainly stored (`Present`: never past any horizon the store has been
+//! at since it was written), certainly gone (`Dropped`: past the horizon at
+//! a `Compact`, or at a `Purge` that compacted its user's range, or found
+//! missing by a read, a redact or an idempotent retry while not hidden) or
+//! either (`Maybe`). Reads must return exactly the unhidden `Present`
+//! messages plus any subset of the unhidden `Maybe` ones, in order; a hidden
+//! or `Dropped` message must never come back. A `Maybe` message a read did not return becomes `Dropped`
+//! (what is gone stays gone); one it did return stays `Maybe` (a
+//! compaction begun earlier may still drop it). Redact and idempotent
+//! retries of a `Maybe` message accept both outcomes and learn from them.
+//!
+//! It found two bugs, both fixed: a retry of an idempotent append whose
+//! original retention had dropped failed with `Corrupt(MissingKeyRecord)`
+//! (now a duplicate), and `Store::stats` failed with `Io(NotFound)` when
+//! RocksDB deleted a file while it summed the directory.
+//!
+//! Input: one byte (bits 0-1: key-cache size, bits 2-4: store-wide retention
+//! period from `RETENTIONS`), then operations (`Op`, decoded with
 //! `arbitrary`) until the input ends. Users come from a set of four.
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use shredstore::codec::MAX_REASON_LEN;
 use shredstore::{
-    Clock, Durability, EraseOptions, Error, Handle, InvalidArgument, MAX_CLIENT_MESSAGE_ID_LEN,
-    Options, RootKey, SecureRandom, Store, UserId,
+    Access, Clock, Consent, ConsentEntry, Corruption, Durability, EraseOptions, Error, Handle,
+    InvalidArgument, LegalBasis, LegalHold, MAX_CLIENT_MESSAGE_ID_LEN, Options, Redacted,
+    Redaction, Restriction, Retention, RightsState, RootKey, SecureRandom, Store, UserId,
 };
 
 const MAX_PAYLOAD: usize = 40;
@@ -33,6 +81,19 @@ const MAX_OPS: usize = 48;
 const MAX_SLOW_OPS: usize = 6;
 const ROOT_KEY: [u8; 32] = [0x5e; 32];
 const START_MS: u64 = 1_700_000_000_000;
+const ACTOR: &str = "fuzz";
+/// Store-wide retention periods (ms), chosen by bits 2-4 of the first input
+/// byte and of `Reopen::key_cache` (where 0 keeps the current period).
+const RETENTIONS: [Option<u64>; 8] = [
+    None,
+    Some(1),
+    Some(40),
+    Some(700),
+    Some(3_000),
+    Some(20_000),
+    Some(60_000),
+    None,
+];
 
 /// A payload: `len` (mod 48, so some exceed `MAX_PAYLOAD`) bytes derived from `seed`.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -95,7 +156,8 @@ enum Op {
     Purge,
     Flush,
     Compact,
-    /// Close (or just drop, as a crash would) and reopen.
+    /// Close (or just drop, as a crash would) and reopen; bits 2-4 of
+    /// `key_cache` change the store-wide retention (0 keeps it).
     Reopen {
         clean: bool,
         key_cache: u8,
@@ -109,6 +171,56 @@ enum Op {
     },
     /// The next RNG call fails.
     FailNextRandom,
+    /// `restrict_as` with these modes (neither: `NoRestrictionMode`).
+    Restrict {
+        user: u8,
+        appends: bool,
+        reads: bool,
+    },
+    /// `unrestrict_as` with these modes (neither: both).
+    Unrestrict {
+        user: u8,
+        appends: bool,
+        reads: bool,
+    },
+    /// Redacts the `pick`-th message (mod count + 3) of the live key epoch,
+    /// expired ones included; the 3 extra picks are missing seqs (the next
+    /// one, the one before the epoch's first, `u64::MAX`). `reason` as `text`.
+    Redact {
+        user: u8,
+        pick: u8,
+        reason: u8,
+    },
+    /// `kind` mod 3: the store default, forever, after `ms` (0: `ZeroRetention`).
+    SetRetention {
+        user: u8,
+        kind: u8,
+        ms: u16,
+    },
+    /// `until` mod 3: none, now + `delta` (0 is now: `HoldEndsInPast`),
+    /// now - `delta` (past). `reason` as `text`.
+    SetLegalHold {
+        user: u8,
+        reason: u8,
+        until: u8,
+        delta: u16,
+    },
+    LiftLegalHold {
+        user: u8,
+    },
+    /// `purpose` as `text` (0: `EmptyPurpose`); `basis` mod 6.
+    RecordConsent {
+        user: u8,
+        purpose: u8,
+        basis: u8,
+        granted: bool,
+        given_at: u16,
+    },
+    /// `export_with`, `Access::Override` if `privileged`.
+    Export {
+        user: u8,
+        privileged: bool,
+    },
 }
 
 /// The user set: three short ids and the longest allowed.
@@ -128,6 +240,37 @@ fn client_message_id(id: u8) -> Vec<u8> {
         255 => vec![b'x'; MAX_CLIENT_MESSAGE_ID_LEN + 1],
         n => format!("id-{n}").into_bytes(),
     }
+}
+
+/// A reason or purpose: 0 empty, 255 one byte too long, 254 exactly the
+/// maximum (two-byte characters), 253 two bytes too long, else short.
+fn text(sel: u8, stem: &str) -> String {
+    match sel {
+        0 => String::new(),
+        255 => "x".repeat(MAX_REASON_LEN + 1),
+        254 => "é".repeat(MAX_REASON_LEN / 2),
+        253 => "é".repeat(MAX_REASON_LEN / 2 + 1),
+        n => format!("{stem} {n}"),
+    }
+}
+
+fn text_error(what: &'static str, text: &str) -> Option<Expect> {
+    (text.len() > MAX_REASON_LEN).then_some(Expect::Invalid(InvalidArgument::TextTooLong {
+        what,
+        len: text.len(),
+        max: MAX_REASON_LEN,
+    }))
+}
+
+fn legal_basis(b: u8) -> LegalBasis {
+    [
+        LegalBasis::Consent,
+        LegalBasis::Contract,
+        LegalBasis::LegalObligation,
+        LegalBasis::VitalInterests,
+        LegalBasis::PublicTask,
+        LegalBasis::LegitimateInterests,
+    ][usize::from(b % 6)]
 }
 
 struct FakeClock(AtomicU64);
@@ -168,44 +311,191 @@ struct Msg {
     seq: u64,
     timestamp_ms: u64,
     payload: Vec<u8>,
+    redaction: Option<Redaction>,
+}
+
+/// Whether a message is still physically stored (see the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phys {
+    Present,
+    Maybe,
+    Dropped,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    msg: Msg,
+    phys: Phys,
+}
+
+/// The model's copy of a user's rights policy (the library's `UserPolicy`
+/// without `purge_pending`, which the model keeps as
+/// `UserModel::redaction_pending`).
+#[derive(Debug, Clone, Default)]
+struct Policy {
+    restriction: Restriction,
+    retention: Retention,
+    expired_before_ms: u64,
+    hold: Option<LegalHold>,
+}
+
+impl Policy {
+    fn active_hold(&self, now: u64) -> Option<&LegalHold> {
+        self.hold
+            .as_ref()
+            .filter(|h| h.until_ms.is_none_or(|u| now < u))
+    }
+
+    /// The retention period in force, ignoring holds.
+    fn period(&self, default: Option<u64>) -> Option<u64> {
+        match self.retention {
+            Retention::StoreDefault => default,
+            Retention::Forever => None,
+            Retention::After { ms } => Some(ms),
+        }
+    }
+
+    /// Messages with a timestamp below this are expired at `now`.
+    fn horizon(&self, now: u64, default: Option<u64>) -> u64 {
+        if self.active_hold(now).is_some() {
+            return self.expired_before_ms;
+        }
+        let by_period = self.period(default).map_or(0, |p| now.saturating_sub(p));
+        self.expired_before_ms.max(by_period)
+    }
+
+    fn rights(&self, now: u64, default: Option<u64>) -> RightsState {
+        let hold = self.active_hold(now).cloned();
+        RightsState {
+            restriction: self.restriction,
+            retention: self.retention,
+            effective_retention_ms: if hold.is_some() {
+                None
+            } else {
+                self.period(default)
+            },
+            legal_hold: hold,
+            expired_before_ms: self.horizon(now, default),
+        }
+    }
 }
 
 /// One user as the model sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct UserModel {
-    /// Messages of the live key epoch, in seq order.
-    live: Vec<Msg>,
+    /// Every message written under the live key epoch, in seq order
+    /// (expired and dropped ones included).
+    live: Vec<Stored>,
     /// The next seq; never goes down.
     next_seq: u64,
+    /// First seq of the live key epoch.
+    first_seq: u64,
     /// Highest key epoch created (0: never had a key).
     epoch: u32,
-    /// Has a live key record (appended since the last erase).
+    /// When the live key was created.
+    key_created_ms: u64,
+    /// Has a live key record (created since the last erase).
     has_key: bool,
     blocked: bool,
-    /// Client message ids of the live epoch.
-    dedup: HashMap<Vec<u8>, Msg>,
+    /// Client message ids of the live epoch, with their seq.
+    dedup: HashMap<Vec<u8>, u64>,
     /// Erased (with something ever stored) and not yet purged.
     pending: bool,
+    /// The rights policy of the live key (default without one).
+    policy: Policy,
+    /// Consent history of the live key epoch.
+    consents: Vec<ConsentEntry>,
+    /// A redaction awaits a purge.
+    redaction_pending: bool,
+    /// Times of the successful erasures.
+    erasures: Vec<u64>,
+}
+
+impl Default for UserModel {
+    fn default() -> Self {
+        UserModel {
+            live: Vec::new(),
+            next_seq: 1,
+            first_seq: 1,
+            epoch: 0,
+            key_created_ms: 0,
+            has_key: false,
+            blocked: false,
+            dedup: HashMap::new(),
+            pending: false,
+            policy: Policy::default(),
+            consents: Vec::new(),
+            redaction_pending: false,
+            erasures: Vec::new(),
+        }
+    }
+}
+
+impl UserModel {
+    fn create_key(&mut self, now: u64) {
+        debug_assert!(!self.has_key && self.live.is_empty());
+        self.epoch += 1;
+        self.has_key = true;
+        self.first_seq = self.next_seq;
+        self.key_created_ms = now;
+        self.policy = Policy::default();
+        self.consents.clear();
+    }
+
+    fn find(&mut self, seq: u64) -> Option<&mut Stored> {
+        self.live.iter_mut().find(|s| s.msg.seq == seq)
+    }
+
+    fn block_reads(&self) -> bool {
+        self.has_key && self.policy.restriction.block_reads
+    }
 }
 
 /// What an operation should fail with.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Expect {
     Invalid(InvalidArgument),
     Blocked,
     Conflict,
     Random,
+    Restricted(&'static str),
+    LegalHold,
+    NoSuchMessage,
+}
+
+fn err_matches(got: &Error, want: &Expect) -> bool {
+    match (got, want) {
+        (Error::InvalidArgument(a), Expect::Invalid(b)) => a == b,
+        (Error::Restricted { mode }, Expect::Restricted(m)) => mode == m,
+        (Error::Blocked, Expect::Blocked)
+        | (Error::IdempotencyConflict, Expect::Conflict)
+        | (Error::Random, Expect::Random)
+        | (Error::LegalHold, Expect::LegalHold)
+        | (Error::NoSuchMessage, Expect::NoSuchMessage) => true,
+        _ => false,
+    }
 }
 
 fn check_err(op: &Op, got: &Error, want: &Expect) {
-    let ok = match (got, want) {
-        (Error::InvalidArgument(a), Expect::Invalid(b)) => a == b,
-        (Error::Blocked, Expect::Blocked)
-        | (Error::IdempotencyConflict, Expect::Conflict)
-        | (Error::Random, Expect::Random) => true,
+    assert!(
+        err_matches(got, want),
+        "{op:?}: got {got:?}, the model expected {want:?}"
+    );
+}
+
+/// Checks `got` against the acceptable outcomes `wants` (usually one);
+/// returns the index of the one it matched.
+fn check_outcome<T: PartialEq + Debug>(
+    op: &Op,
+    got: &Result<T, Error>,
+    wants: &[Result<T, Expect>],
+) -> usize {
+    let found = wants.iter().position(|w| match (got, w) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(e), Err(w)) => err_matches(e, w),
         _ => false,
-    };
-    assert!(ok, "{op:?}: got {got:?}, the model expected {want:?}");
+    });
+    found.unwrap_or_else(|| panic!("{op:?}: got {got:?}, the model expected one of {wants:?}"))
 }
 
 fn validate_batch(payloads: &[Vec<u8>]) -> Option<InvalidArgument> {
@@ -241,6 +531,8 @@ struct Harness {
     rng_fails: bool,
     purges_since_open: u64,
     handles: BTreeMap<u8, Handle>,
+    /// The store-wide retention period of the open store, in ms.
+    default_retention: Option<u64>,
 }
 
 impl Harness {
@@ -255,6 +547,7 @@ impl Harness {
             .key_cache_entries(usize::from(key_cache % 4) + 1)
             .block_cache_bytes(1 << 20)
             .write_buffer_bytes(1 << 20)
+            .retention(self.default_retention.map(Duration::from_millis))
             .clock(self.clock.clone())
             .rng(self.rng.clone())
     }
@@ -268,29 +561,31 @@ impl Harness {
     }
 
     fn user(&mut self, user: u8) -> &mut UserModel {
-        self.users.entry(user % 4).or_insert_with(|| UserModel {
-            next_seq: 1,
-            ..UserModel::default()
-        })
+        self.users.entry(user % 4).or_default()
+    }
+
+    /// Consumes the model's RNG failure: whether the next RNG call fails.
+    fn take_rng_failure(&mut self) -> bool {
+        std::mem::take(&mut self.rng_fails)
     }
 
     /// Appends `payloads` in the model, or says why it must fail.
     fn model_append(&mut self, user: u8, payloads: &[Vec<u8>]) -> Result<Vec<Msg>, Expect> {
         let now = self.now();
-        let rng_fails = self.rng_fails;
         let u = self.user(user);
         if u.blocked {
             return Err(Expect::Blocked);
         }
-        if rng_fails {
+        if u.has_key && u.policy.restriction.block_appends {
+            return Err(Expect::Restricted("block_appends"));
+        }
+        if self.take_rng_failure() {
             // Nothing is written; the failure is used up.
-            self.rng_fails = false;
             return Err(Expect::Random);
         }
         let u = self.user(user);
         if !u.has_key {
-            u.epoch += 1;
-            u.has_key = true;
+            u.create_key(now);
         }
         let mut out = Vec::new();
         for p in payloads {
@@ -298,12 +593,69 @@ impl Harness {
                 seq: u.next_seq,
                 timestamp_ms: now,
                 payload: p.clone(),
+                redaction: None,
             };
             u.next_seq += 1;
-            u.live.push(m.clone());
+            u.live.push(Stored {
+                msg: m.clone(),
+                phys: Phys::Present,
+            });
             out.push(m);
         }
         Ok(out)
+    }
+
+    /// A policy change as `update_policy` makes it: a user without a key
+    /// gets one if `create` (refused if blocked, or by a failing RNG) and
+    /// is otherwise left alone; `change` may refuse. Returns the resulting
+    /// rights state.
+    fn model_policy(
+        &mut self,
+        user: u8,
+        create: bool,
+        change: impl FnOnce(&mut Policy, u64, Option<u64>) -> Result<(), Expect>,
+    ) -> Result<RightsState, Expect> {
+        let now = self.now();
+        let default = self.default_retention;
+        let (has_key, blocked) = {
+            let u = self.user(user);
+            (u.has_key, u.blocked)
+        };
+        if !has_key {
+            if !create {
+                change(&mut Policy::default(), now, default)?;
+                return Ok(Policy::default().rights(now, default));
+            }
+            if blocked {
+                return Err(Expect::Blocked);
+            }
+            if self.take_rng_failure() {
+                return Err(Expect::Random);
+            }
+            let mut p = Policy::default();
+            change(&mut p, now, default)?;
+            let u = self.user(user);
+            u.create_key(now);
+            u.policy = p;
+            return Ok(u.policy.rights(now, default));
+        }
+        let u = self.user(user);
+        let mut p = u.policy.clone();
+        change(&mut p, now, default)?;
+        u.policy = p;
+        Ok(u.policy.rights(now, default))
+    }
+
+    fn check_rights(
+        op: &Op,
+        got: shredstore::Result<RightsState>,
+        want: Result<RightsState, Expect>,
+    ) {
+        match (got, want) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{op:?}: rights state"),
+            (Err(e), Err(w)) => check_err(op, &e, &w),
+            (got, want) => panic!("{op:?}: got {got:?}, the model expected {want:?}"),
+        }
     }
 
     fn step(&mut self, op: &Op) {
@@ -328,41 +680,7 @@ impl Harness {
                 }
             }
             Op::AppendIdempotent { user, id, payload } => {
-                let p = payload.bytes();
-                let id = client_message_id(id);
-                let got = self.store().append_idempotent(&user_id(user), &id, &p);
-                let want = if id.is_empty() {
-                    Err(Expect::Invalid(InvalidArgument::EmptyClientMessageId))
-                } else if id.len() > MAX_CLIENT_MESSAGE_ID_LEN {
-                    Err(Expect::Invalid(InvalidArgument::ClientMessageIdTooLong {
-                        len: id.len(),
-                        max: MAX_CLIENT_MESSAGE_ID_LEN,
-                    }))
-                } else if let Some(e) = validate_batch(std::slice::from_ref(&p)) {
-                    Err(Expect::Invalid(e))
-                } else if let Some(earlier) = self.user(user).dedup.get(&id).cloned() {
-                    // Duplicates are found before the blocked check and use no randomness.
-                    if earlier.payload == p {
-                        Ok((earlier, true))
-                    } else {
-                        Err(Expect::Conflict)
-                    }
-                } else {
-                    self.model_append(user, std::slice::from_ref(&p))
-                        .map(|mut m| (m.remove(0), false))
-                };
-                if let Ok((m, false)) = &want {
-                    self.user(user).dedup.insert(id, m.clone());
-                }
-                match (got, want) {
-                    (Ok(a), Ok((m, duplicate))) => assert_eq!(
-                        (a.appended.seq, a.appended.timestamp_ms, a.duplicate),
-                        (m.seq, m.timestamp_ms, duplicate),
-                        "{op:?}"
-                    ),
-                    (Err(e), Err(w)) => check_err(op, &e, &w),
-                    (got, want) => panic!("{op:?}: got {got:?}, the model expected {want:?}"),
-                }
+                self.append_idempotent(op, user, id, payload)
             }
             Op::AppendBatch { user, count, first } => {
                 let payloads: Vec<Vec<u8>> = (0..count % 7).map(|i| first.nth(i).bytes()).collect();
@@ -396,11 +714,13 @@ impl Harness {
                         limit,
                         max: MAX_READ_LIMIT,
                     }))
+                } else if self.user(user).block_reads() {
+                    Err(Expect::Restricted("block_reads"))
                 } else {
-                    Ok(self.expected_read(user, from, limit))
+                    Ok(())
                 };
                 match (got, want) {
-                    (Ok(got), Ok(want)) => assert_eq!(as_msgs(got), want, "{op:?}"),
+                    (Ok(got), Ok(())) => self.check_read(op, user, from, limit, as_msgs(got)),
                     (Err(e), Err(w)) => check_err(op, &e, &w),
                     (got, want) => panic!("{op:?}: got {got:?}, the model expected {want:?}"),
                 }
@@ -412,14 +732,21 @@ impl Harness {
                     u64::from(from)
                 };
                 let take = usize::from(take % 12);
-                let got: Vec<_> = self
-                    .store()
-                    .read_iter(&user_id(user), from)
+                let restricted = self.user(user).block_reads();
+                let got = self.store().read_iter(&user_id(user), from);
+                if restricted {
+                    match got {
+                        Err(e) => check_err(op, &e, &Expect::Restricted("block_reads")),
+                        Ok(_) => panic!("{op:?}: read_iter of a block_reads user succeeded"),
+                    }
+                    return;
+                }
+                let got: Vec<_> = got
                     .expect("read_iter")
                     .take(take)
                     .collect::<shredstore::Result<_>>()
                     .expect("read_iter item");
-                assert_eq!(as_msgs(got), self.expected_read(user, from, take), "{op:?}");
+                self.check_read(op, user, from, take, as_msgs(got));
             }
             Op::Erase { user, block_new } => {
                 let options = if block_new {
@@ -427,13 +754,18 @@ impl Harness {
                 } else {
                     EraseOptions::default()
                 };
-                let got = self
-                    .store()
-                    .erase_with(&user_id(user), options)
-                    .expect("erase");
+                let got = self.store().erase_with(&user_id(user), options);
                 let now = self.now();
                 let handle = self.handles[&(user % 4)];
                 let u = self.user(user);
+                if u.has_key && u.policy.active_hold(now).is_some() {
+                    match got {
+                        Err(e) => check_err(op, &e, &Expect::LegalHold),
+                        Ok(e) => panic!("{op:?}: erased under a legal hold: {e:?}"),
+                    }
+                    return;
+                }
+                let got = got.expect("erase");
                 let messages_before = if u.has_key { u.live.len() as u64 } else { 0 };
                 assert_eq!(
                     (got.handle, got.messages_before, got.epoch, got.erased_at_ms),
@@ -442,20 +774,46 @@ impl Harness {
                 );
                 u.live.clear();
                 u.dedup.clear();
+                u.consents.clear();
+                u.policy = Policy::default();
+                u.redaction_pending = false;
                 u.has_key = false;
                 u.blocked |= block_new;
                 u.pending |= u.epoch > 0;
+                u.erasures.push(now);
             }
             Op::Purge => {
                 let report = self.store().purge().expect("purge");
                 let pending = self.users.values().filter(|u| u.pending).count();
+                let redactions = self.users.values().filter(|u| u.redaction_pending).count();
                 assert!(report.complete, "purge incomplete: {report:?}");
-                assert_eq!(report.erasures_purged, pending, "{op:?}");
-                self.users.values_mut().for_each(|u| u.pending = false);
+                assert_eq!(
+                    (report.erasures_purged, report.redactions_purged),
+                    (pending, redactions),
+                    "{op:?}"
+                );
+                // The purge compacted the ranges of users with pending
+                // redactions: what was expired then is gone.
+                let now = self.now();
+                let default = self.default_retention;
+                for u in self.users.values_mut() {
+                    if u.redaction_pending {
+                        u.drop_expired(now, default);
+                    }
+                    u.pending = false;
+                    u.redaction_pending = false;
+                }
                 self.purges_since_open += 1;
             }
             Op::Flush => self.store().flush().expect("flush"),
-            Op::Compact => self.store().compact().expect("compact"),
+            Op::Compact => {
+                self.store().compact().expect("compact");
+                let now = self.now();
+                let default = self.default_retention;
+                for u in self.users.values_mut() {
+                    u.drop_expired(now, default);
+                }
+            }
             Op::Reopen { clean, key_cache } => {
                 let store = self.store.take().expect("store is open");
                 if clean {
@@ -493,20 +851,421 @@ impl Harness {
                 self.rng.fail_next.store(true, Ordering::Relaxed);
                 self.rng_fails = true;
             }
+            Op::Restrict {
+                user,
+                appends,
+                reads,
+            } => {
+                let modes = Restriction {
+                    block_appends: appends,
+                    block_reads: reads,
+                };
+                let got = self.store().restrict_as(&user_id(user), modes, ACTOR);
+                let want = self.model_policy(user, true, |p, _, _| {
+                    if !modes.any() {
+                        return Err(Expect::Invalid(InvalidArgument::NoRestrictionMode));
+                    }
+                    p.restriction.block_appends |= appends;
+                    p.restriction.block_reads |= reads;
+                    Ok(())
+                });
+                Self::check_rights(op, got, want);
+            }
+            Op::Unrestrict {
+                user,
+                appends,
+                reads,
+            } => {
+                let modes = Restriction {
+                    block_appends: appends,
+                    block_reads: reads,
+                };
+                let got = self.store().unrestrict_as(&user_id(user), modes, ACTOR);
+                let both = !modes.any();
+                let want = self.model_policy(user, false, |p, _, _| {
+                    p.restriction.block_appends &= !(appends || both);
+                    p.restriction.block_reads &= !(reads || both);
+                    Ok(())
+                });
+                Self::check_rights(op, got, want);
+            }
+            Op::Redact { user, pick, reason } => self.redact(op, user, pick, reason),
+            Op::SetRetention { user, kind, ms } => {
+                let retention = match kind % 3 {
+                    0 => Retention::StoreDefault,
+                    1 => Retention::Forever,
+                    _ => Retention::After { ms: u64::from(ms) },
+                };
+                let got = self
+                    .store()
+                    .set_retention_as(&user_id(user), retention, ACTOR);
+                let create = retention != Retention::StoreDefault;
+                let want = self.model_policy(user, create, |p, now, default| {
+                    if retention == (Retention::After { ms: 0 }) {
+                        return Err(Expect::Invalid(InvalidArgument::ZeroRetention));
+                    }
+                    p.expired_before_ms = p.horizon(now, default);
+                    p.retention = retention;
+                    Ok(())
+                });
+                Self::check_rights(op, got, want);
+            }
+            Op::SetLegalHold {
+                user,
+                reason,
+                until,
+                delta,
+            } => {
+                let reason = text(reason, "case");
+                let now = self.now();
+                let delta = u64::from(delta);
+                let until_ms = match until % 3 {
+                    0 => None,
+                    1 => Some(now + delta),
+                    _ => Some(now.saturating_sub(delta)),
+                };
+                let got = self
+                    .store()
+                    .set_legal_hold_as(&user_id(user), &reason, until_ms, ACTOR);
+                let want = self.model_policy(user, true, |p, now, default| {
+                    if let Some(e) = text_error("legal hold reason", &reason) {
+                        return Err(e);
+                    }
+                    if until_ms.is_some_and(|u| u <= now) {
+                        return Err(Expect::Invalid(InvalidArgument::HoldEndsInPast));
+                    }
+                    let since_ms = match p.active_hold(now) {
+                        Some(h) => h.since_ms,
+                        None => {
+                            p.expired_before_ms = p.horizon(now, default);
+                            now
+                        }
+                    };
+                    p.hold = Some(LegalHold {
+                        reason: reason.clone(),
+                        since_ms,
+                        until_ms,
+                    });
+                    Ok(())
+                });
+                Self::check_rights(op, got, want);
+            }
+            Op::LiftLegalHold { user } => {
+                let got = self.store().lift_legal_hold_as(&user_id(user), ACTOR);
+                let want = self.model_policy(user, false, |p, _, _| {
+                    p.hold = None;
+                    Ok(())
+                });
+                Self::check_rights(op, got, want);
+            }
+            Op::RecordConsent {
+                user,
+                purpose,
+                basis,
+                granted,
+                given_at,
+            } => {
+                let consent = Consent {
+                    purpose: text(purpose, "purpose"),
+                    basis: legal_basis(basis),
+                    granted,
+                    given_at_ms: START_MS + u64::from(given_at),
+                };
+                let got = self
+                    .store()
+                    .record_consent_as(&user_id(user), &consent, ACTOR);
+                let now = self.now();
+                let want = if consent.purpose.is_empty() {
+                    Err(Expect::Invalid(InvalidArgument::EmptyPurpose))
+                } else if let Some(e) = text_error("consent purpose", &consent.purpose) {
+                    Err(e)
+                } else if self.user(user).blocked {
+                    // Blocked users never have a key.
+                    Err(Expect::Blocked)
+                } else if self.take_rng_failure() {
+                    // Creating the key or sealing the record fails.
+                    Err(Expect::Random)
+                } else {
+                    let u = self.user(user);
+                    if !u.has_key {
+                        u.create_key(now);
+                    }
+                    let entry = ConsentEntry {
+                        index: u.consents.len() as u64 + 1,
+                        recorded_at_ms: now,
+                        consent,
+                    };
+                    u.consents.push(entry.clone());
+                    Ok(entry)
+                };
+                match (got, want) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{op:?}"),
+                    (Err(e), Err(w)) => check_err(op, &e, &w),
+                    (got, want) => panic!("{op:?}: got {got:?}, the model expected {want:?}"),
+                }
+            }
+            Op::Export { user, privileged } => self.export(op, user, privileged),
         }
     }
 
-    fn expected_read(&mut self, user: u8, from: u64, limit: usize) -> Vec<Msg> {
-        self.user(user)
-            .live
-            .iter()
-            .filter(|m| m.seq >= from)
-            .take(limit)
-            .cloned()
-            .collect()
+    fn append_idempotent(&mut self, op: &Op, user: u8, id: u8, payload: Payload) {
+        let p = payload.bytes();
+        let id = client_message_id(id);
+        let got = self
+            .store()
+            .append_idempotent(&user_id(user), &id, &p)
+            .map(|a| (a.appended.seq, a.appended.timestamp_ms, a.duplicate));
+        let invalid = if id.is_empty() {
+            Some(InvalidArgument::EmptyClientMessageId)
+        } else if id.len() > MAX_CLIENT_MESSAGE_ID_LEN {
+            Some(InvalidArgument::ClientMessageIdTooLong {
+                len: id.len(),
+                max: MAX_CLIENT_MESSAGE_ID_LEN,
+            })
+        } else {
+            validate_batch(std::slice::from_ref(&p))
+        };
+        if let Some(e) = invalid {
+            check_outcome(op, &got, &[Err(Expect::Invalid(e))]);
+            return;
+        }
+        let earlier = self.user(user).dedup.get(&id).copied();
+        let Some(seq) = earlier else {
+            let want = self
+                .model_append(user, std::slice::from_ref(&p))
+                .map(|m| (m[0].seq, m[0].timestamp_ms, false));
+            if want.is_ok() {
+                self.user(user).dedup.insert(id, seq_of(&want));
+            }
+            check_outcome(op, &got, &[want]);
+            return;
+        };
+        // Duplicates are found before the restriction and blocked checks
+        // and use no randomness. A redacted original is still the same
+        // message, whatever the payload.
+        let s = self
+            .user(user)
+            .find(seq)
+            .expect("dedup entry of the live epoch")
+            .clone();
+        let conflict = s.msg.redaction.is_none() && s.msg.payload != p;
+        let dup = || Ok((seq, s.msg.timestamp_ms, true));
+        let found = if conflict {
+            Err(Expect::Conflict)
+        } else {
+            dup()
+        };
+        let wants = match s.phys {
+            Phys::Present => vec![found],
+            // Dropped by retention meanwhile, or not: a vanished original is
+            // a duplicate (the index entry holds its seq and time) whose
+            // payload can no longer be compared.
+            Phys::Maybe => vec![found, dup()],
+            Phys::Dropped => vec![dup()],
+        };
+        check_outcome(op, &got, &wants);
+        if conflict && got.is_ok() {
+            self.user(user).find(seq).expect("message").phys = Phys::Dropped;
+        }
+    }
+
+    fn redact(&mut self, op: &Op, user: u8, pick: u8, reason: u8) {
+        let reason = text(reason, "reason");
+        let now = self.now();
+        let default = self.default_retention;
+        let seq = {
+            let u = self.user(user);
+            let n = u.live.len();
+            match usize::from(pick) % (n + 3) {
+                i if i < n => u.live[i].msg.seq,
+                i if i == n => u.next_seq,
+                i if i == n + 1 => u.first_seq.saturating_sub(1),
+                _ => u64::MAX,
+            }
+        };
+        let got = self.store().redact_as(&user_id(user), seq, &reason, ACTOR);
+        if let Some(e) = text_error("redaction reason", &reason) {
+            check_outcome(op, &got, &[Err(e)]);
+            return;
+        }
+        let u = self.user(user);
+        if !u.has_key {
+            check_outcome(op, &got, &[Err(Expect::NoSuchMessage)]);
+            return;
+        }
+        if u.policy.active_hold(now).is_some() {
+            check_outcome(op, &got, &[Err(Expect::LegalHold)]);
+            return;
+        }
+        let horizon = u.policy.horizon(now, default);
+        let Some(s) = u.find(seq).cloned() else {
+            check_outcome(op, &got, &[Err(Expect::NoSuchMessage)]);
+            return;
+        };
+        if s.phys == Phys::Dropped || s.msg.timestamp_ms < horizon {
+            check_outcome(op, &got, &[Err(Expect::NoSuchMessage)]);
+            return;
+        }
+        let found = match &s.msg.redaction {
+            Some(r) => Ok(Redacted {
+                seq,
+                timestamp_ms: s.msg.timestamp_ms,
+                redacted_at_ms: r.redacted_at_ms,
+                already_redacted: true,
+            }),
+            None if self.rng_fails => Err(Expect::Random),
+            None => Ok(Redacted {
+                seq,
+                timestamp_ms: s.msg.timestamp_ms,
+                redacted_at_ms: now,
+                already_redacted: false,
+            }),
+        };
+        let mut wants = vec![found];
+        if s.phys == Phys::Maybe {
+            wants.push(Err(Expect::NoSuchMessage));
+        }
+        if check_outcome(op, &got, &wants) == 1 {
+            // A compaction had dropped it.
+            self.user(user).find(seq).expect("message").phys = Phys::Dropped;
+            return;
+        }
+        match got {
+            Err(_) => self.rng_fails = false,
+            Ok(r) if !r.already_redacted => {
+                let u = self.user(user);
+                u.redaction_pending = true;
+                let s = u.find(seq).expect("message");
+                s.msg.payload.clear();
+                s.msg.redaction = Some(Redaction {
+                    redacted_at_ms: now,
+                    reason,
+                });
+                // The marker is a new record, not yet seen by any compaction.
+                s.phys = Phys::Present;
+            }
+            Ok(_) => {}
+        }
+    }
+
+    fn export(&mut self, op: &Op, user: u8, privileged: bool) {
+        let access = if privileged {
+            Access::Override
+        } else {
+            Access::Subject
+        };
+        let mut sunk = Vec::new();
+        let got = self
+            .store()
+            .export_with(&user_id(user), ACTOR, access, |m| {
+                sunk.push(m);
+                Ok(())
+            });
+        let now = self.now();
+        let default = self.default_retention;
+        let handle = self.handles[&(user % 4)];
+        if self.user(user).block_reads() && !privileged {
+            match got {
+                Err(e) => check_err(op, &e, &Expect::Restricted("block_reads")),
+                Ok(m) => panic!("{op:?}: exported a block_reads user: {m:?}"),
+            }
+            assert!(sunk.is_empty(), "{op:?}: messages of a refused export");
+            return;
+        }
+        let m = got.unwrap_or_else(|e| panic!("{op:?}: {e:?}"));
+        let msgs = as_msgs(sunk);
+        let seqs = (msgs.first().map(|m| m.seq), msgs.last().map(|m| m.seq));
+        let redacted = msgs.iter().filter(|m| m.redaction.is_some()).count() as u64;
+        let count = msgs.len() as u64;
+        self.check_read(op, user, 0, usize::MAX, msgs);
+        let u = self.user(user);
+        let mut erasures = u.erasures.clone();
+        erasures.sort_unstable();
+        assert_eq!(m.handle, handle, "{op:?}");
+        assert_eq!(
+            (m.message_count, m.redacted_count, m.first_seq, m.last_seq),
+            (count, redacted, seqs.0, seqs.1),
+            "{op:?}: counts"
+        );
+        assert_eq!(
+            (m.key_epoch, m.key_created_ms),
+            (
+                u.has_key.then_some(u.epoch),
+                u.has_key.then_some(u.key_created_ms)
+            ),
+            "{op:?}: key"
+        );
+        assert_eq!(
+            (&m.erasures_ms, m.appends_blocked),
+            (&erasures, u.blocked),
+            "{op:?}: erasures"
+        );
+        assert_eq!(m.rights, u.policy.rights(now, default), "{op:?}: rights");
+        assert_eq!(m.consents, u.consents, "{op:?}: consents");
+    }
+
+    /// Checks a read of `user` from `from` with `limit` that returned
+    /// `got`: the unhidden `Present` messages and any subset of the
+    /// unhidden `Maybe` ones, in seq order, cut at `limit`. `Maybe`
+    /// messages the read skipped become `Dropped`.
+    fn check_read(&mut self, what: &dyn Debug, user: u8, from: u64, limit: usize, got: Vec<Msg>) {
+        let now = self.now();
+        let default = self.default_retention;
+        let u = self.user(user);
+        assert!(
+            got.len() <= limit,
+            "{what:?}: {} messages over the limit",
+            got.len()
+        );
+        let horizon = u.policy.horizon(now, default);
+        let candidates: Vec<&Stored> = if u.has_key {
+            u.live
+                .iter()
+                .filter(|s| {
+                    s.msg.seq >= from && s.msg.timestamp_ms >= horizon && s.phys != Phys::Dropped
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut j = 0;
+        let mut gone = Vec::new();
+        for s in &candidates {
+            if j < got.len() && got[j].seq == s.msg.seq {
+                assert_eq!(got[j], s.msg, "{what:?}: message {}", s.msg.seq);
+                j += 1;
+                continue;
+            }
+            if j == got.len() && got.len() == limit {
+                break;
+            }
+            assert!(
+                s.phys == Phys::Maybe,
+                "{what:?}: message {} of user {} missing (horizon {horizon}, now {now}): \
+                 got {got:?}, candidates {candidates:?}",
+                s.msg.seq,
+                user % 4
+            );
+            gone.push(s.msg.seq);
+        }
+        assert_eq!(
+            j,
+            got.len(),
+            "{what:?}: unexpected messages of user {} (horizon {horizon}, now {now}): \
+             got {got:?}, candidates {candidates:?}, model {:?}",
+            user % 4,
+            u.live
+        );
+        for seq in gone {
+            u.find(seq).expect("candidate").phys = Phys::Dropped;
+        }
     }
 
     fn open(&mut self, key_cache: u8) {
+        let retention = usize::from(key_cache >> 2) % RETENTIONS.len();
+        if retention != 0 {
+            self.default_retention = RETENTIONS[retention];
+        }
         self.store = Some(Store::open(self.options(ROOT_KEY, key_cache)).expect("reopen"));
         self.purges_since_open = 0;
         // Handles are stable for the life of the store.
@@ -517,17 +1276,61 @@ impl Harness {
 
     /// Everything the store holds agrees with the model.
     fn check_all(&mut self) {
-        for user in 0..4u8 {
-            let got: Vec<_> = self
-                .store()
-                .read_iter(&user_id(user), 0)
-                .expect("read_iter")
-                .collect::<shredstore::Result<_>>()
-                .expect("read_iter item");
-            let want = self.expected_read(user, 0, usize::MAX);
-            assert_eq!(as_msgs(got), want, "contents of user {user}");
+        let now = self.now();
+        let default = self.default_retention;
+        // A compaction may run at any time from now on, at this clock and
+        // with these policies: what is expired now may be dropped.
+        for u in self.users.values_mut() {
+            let horizon = u.policy.horizon(now, default);
+            for s in &mut u.live {
+                if s.phys == Phys::Present && s.msg.timestamp_ms < horizon {
+                    s.phys = Phys::Maybe;
+                }
+            }
         }
-        let stats = self.store().stats().expect("stats");
+        for user in 0..4u8 {
+            let id = user_id(user);
+            let restricted = self.user(user).block_reads();
+            let what = format!("contents of user {user}");
+            let got = if restricted {
+                match self.store().read_iter(&id, 0) {
+                    Err(Error::Restricted {
+                        mode: "block_reads",
+                    }) => {}
+                    Err(e) => panic!("{what}: read_iter: {e:?}"),
+                    Ok(_) => panic!("{what}: read_iter of a block_reads user succeeded"),
+                }
+                self.read_all_override(&id)
+            } else {
+                self.store()
+                    .read_iter(&id, 0)
+                    .expect("read_iter")
+                    .collect::<shredstore::Result<_>>()
+                    .expect("read_iter item")
+            };
+            self.check_read(&what, user, 0, usize::MAX, as_msgs(got));
+
+            let store = self.store.as_ref().expect("store is open");
+            let u = self.users.entry(user).or_default();
+            let rights = store.rights_state(&id).expect("rights_state");
+            assert_eq!(
+                rights,
+                u.policy.rights(now, default),
+                "rights of user {user}"
+            );
+            let history = store
+                .consent_history(&id, Access::Override)
+                .expect("consent history");
+            assert_eq!(history, u.consents, "consents of user {user}");
+            match store.consent_history(&id, Access::Subject) {
+                Err(Error::Restricted {
+                    mode: "block_reads",
+                }) if restricted => {}
+                Ok(h) if !restricted => assert_eq!(h, u.consents, "consents of user {user}"),
+                other => panic!("consents of user {user} (restricted: {restricted}): {other:?}"),
+            }
+        }
+        let stats = self.stats();
         let live_users = self.users.values().filter(|u| u.has_key).count() as u64;
         let pending = self.users.values().filter(|u| u.pending).count() as u64;
         assert_eq!(stats.users, live_users, "Stats::users");
@@ -537,6 +1340,43 @@ impl Harness {
             "Stats::purges_done"
         );
     }
+
+    fn stats(&self) -> shredstore::Stats {
+        self.store().stats().expect("stats")
+    }
+
+    /// Every readable message of `user` through `Access::Override`, page by page.
+    fn read_all_override(&self, id: &UserId) -> Vec<shredstore::Message> {
+        let mut out: Vec<shredstore::Message> = Vec::new();
+        loop {
+            let from = out.last().map_or(0, |m| m.seq + 1);
+            let page = self
+                .store()
+                .read_with(id, from, MAX_READ_LIMIT, Access::Override)
+                .expect("read_with override");
+            let full = page.len() == MAX_READ_LIMIT;
+            out.extend(page);
+            if !full {
+                return out;
+            }
+        }
+    }
+}
+
+impl UserModel {
+    /// A compaction of this user's range ran now: what is expired is gone.
+    fn drop_expired(&mut self, now: u64, default: Option<u64>) {
+        let horizon = self.policy.horizon(now, default);
+        for s in &mut self.live {
+            if s.msg.timestamp_ms < horizon {
+                s.phys = Phys::Dropped;
+            }
+        }
+    }
+}
+
+fn seq_of(want: &Result<(u64, u64, bool), Expect>) -> u64 {
+    want.as_ref().map_or(0, |w| w.0)
 }
 
 fn as_msgs(got: Vec<shredstore::Message>) -> Vec<Msg> {
@@ -545,6 +1385,7 @@ fn as_msgs(got: Vec<shredstore::Message>) -> Vec<Msg> {
             seq: m.seq,
             timestamp_ms: m.timestamp_ms,
             payload: m.payload,
+            redaction: m.redaction,
         })
         .collect()
 }
@@ -576,7 +1417,7 @@ fn debug(what: &dyn std::fmt::Debug, started: Instant) {
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok(key_cache) = u8::arbitrary(&mut u) else {
+    let Ok(first) = u8::arbitrary(&mut u) else {
         return;
     };
     let mut ops = Vec::new();
@@ -610,10 +1451,12 @@ fuzz_target!(|data: &[u8]| {
         rng_fails: false,
         purges_since_open: 0,
         handles: BTreeMap::new(),
+        default_retention: None,
     };
     let started = Instant::now();
-    h.open(key_cache);
-    debug(&"open", started);
+    // Bits 2-4 pick the store-wide retention (0 and 7: none).
+    h.open(first);
+    debug(&("open", h.default_retention), started);
     for user in 0..4u8 {
         let handle = h.store().handle(&user_id(user));
         h.handles.insert(user, handle);

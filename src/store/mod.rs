@@ -536,7 +536,9 @@ impl Store {
     /// Appends one message unless `client_message_id` was already used for
     /// `user`, in which case it returns the original seq and stores nothing.
     /// Retries of a timed-out append are thus safe. The id is remembered until
-    /// the user is erased; only a keyed hash of it is stored.
+    /// the user is erased; only a keyed hash of it is stored. If retention
+    /// has removed the original, a retry still gets its seq (the payload can
+    /// no longer be compared).
     ///
     /// # Errors
     /// As [`Store::append`], plus [`InvalidArgument::EmptyClientMessageId`],
@@ -1661,10 +1663,11 @@ impl Inner {
             return Err(Error::Corrupt(Corruption::MissingKeyRecord));
         };
         let key = message_key(handle, seq);
-        let stored = self
-            .db
-            .get_pinned_cf(self.cf(CF_MESSAGES)?, key)?
-            .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
+        let Some(stored) = self.db.get_pinned_cf(self.cf(CF_MESSAGES)?, key)? else {
+            // Retention dropped the original: the retry is still a duplicate
+            // of it (its payload can no longer be compared).
+            return Ok(Some(Appended { seq, timestamp_ms }));
+        };
         let original = open_message(handle, &state, &key, &stored)?;
         // A redacted message's retry is still the same message: report it,
         // never store it again.
@@ -2202,7 +2205,12 @@ fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let meta = entry.metadata()?;
+        // RocksDB deletes obsolete files at any time: one listed a moment ago
+        // may be gone.
+        let meta = match entry.metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
         if meta.is_dir() {
             total += dir_size(&entry.path())?;
         } else {
