@@ -233,6 +233,7 @@ fn redaction_keeps_seq_and_time_and_purge_removes_the_ciphertext() {
     let again = store.redact_as(&a, seq, "other", DPO).unwrap();
     assert!(again.already_redacted);
     assert_eq!(again.redacted_at_ms, 60_000);
+    assert_eq!(store.stats().unwrap().pending_redactions, 1);
 
     let msgs = store.read(&a, 0, 10).unwrap();
     assert_eq!(msgs.len(), 5);
@@ -293,10 +294,16 @@ fn redaction_keeps_seq_and_time_and_purge_removes_the_ciphertext() {
     drop(store);
     let store = open_at(dir.path(), &clock, None);
     assert_eq!(store.read(&a, 0, 10).unwrap(), msgs, "marker persists");
+    assert_eq!(
+        store.stats().unwrap().pending_redactions,
+        1,
+        "pending across restart"
+    );
     let report = store.purge().unwrap();
     assert!(report.complete);
     assert_eq!(report.redactions_purged, 1);
     assert!(scan(dir.path(), &old).is_empty(), "redacted bytes remain");
+    assert_eq!(store.stats().unwrap().pending_redactions, 0);
     assert_eq!(
         scan(dir.path(), &neighbours)
             .iter()

@@ -40,6 +40,7 @@ pub struct Metrics {
     purges: Counter,
     users: Gauge,
     pending_erasures: Gauge,
+    pending_redactions: Gauge,
     filter_drops: Gauge,
     bytes_on_disk: Gauge,
 }
@@ -56,6 +57,7 @@ impl Default for Metrics {
         let purges = Counter::default();
         let users = Gauge::default();
         let pending_erasures = Gauge::default();
+        let pending_redactions = Gauge::default();
         let filter_drops = Gauge::default();
         let bytes_on_disk = Gauge::default();
         registry.register(
@@ -78,6 +80,11 @@ impl Default for Metrics {
             pending_erasures.clone(),
         );
         registry.register(
+            "pending_redactions",
+            "Users with redactions not yet physical",
+            pending_redactions.clone(),
+        );
+        registry.register(
             "compaction_filter_drops",
             "Records dropped by the compaction filter since start",
             filter_drops.clone(),
@@ -96,6 +103,7 @@ impl Default for Metrics {
             purges,
             users,
             pending_erasures,
+            pending_redactions,
             filter_drops,
             bytes_on_disk,
         }
@@ -153,6 +161,7 @@ impl Metrics {
         if let Ok(s) = store.stats() {
             self.users.set(to_i64(s.users));
             self.pending_erasures.set(to_i64(s.pending_erasures));
+            self.pending_redactions.set(to_i64(s.pending_redactions));
             self.filter_drops.set(to_i64(s.filter_drops));
             self.bytes_on_disk.set(to_i64(s.bytes_on_disk));
         }

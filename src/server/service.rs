@@ -754,6 +754,7 @@ impl proto::admin_server::Admin for AdminService {
                 users: s.users,
                 messages_estimate: s.messages_estimate,
                 pending_erasures: s.pending_erasures,
+                pending_redactions: s.pending_redactions,
                 purges_done: s.purges_done,
                 filter_drops: s.filter_drops,
                 bytes_on_disk: s.bytes_on_disk,

@@ -320,6 +320,8 @@ pub struct Stats {
     pub messages_estimate: u64,
     /// Erasures not yet made physical by `purge`.
     pub pending_erasures: u64,
+    /// Users with redactions not yet made physical by `purge`.
+    pub pending_redactions: u64,
     /// Purges completed since open.
     pub purges_done: u64,
     /// Records dropped by the compaction filter since open (RocksDB ticker
@@ -2175,6 +2177,7 @@ impl Inner {
             users: self.users.load(Ordering::Relaxed),
             messages_estimate,
             pending_erasures: self.pending.lock().len() as u64,
+            pending_redactions: self.pending_redactions.lock().len() as u64,
             purges_done: self.purges_done.load(Ordering::Relaxed),
             filter_drops: self.db_opts.get_ticker_count(Ticker::CompactionKeyDropUser),
             bytes_on_disk: dir_size(&self.data_dir)?,
