@@ -8,6 +8,8 @@
 //! - every acknowledged erase holds: none of the user's earlier messages is
 //!   readable;
 //! - an erase cut off by the kill happened entirely or not at all;
+//! - every acknowledged redaction holds (the seq reads as a marker), and a
+//!   cut-off one left either the message or the marker;
 //! - messages that were not acknowledged may exist, but only ones the child
 //!   tried to append, with their payloads;
 //! - no seq is reused after the restart.
@@ -18,7 +20,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -76,13 +78,21 @@ fn crash_child_process() {
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
     let mut rng = Rng(first_n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    // The last seq each user got in this process (redaction targets).
+    let mut last: HashMap<u64, u64> = HashMap::new();
     for n in first_n.. {
         let u = rng.below(USERS);
         if rng.below(40) == 0 {
             writeln!(out, "e {u}").unwrap();
             out.flush().unwrap();
             store.erase(&user(u)).unwrap();
+            last.remove(&u);
             writeln!(out, "E {u}").unwrap();
+        } else if let Some(seq) = last.get(&u).copied().filter(|_| rng.below(12) == 0) {
+            writeln!(out, "r {u} {seq}").unwrap();
+            out.flush().unwrap();
+            store.redact_as(&user(u), seq, "crash", "crash").unwrap();
+            writeln!(out, "R {u} {seq}").unwrap();
         } else if rng.below(4) == 0 {
             // A batch: all or nothing.
             let ns: Vec<u64> = (0..1 + rng.below(8)).map(|i| n * 16 + i).collect();
@@ -94,6 +104,7 @@ fn crash_child_process() {
             let acks = store.append_batch(&user(u), &payloads).unwrap();
             for (m, a) in ns.iter().zip(acks) {
                 writeln!(out, "A {u} {m} {}", a.seq).unwrap();
+                last.insert(u, a.seq);
             }
         } else {
             let m = n * 16;
@@ -101,6 +112,7 @@ fn crash_child_process() {
             out.flush().unwrap();
             let a = store.append(&user(u), &payload(u, m)).unwrap();
             writeln!(out, "A {u} {m} {}", a.seq).unwrap();
+            last.insert(u, a.seq);
         }
         out.flush().unwrap();
     }
@@ -115,6 +127,10 @@ struct Model {
     tried: BTreeSet<u64>,
     /// An erase was started and not acknowledged.
     erase_pending: bool,
+    /// Live seqs whose redaction was acknowledged.
+    redacted: BTreeSet<u64>,
+    /// Live seqs whose redaction was started and not acknowledged.
+    redact_pending: BTreeSet<u64>,
     /// Highest seq ever acknowledged or read.
     max_seq: u64,
 }
@@ -173,7 +189,10 @@ fn apply(models: &mut BTreeMap<u64, Model>, lines: &[String]) -> usize {
         let num = |i: usize| -> u64 { f[i].parse().unwrap() };
         // Lines are written whole (one write(2) each); anything else is the
         // test harness's own output.
-        let complete = matches!((f[0], f.len()), ("a", 3) | ("A", 4) | ("e", 2) | ("E", 2));
+        let complete = matches!(
+            (f[0], f.len()),
+            ("a", 3) | ("A", 4) | ("e", 2) | ("E", 2) | ("r", 3) | ("R", 3)
+        );
         if !complete {
             continue;
         }
@@ -199,7 +218,22 @@ fn apply(models: &mut BTreeMap<u64, Model>, lines: &[String]) -> usize {
             "E" => {
                 let m = models.entry(num(1)).or_default();
                 m.live.clear();
+                m.redacted.clear();
+                m.redact_pending.clear();
                 m.erase_pending = false;
+                acked += 1;
+            }
+            "r" => {
+                models
+                    .entry(num(1))
+                    .or_default()
+                    .redact_pending
+                    .insert(num(2));
+            }
+            "R" => {
+                let m = models.entry(num(1)).or_default();
+                m.redact_pending.remove(&num(2));
+                m.redacted.insert(num(2));
                 acked += 1;
             }
             // A line cut off by the kill.
@@ -211,15 +245,35 @@ fn apply(models: &mut BTreeMap<u64, Model>, lines: &[String]) -> usize {
 
 /// Reopens the store and checks every user against the model, then brings
 /// the model in line with what is stored.
-fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) {
+fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) -> usize {
     let store = Store::open(options(dir)).unwrap();
+    let mut markers_seen = 0;
     for (&u, m) in models.iter_mut() {
         let got = store.read(&user(u), 0, 10_000).unwrap();
+        let markers: BTreeSet<u64> = got
+            .iter()
+            .filter(|g| g.redaction.is_some())
+            .map(|g| g.seq)
+            .collect();
+        markers_seen += markers.len();
         let got: BTreeMap<u64, Vec<u8>> = got.into_iter().map(|g| (g.seq, g.payload)).collect();
+        // Acknowledged redactions hold; a cut-off one may have happened.
+        for seq in &m.redacted {
+            assert!(
+                markers.contains(seq) || m.erase_pending,
+                "{context}: user {u}: acknowledged redaction of seq {seq} lost"
+            );
+        }
+        for seq in &markers {
+            assert!(
+                m.redacted.contains(seq) || m.redact_pending.contains(seq),
+                "{context}: user {u}: seq {seq} redacted by nobody"
+            );
+        }
         let all_acked_present = m
             .live
             .iter()
-            .all(|(seq, n)| got.get(seq) == Some(&payload(u, *n)));
+            .all(|(seq, n)| markers.contains(seq) || got.get(seq) == Some(&payload(u, *n)));
         if m.erase_pending && !m.live.is_empty() && !all_acked_present {
             // The cut-off erase happened: then it took everything.
             assert!(
@@ -236,7 +290,13 @@ fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) {
             );
         }
         for (seq, p) in &got {
-            if let Some(n) = m.live.get(seq) {
+            if markers.contains(seq) {
+                assert!(
+                    p.is_empty(),
+                    "{context}: user {u} seq {seq}: marker with payload"
+                );
+                m.redacted.insert(*seq);
+            } else if let Some(n) = m.live.get(seq) {
                 assert_eq!(p, &payload(u, *n), "{context}: user {u} seq {seq}");
             } else {
                 // Not acknowledged: must be one the child tried, with its
@@ -258,6 +318,8 @@ fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) {
         }
         m.tried.clear();
         m.erase_pending = false;
+        m.redact_pending.clear();
+        m.redacted.retain(|s| got.contains_key(s));
     }
     // No seq is reused after the restart: a new append lands above every
     // seq ever acknowledged or read for that user.
@@ -273,6 +335,7 @@ fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) {
         m.max_seq = a.seq;
     }
     store.close().unwrap();
+    markers_seen
 }
 
 #[test]
@@ -294,19 +357,22 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut models: BTreeMap<u64, Model> = BTreeMap::new();
     let mut total_acked = 0;
+    let mut markers = 0;
     for round in 0..rounds {
         // From "just opened" to a few hundred milliseconds of work.
         let kill_after = Duration::from_millis(rng.below(250));
         let context = format!("seed {seed} round {round} (kill after {kill_after:?})");
         let lines = run_child(dir.path(), (round + 1) * 1_000_000_000, kill_after);
         total_acked += apply(&mut models, &lines);
-        verify(dir.path(), &mut models, &context);
+        markers += verify(dir.path(), &mut models, &context);
     }
     assert!(
         total_acked > 0,
         "seed {seed}: the child never acknowledged anything"
     );
+    assert!(markers > 0, "seed {seed}: no redaction was ever checked");
     eprintln!(
-        "crash test: seed {seed}, {rounds} kills, {total_acked} acknowledged operations verified"
+        "crash test: seed {seed}, {rounds} kills, {total_acked} acknowledged operations verified, \
+         {markers} redaction markers read back"
     );
 }
