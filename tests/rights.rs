@@ -659,3 +659,69 @@ fn an_idempotent_retry_after_retention_dropped_the_original_is_a_duplicate() {
     // A new message still gets a fresh seq.
     assert_eq!(store.append(&b, b"q").unwrap().seq, 2);
 }
+
+#[test]
+fn damaged_records_fail_closed_under_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // Early enough that nothing has expired when Bob's setting is made.
+    let clock = TestClock::at(500);
+    let store = open_at(dir.path(), &clock, Some(1_000));
+    let (a, b, c) = (user("alice"), user("bob"), user("carol"));
+    store.append(&a, b"kept").unwrap();
+    store.append_idempotent(&b, b"id", b"p").unwrap();
+    store.set_retention_as(&b, Retention::Forever, DPO).unwrap();
+    store
+        .record_consent_as(
+            &c,
+            &Consent {
+                purpose: "p".into(),
+                basis: LegalBasis::Consent,
+                granted: true,
+                given_at_ms: 1,
+            },
+            DPO,
+        )
+        .unwrap();
+    let (ha, hb, hc) = (
+        *store.handle(&a).as_bytes(),
+        *store.handle(&b).as_bytes(),
+        *store.handle(&c).as_bytes(),
+    );
+    store.close().unwrap();
+    {
+        let db = raw_db(dir.path());
+        // Alice's timestamp rewritten to an expired one, CRC left stale.
+        let msgs = db.cf_handle(CF_MESSAGES).unwrap();
+        let (k, mut v) = raw_entries(&db, CF_MESSAGES, &ha).remove(0);
+        v[5..13].copy_from_slice(&1u64.to_be_bytes());
+        db.put_cf(msgs, &k, &v).unwrap();
+        // Bob's message lost behind its idempotency entry (and its
+        // high-water mark, as if retention had never applied).
+        let (k, _) = raw_entries(&db, CF_MESSAGES, &hb).remove(0);
+        db.delete_cf(msgs, &k).unwrap();
+        let dedup = db.cf_handle(shredstore::layout::CF_DEDUP).unwrap();
+        db.delete_cf(dedup, hb).unwrap();
+        // Carol's key record lost: she has only consent records.
+        let keys = db.cf_handle(shredstore::layout::CF_KEYS).unwrap();
+        db.delete_cf(keys, hc).unwrap();
+    }
+    clock.set(10_000);
+    let store = open_at(dir.path(), &clock, Some(1_000));
+    assert!(matches!(
+        store.read(&a, 0, 10),
+        Err(Error::Corrupt(shredstore::Corruption::Checksum))
+    ));
+    assert!(matches!(
+        store.append_idempotent(&b, b"id", b"other"),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(
+        store.consent_history(&c, Access::Override),
+        Err(Error::Corrupt(shredstore::Corruption::MissingKeyRecord))
+    ));
+    // Compaction does not expire the damaged record either.
+    store.compact().unwrap();
+    drop(store);
+    let db = raw_db(dir.path());
+    assert_eq!(raw_entries(&db, CF_MESSAGES, &ha).len(), 1);
+}

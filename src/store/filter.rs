@@ -12,13 +12,14 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rocksdb::CompactionDecision;
 use rocksdb::compaction_filter::CompactionFilter;
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 
-use crate::codec::{EnvelopeHeader, MESSAGE_KEY_LEN, UserPolicy};
+use crate::codec::{Envelope, EnvelopeHeader, MESSAGE_KEY_LEN, UserPolicy};
 use crate::types::{Clock, Handle};
 
 /// What one compaction filters by.
@@ -38,6 +39,10 @@ pub(crate) struct FilterState {
     policies: RwLock<HashMap<Handle, UserPolicy>>,
     /// The store-wide retention period in ms.
     pub(crate) default_retention_ms: Option<u64>,
+    /// Every user's policy is loaded (set at the end of `Store::open`).
+    /// Until then retention removes nothing: an unknown user might be on
+    /// hold or keep its messages forever.
+    ready: AtomicBool,
     snapshot: Mutex<Option<Arc<Snapshot>>>,
 }
 
@@ -78,6 +83,11 @@ impl FilterState {
         *self.snapshot.lock() = None;
     }
 
+    /// Lets retention act: every policy is loaded.
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
     /// Whether `epoch` of `handle` is erased.
     pub(crate) fn covers(&self, handle: &Handle, epoch: u32) -> bool {
         self.erased.read().get(handle).is_some_and(|&e| e >= epoch)
@@ -115,12 +125,16 @@ impl CompactionFilterFactory for MessagesFilterFactory {
     type Filter = MessagesFilter;
 
     fn create(&mut self, _context: CompactionFilterContext) -> Self::Filter {
-        let snapshot = self.state.snapshot();
+        // The time before the snapshot: a policy published after the
+        // snapshot was taken then meets an earlier (more lenient) horizon.
         let now_ms = self.clock.now_ms();
+        let retention = self.state.ready.load(Ordering::Acquire);
+        let snapshot = self.state.snapshot();
         let default_ms = self.state.default_retention_ms;
         MessagesFilter {
             snapshot,
             now_ms,
+            retention,
             default_ms,
             default_horizon: default_ms.map_or(0, |p| now_ms.saturating_sub(p)),
         }
@@ -135,6 +149,8 @@ impl CompactionFilterFactory for MessagesFilterFactory {
 pub(crate) struct MessagesFilter {
     snapshot: Arc<Snapshot>,
     now_ms: u64,
+    /// Retention may remove (all policies were loaded when it was created).
+    retention: bool,
     default_ms: Option<u64>,
     default_horizon: u64,
 }
@@ -158,11 +174,16 @@ impl MessagesFilter {
         {
             return CompactionDecision::Remove;
         }
+        if !self.retention {
+            return CompactionDecision::Keep;
+        }
         let horizon = match self.snapshot.policies.get(&handle) {
             Some(p) => p.horizon(self.now_ms, self.default_ms),
             None => self.default_horizon,
         };
-        if header.timestamp_ms < horizon {
+        // Expiry trusts the timestamp only if the CRC vouches for it: a
+        // damaged record is kept (and reported as corrupt when read).
+        if header.timestamp_ms < horizon && Envelope::decode(value).is_ok() {
             CompactionDecision::Remove
         } else {
             CompactionDecision::Keep
@@ -225,6 +246,7 @@ mod tests {
     #[test]
     fn removes_expired_messages_by_default_and_per_user_policy() {
         let state = Arc::new(FilterState::new(Some(1_000)));
+        state.set_ready();
         let (a, b, c) = (Handle([1; 16]), Handle([2; 16]), Handle([3; 16]));
         state.set_policy(
             b,
@@ -309,6 +331,43 @@ mod tests {
         // Unsure means keep.
         assert!(!remove(filter.filter(0, b"short", &envelope(1))));
         assert!(!remove(filter.filter(0, &message_key(&a, 1), b"garbage")));
+    }
+
+    #[test]
+    fn retention_removes_nothing_until_every_policy_is_loaded() {
+        let state = Arc::new(FilterState::new(Some(1)));
+        let a = Handle([1; 16]);
+        state.insert(a, 1);
+        let mut f = MessagesFilterFactory {
+            state: Arc::clone(&state),
+            clock: Arc::new(At(1_000_000)),
+        };
+        let remove = |d: CompactionDecision| matches!(d, CompactionDecision::Remove);
+        let b = Handle([2; 16]);
+        let mut early = f.create(context());
+        // Erased epochs are known: removed. Expiry waits for `set_ready`.
+        assert!(remove(early.filter(
+            0,
+            &message_key(&a, 1),
+            &envelope_at(1, 5)
+        )));
+        assert!(!remove(early.filter(
+            0,
+            &message_key(&b, 1),
+            &envelope_at(1, 5)
+        )));
+        state.set_ready();
+        let mut late = f.create(context());
+        assert!(remove(late.filter(
+            0,
+            &message_key(&b, 1),
+            &envelope_at(1, 5)
+        )));
+        // A damaged record (CRC off) is never expired.
+        let mut bad = envelope_at(1, 5);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(!remove(late.filter(0, &message_key(&b, 1), &bad)));
     }
 
     #[test]

@@ -411,6 +411,9 @@ pub(crate) struct Inner {
     /// Handles with redactions not yet physical, with a counter bumped by
     /// each redaction (a purge clears only what it saw).
     pending_redactions: Mutex<HashMap<Handle, u64>>,
+    /// Source of those counters (starts at 1; 0 marks redactions found
+    /// pending at open).
+    redaction_counter: AtomicU64,
     /// Store-wide retention period, ms.
     default_retention_ms: Option<u64>,
     /// Bumped by every erase after it updated `erased`; open iterators check it.
@@ -486,6 +489,7 @@ impl Store {
             erased,
             pending: Mutex::new(HashMap::new()),
             pending_redactions: Mutex::new(HashMap::new()),
+            redaction_counter: AtomicU64::new(1),
             default_retention_ms,
             erase_generation: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
@@ -496,6 +500,8 @@ impl Store {
         });
         inner.load_erased_and_count_users()?;
         inner.ensure_seq_floors()?;
+        // Only now may compactions expire messages (see FilterState::ready).
+        inner.erased.set_ready();
         let purger = options
             .purge_interval
             .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
@@ -970,8 +976,10 @@ impl MessageIter<'_> {
             }
             let (key, value) = raw.item()?;
             // Expired by retention: hidden now, dropped at compaction.
+            // Only a record whose CRC holds is trusted to be expired; a
+            // damaged one goes on to fail as corrupt.
             if self.horizon > 0
-                && EnvelopeHeader::parse(value).is_ok_and(|h| h.timestamp_ms < self.horizon)
+                && Envelope::decode(value).is_ok_and(|e| e.timestamp_ms < self.horizon)
             {
                 raw.next();
                 continue;
@@ -1350,12 +1358,25 @@ impl Inner {
             users += 1;
             // Policies feed the compaction filter and the purger. A damaged
             // record is reported when the user is used (it fails closed there).
-            if let (Ok(h), Ok(rec)) = (<[u8; Handle::LEN]>::try_from(k), KeyRecord::decode(v))
-                && let KeyState::Governed(policy) = &rec.state
-            {
-                self.erased.set_policy(Handle(h), Some(policy));
-                if policy.purge_pending {
-                    redactions.insert(Handle(h), 0);
+            if let Ok(h) = <[u8; Handle::LEN]>::try_from(k) {
+                match KeyRecord::decode(v) {
+                    Ok(rec) => {
+                        if let KeyState::Governed(policy) = &rec.state {
+                            self.erased.set_policy(Handle(h), Some(policy));
+                            if policy.purge_pending {
+                                redactions.insert(Handle(h), 0);
+                            }
+                        }
+                    }
+                    // Unsure of its policy (it may be on hold): retention
+                    // keeps everything of this user.
+                    Err(_) => self.erased.set_policy(
+                        Handle(h),
+                        Some(&UserPolicy {
+                            retention: codec::Retention::Forever,
+                            ..UserPolicy::default()
+                        }),
+                    ),
                 }
             }
             it.next();
@@ -1380,7 +1401,13 @@ impl Inner {
 
     /// The newest stored message of `handle`, whatever its epoch.
     fn last_message(&self, handle: &Handle) -> Result<Option<Last>> {
-        let cf = self.cf(CF_MESSAGES)?;
+        self.last_in(CF_MESSAGES, handle)
+    }
+
+    /// The newest record of `handle` in a `handle || u64` keyed column
+    /// family (`messages` or `consent`).
+    fn last_in(&self, cf_name: &str, handle: &Handle) -> Result<Option<Last>> {
+        let cf = self.cf(cf_name)?;
         let mut it = self
             .db
             .raw_iterator_cf_opt(cf, Self::handle_read_options(handle));
@@ -1434,9 +1461,13 @@ impl Inner {
             return Ok(UserState::Live(state));
         }
         let marker = self.get_marker(handle)?;
-        if let Some(l) = last {
-            // Messages without a key record or a covering erasure: a lost key.
-            let covered = marker.as_ref().map_or(0, |m| m.epoch);
+        // Messages or consent records without a key record or a covering
+        // erasure: a lost key.
+        let covered = marker.as_ref().map_or(0, |m| m.epoch);
+        for l in [last, self.last_in(CF_CONSENT, handle)?]
+            .into_iter()
+            .flatten()
+        {
             if l.epoch()? > covered {
                 return Err(Error::Corrupt(Corruption::MissingKeyRecord));
             }
@@ -1666,9 +1697,20 @@ impl Inner {
         };
         let key = message_key(handle, seq);
         let Some(stored) = self.db.get_pinned_cf(self.cf(CF_MESSAGES)?, key)? else {
-            // Retention dropped the original: the retry is still a duplicate
-            // of it (its payload can no longer be compared).
-            return Ok(Some(Appended { seq, timestamp_ms }));
+            // Retention dropped the original (a user retention ever applied
+            // to has a seq high-water mark): the retry is still a duplicate
+            // of it, though its payload can no longer be compared. Anything
+            // else is a lost message.
+            let retained = self.retention_may_apply(&state.policy)
+                || self
+                    .db
+                    .get_pinned_cf(self.cf(CF_DEDUP)?, handle.as_bytes())?
+                    .is_some();
+            return if retained {
+                Ok(Some(Appended { seq, timestamp_ms }))
+            } else {
+                Err(Error::Corrupt(Corruption::MissingKeyRecord))
+            };
         };
         let original = open_message(handle, &state, &key, &stored)?;
         // A redacted message's retry is still the same message: report it,
@@ -1815,6 +1857,11 @@ impl Inner {
         } else {
             0
         };
+        // Consent records without a readable key record: their range must
+        // be purged too.
+        if let Some(c) = self.last_in(CF_CONSENT, &handle)? {
+            epoch = epoch.max(c.epoch.unwrap_or(1)).max(1);
+        }
         // Epoch 0 means nothing was ever stored: there is nothing to purge.
         let nothing_stored = epoch == 0;
         let marker = EraseMarker {

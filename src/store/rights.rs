@@ -413,6 +413,23 @@ impl Inner {
             mut rec,
             is_new,
         } = user;
+        // A compaction that snapshots the filter state between the write and
+        // the publication below must not expire what the new policy keeps
+        // (a hold, a longer period): until the write is done, expiry of this
+        // user is frozen at the lower of the two floors.
+        let old_floor = rec.state.policy().expired_before_ms;
+        self.erased.set_policy(
+            *handle,
+            Some(&UserPolicy {
+                expired_before_ms: old_floor.min(policy.expired_before_ms),
+                hold: Some(LegalHold {
+                    reason: String::new(),
+                    since_ms: 0,
+                    until_ms: None,
+                }),
+                ..UserPolicy::default()
+            }),
+        );
         rec.state = KeyState::of(policy.clone());
         let mut encoded = Vec::new();
         rec.encode(&mut encoded);
@@ -550,7 +567,10 @@ impl Inner {
         let mut policy = user.rec.state.policy();
         policy.purge_pending = true;
         self.commit_policy(handle, user, policy, batch, (actor, AuditOp::Redact))?;
-        *self.pending_redactions.lock().entry(*handle).or_insert(0) += 1;
+        // A store-wide counter: a purge that saw an older value (also one
+        // from before an erasure of this user) never clears this redaction.
+        let generation = self.redaction_counter.fetch_add(1, Ordering::Relaxed);
+        self.pending_redactions.lock().insert(*handle, generation);
         self.purger_signal.notify();
         tracing::info!(%handle, seq, "message redacted");
         Ok(Redacted {
@@ -671,6 +691,10 @@ impl Inner {
             it.next();
         }
         it.status()?;
+        // Erased meanwhile: nothing of it is returned after the erase.
+        if self.erased.covers(handle, state.epoch) {
+            return Ok(Vec::new());
+        }
         Ok(out)
     }
 
