@@ -867,18 +867,23 @@ impl UserPolicy {
         self.hold.as_ref().filter(|h| h.active_at(now_ms))
     }
 
+    /// The retention period in ms that applies given the store's default
+    /// (`None`: kept until erased), legal holds aside.
+    pub fn period(&self, default: Option<u64>) -> Option<u64> {
+        match self.retention {
+            Retention::StoreDefault => default,
+            Retention::Forever => None,
+            Retention::After { ms } => Some(ms),
+        }
+    }
+
     /// Messages appended before the returned time are expired at `now_ms`,
     /// given the store's default retention.
     pub fn horizon(&self, now_ms: u64, default: Option<u64>) -> u64 {
         if self.active_hold(now_ms).is_some() {
             return self.expired_before_ms;
         }
-        let period = match self.retention {
-            Retention::StoreDefault => default,
-            Retention::Forever => None,
-            Retention::After { ms } => Some(ms),
-        };
-        let by_period = period.map_or(0, |p| now_ms.saturating_sub(p));
+        let by_period = self.period(default).map_or(0, |p| now_ms.saturating_sub(p));
         self.expired_before_ms.max(by_period)
     }
 }

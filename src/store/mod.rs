@@ -771,10 +771,7 @@ impl Store {
         handle: Option<Handle>,
         outcome: AuditOutcome,
     ) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.inner
-            .put_audit(&mut batch, actor, op, handle, outcome)?;
-        self.inner.write(batch, true)
+        self.inner.record_audit(actor, op, handle, outcome)
     }
 
     /// The audit records with `from_ms <= time_ms < to_ms`, oldest first, at
@@ -975,16 +972,16 @@ impl MessageIter<'_> {
                 return raw.status().err().map(|e| Err(Error::Storage(e)));
             }
             let (key, value) = raw.item()?;
-            // Expired by retention: hidden now, dropped at compaction.
-            // Only a record whose CRC holds is trusted to be expired; a
-            // damaged one goes on to fail as corrupt.
-            if self.horizon > 0
-                && Envelope::decode(value).is_ok_and(|e| e.timestamp_ms < self.horizon)
-            {
-                raw.next();
-                continue;
-            }
-            let result = open_message(&self.handle, state, key, value);
+            let result = match Envelope::decode(value) {
+                // Expired by retention: hidden now, dropped at compaction.
+                // Only a record whose CRC holds is trusted to be expired.
+                Ok(env) if env.timestamp_ms < self.horizon => {
+                    raw.next();
+                    continue;
+                }
+                Ok(env) => open_envelope(&self.handle, state, key, &env),
+                Err(e) => Err(e),
+            };
             raw.next();
             return Some(result);
         }
@@ -993,18 +990,38 @@ impl MessageIter<'_> {
 
 /// Decodes, authenticates and decrypts one stored message.
 fn open_message(handle: &Handle, state: &CachedUser, key: &[u8], value: &[u8]) -> Result<Message> {
+    open_envelope(handle, state, key, &Envelope::decode(value)?)
+}
+
+/// Authenticates and decrypts an envelope stored under `key` (`handle ||
+/// u64`) of the user's live epoch; returns that u64 and the plaintext.
+fn open_sealed(
+    handle: &Handle,
+    state: &CachedUser,
+    key: &[u8],
+    env: &Envelope<'_>,
+) -> Result<(u64, Vec<u8>)> {
     let (h, seq) = codec::parse_message_key(key)?;
     if h != *handle {
         return Err(Error::Corrupt(Corruption::Key));
     }
-    let env = Envelope::decode(value)?;
     // Reads start at the epoch's first seq; every earlier epoch's seqs are
     // lower. Another epoch here is damage, never a reason to skip silently.
     if env.epoch != state.epoch {
         return Err(Error::Corrupt(Corruption::EpochMismatch));
     }
     let aad = Envelope::aad_of(env.kind, handle, seq, env.epoch, env.timestamp_ms);
-    let opened = state.cipher.open(&env.nonce, &aad, env.sealed)?;
+    Ok((seq, state.cipher.open(&env.nonce, &aad, env.sealed)?))
+}
+
+/// [`open_message`] of an already decoded envelope.
+fn open_envelope(
+    handle: &Handle,
+    state: &CachedUser,
+    key: &[u8],
+    env: &Envelope<'_>,
+) -> Result<Message> {
+    let (seq, opened) = open_sealed(handle, state, key, env)?;
     match env.kind {
         EnvelopeKind::Message => Ok(Message {
             seq,
@@ -1294,16 +1311,36 @@ impl Inner {
         Ok(())
     }
 
-    /// Records a refused operation (best effort: the refusal itself is the
-    /// answer the caller gets, whatever happens to its record).
-    fn audit_refusal(&self, actor: &str, op: AuditOp, handle: Handle) {
+    /// Writes one audit record, stamped now, on its own (synced).
+    fn record_audit(
+        &self,
+        actor: &str,
+        op: AuditOp,
+        handle: Option<Handle>,
+        outcome: AuditOutcome,
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
-        let written = self
-            .put_audit(&mut batch, actor, op, Some(handle), AuditOutcome::Refused)
-            .and_then(|()| self.write(batch, true));
-        if let Err(e) = written {
-            tracing::warn!(error = %e, op = op.name(), "could not record a refusal");
+        self.put_audit(&mut batch, actor, op, handle, outcome)?;
+        self.write(batch, true)
+    }
+
+    /// Passes `r` through, recording it as `refused` if it is a refusal
+    /// (best effort: the refusal itself is the answer the caller gets,
+    /// whatever happens to its record).
+    fn audit_refusal<T>(
+        &self,
+        actor: &str,
+        op: AuditOp,
+        handle: Handle,
+        r: Result<T>,
+    ) -> Result<T> {
+        if let Err(e) = &r
+            && rights::is_refusal(e)
+            && let Err(w) = self.record_audit(actor, op, Some(handle), AuditOutcome::Refused)
+        {
+            tracing::warn!(error = %w, op = op.name(), "could not record a refusal");
         }
+        r
     }
 
     /// Signs `r` (its `mac` is overwritten).
@@ -1499,12 +1536,7 @@ impl Inner {
     /// appends also store the seq high-water mark, since the last message
     /// (which otherwise tells the next seq) may be dropped by compaction.
     fn retention_may_apply(&self, policy: &UserPolicy) -> bool {
-        policy.expired_before_ms > 0
-            || match policy.retention {
-                codec::Retention::StoreDefault => self.default_retention_ms.is_some(),
-                codec::Retention::Forever => false,
-                codec::Retention::After { .. } => true,
-            }
+        policy.expired_before_ms > 0 || policy.period(self.default_retention_ms).is_some()
     }
 
     /// With a store-wide retention period, every user needs a seq high-water
@@ -1826,8 +1858,7 @@ impl Inner {
             .is_some_and(|r| r.state.policy().active_hold(now).is_some())
         {
             tracing::info!(%handle, "erase refused: legal hold");
-            self.audit_refusal(actor, AuditOp::Erase, handle);
-            return Err(Error::LegalHold);
+            return self.audit_refusal(actor, AuditOp::Erase, handle, Err(Error::LegalHold));
         }
         let known = decoded.map(|r| (r.epoch, r.first_seq));
         let last = self.last_message(&handle)?;
@@ -2047,9 +2078,7 @@ impl Inner {
             r.erasures_purged > 0 || r.redactions_purged > 0 || !r.complete
         }) && !self.poisoned.load(Ordering::Acquire)
         {
-            let mut batch = WriteBatch::default();
-            self.put_audit(&mut batch, actor, AuditOp::Purge, None, outcome)?;
-            self.write(batch, true)?;
+            self.record_audit(actor, AuditOp::Purge, None, outcome)?;
         }
         report
     }

@@ -93,7 +93,7 @@ fn check_text(what: &'static str, text: &str) -> Result<()> {
 
 /// Whether an error is a refusal (recorded as such in the audit trail)
 /// rather than a failure.
-fn is_refusal(e: &Error) -> bool {
+pub(super) fn is_refusal(e: &Error) -> bool {
     matches!(
         e,
         Error::LegalHold
@@ -282,12 +282,7 @@ impl Store {
         let handle = self.handle(user);
         let r = check_text("redaction reason", reason)
             .and_then(|()| self.inner.redact(&handle, seq, reason, actor));
-        if let Err(e) = &r
-            && is_refusal(e)
-        {
-            self.inner.audit_refusal(actor, AuditOp::Redact, handle);
-        }
-        r
+        self.inner.audit_refusal(actor, AuditOp::Redact, handle, r)
     }
 
     /// Appends `consent` to `user`'s consent history, sealed under the
@@ -311,13 +306,8 @@ impl Store {
             check_text("consent purpose", &consent.purpose)?;
             self.inner.record_consent(&handle, consent, actor)
         })();
-        if let Err(e) = &r
-            && is_refusal(e)
-        {
-            self.inner
-                .audit_refusal(actor, AuditOp::RecordConsent, handle);
-        }
-        r
+        self.inner
+            .audit_refusal(actor, AuditOp::RecordConsent, handle, r)
     }
 
     /// `user`'s consent history, oldest first.
@@ -338,11 +328,7 @@ impl Inner {
         let effective_retention_ms = if hold.is_some() {
             None
         } else {
-            match policy.retention {
-                Retention::StoreDefault => self.default_retention_ms,
-                Retention::Forever => None,
-                Retention::After { ms } => Some(ms),
-            }
+            policy.period(self.default_retention_ms)
         };
         RightsState {
             restriction: policy.restriction,
@@ -473,7 +459,7 @@ impl Inner {
             let Some(user) = self.live_record(&handle, create)? else {
                 let mut policy = UserPolicy::default();
                 change(&mut policy, now)?;
-                self.record_op(actor, op, handle)?;
+                self.record_audit(actor, op, Some(handle), AuditOutcome::Ok)?;
                 return Ok(self.rights_state(&UserPolicy::default()));
             };
             let mut policy = user.rec.state.policy();
@@ -482,19 +468,7 @@ impl Inner {
             self.commit_policy(&handle, user, policy, WriteBatch::default(), (actor, op))?;
             Ok(view)
         })();
-        if let Err(e) = &r
-            && is_refusal(e)
-        {
-            self.audit_refusal(actor, op, handle);
-        }
-        r
-    }
-
-    /// Records a successful operation that wrote nothing else.
-    fn record_op(&self, actor: &str, op: AuditOp, handle: Handle) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.put_audit(&mut batch, actor, op, Some(handle), AuditOutcome::Ok)?;
-        self.write(batch, true)
+        self.audit_refusal(actor, op, handle, r)
     }
 
     fn redact(&self, handle: &Handle, seq: u64, reason: &str, actor: &str) -> Result<Redacted> {
@@ -525,10 +499,10 @@ impl Inner {
             return Err(Error::NoSuchMessage);
         }
         if env.kind == EnvelopeKind::Redaction {
-            let m = super::open_message(handle, state, &key, &stored)?;
+            let m = super::open_envelope(handle, state, &key, &env)?;
             drop(stored);
             // Nothing changes, but the request is still a rights operation.
-            self.record_op(actor, AuditOp::Redact, *handle)?;
+            self.record_audit(actor, AuditOp::Redact, Some(*handle), AuditOutcome::Ok)?;
             return Ok(Redacted {
                 seq,
                 timestamp_ms: m.timestamp_ms,
@@ -670,19 +644,11 @@ impl Inner {
         let mut it = it;
         let mut out = Vec::new();
         while let Some((k, v)) = it.item() {
-            let (h, index) = codec::parse_message_key(k)?;
-            if h != *handle {
-                break;
-            }
             let env = Envelope::decode(v)?;
             if env.kind != EnvelopeKind::Consent {
                 return Err(Error::Corrupt(Corruption::Encoding));
             }
-            if env.epoch != state.epoch {
-                return Err(Error::Corrupt(Corruption::EpochMismatch));
-            }
-            let aad = Envelope::aad_of(env.kind, handle, index, env.epoch, env.timestamp_ms);
-            let opened = state.cipher.open(&env.nonce, &aad, env.sealed)?;
+            let (index, opened) = super::open_sealed(handle, &state, k, &env)?;
             out.push(ConsentEntry {
                 index,
                 recorded_at_ms: env.timestamp_ms,
