@@ -9,10 +9,15 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shredstore/target
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: run test bench fuzz prereqs build check fmt clippy clean-data
+.PHONY: run test bench fuzz prereqs test-tools build check fmt clippy clean-data
 
 prereqs:
 	@scripts/prereqs.sh
+
+# grpcurl and promtool for the tests (README session, alert rules), in
+# ~/.cache/shredstore/tools/bin; see scripts/test-tools.sh.
+test-tools:
+	@scripts/test-tools.sh >/dev/null
 
 build: prereqs
 	$(CARGO) build --release --all-targets
@@ -24,13 +29,13 @@ run: prereqs
 
 # Benches are compiled (not run) so they never rot; they share the release
 # build (the bench profile inherits it).
-test: prereqs
+test: prereqs test-tools
 	$(CARGO) test --release
-	$(CARGO) bench --no-run
+	$(CARGO) bench --no-run --features internals
 
 # Every criterion bench, then the on-disk footprint (see BENCHMARKS.md).
 bench: prereqs
-	$(CARGO) bench
+	$(CARGO) bench --features internals
 
 # `--no-default-features` changes host-dependency features (syn, regex...), which
 # rebuilds bindgen and would re-run RocksDB's 25-minute C++ build. A check never
@@ -48,6 +53,7 @@ fmt:
 
 clippy: prereqs
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --features internals --bench crypto --bench purge_scale -- -D warnings
 
 # Every cargo-fuzz target for FUZZ_SECS seconds each (nightly; links the
 # release build's librocksdb.a instead of compiling RocksDB again; see

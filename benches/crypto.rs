@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use shredstore::crypto::{MessageCipher, Secret32, hkdf_sha256};
+use shredstore::internals::{Secret32, SivCipher, hkdf_sha256};
 use shredstore::{Durability, UserId};
 
 #[path = "support/mod.rs"]
@@ -13,7 +13,7 @@ mod support;
 const SIZES: [usize; 4] = [64, 256, 1024, 4096];
 
 fn seal_open(c: &mut Criterion) {
-    let cipher = MessageCipher::new(&Secret32::from_bytes([3; 32]));
+    let cipher = SivCipher::new(&Secret32::from_bytes([3; 32]));
     let nonce = [9u8; 12];
     let aad = [1u8; 41];
     let mut group = c.benchmark_group("crypto");
@@ -41,7 +41,7 @@ fn seal_open(c: &mut Criterion) {
                 &salt,
                 &[b"shredstore/v1/message", &handle, &1u32.to_be_bytes()],
             );
-            MessageCipher::new(&key)
+            SivCipher::new(&key)
         })
     });
     // Handle = HMAC-SHA256(handle key, user id), computed on every call.

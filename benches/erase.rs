@@ -77,7 +77,7 @@ fn timed_erase(n: usize, flushed: bool, payloads: &[Vec<u8>]) -> Duration {
     let start = Instant::now();
     let erased = store.erase(&user).expect("erase");
     let took = start.elapsed();
-    assert_eq!(erased.messages_before, n as u64);
+    assert_eq!(erased.messages_erased, n as u64);
     took
 }
 

@@ -40,8 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let e = store.erase(&alice)?;
     println!(
-        "erase alice  handle={} messages_before={} epoch={}",
-        e.handle, e.messages_before, e.epoch
+        "erase alice  handle={} messages_erased={} epoch={}",
+        e.handle, e.messages_erased, e.epoch
     );
     println!(
         "read alice   -> {} messages",

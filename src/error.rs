@@ -184,6 +184,13 @@ pub enum InvalidArgument {
     /// A legal hold's end lies in the past.
     #[error("legal hold end time is not in the future")]
     HoldEndsInPast,
+    /// [`Store::record_audit`](crate::Store::record_audit) was asked to record
+    /// one of the store's own operations as done (only the store does).
+    #[error("the {op} operation records itself; a caller may record only its refusal or failure")]
+    ReservedAuditOp {
+        /// The operation's name.
+        op: &'static str,
+    },
     /// An option given to [`Store::open`](crate::Store::open) is out of range.
     #[error("invalid option: {0}")]
     Option(&'static str),

@@ -34,8 +34,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod codec;
-pub mod crypto;
+mod codec;
+mod crypto;
 mod error;
 #[cfg(feature = "server")]
 pub mod load;
@@ -46,18 +46,29 @@ mod types;
 
 pub use codec::{
     AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold,
-    PurgeStatus, Restriction, Retention,
+    MAX_REASON_LEN, PurgeStatus, Restriction, Retention,
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Access, Appended, AuditCursor, ConsentEntry, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions,
-    Erased, ErasureCheck, ErasureState, ExportManifest, IdempotentAppend, LIBRARY_ACTOR,
-    MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, Message, MessageIter, Options, PurgeReport, Redacted,
-    Redaction, RightsState, Stats, Store, StoreLimits, layout, open_plain_baseline,
-    validate_client_message_id,
+    Erased, ErasureCheck, ErasureState, ExportCursor, ExportManifest, IdempotentAppend,
+    LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, MemoryEnv, Message, MessageIter,
+    Options, PurgeReport, Redacted, Redaction, RightsState, Stats, Store, StoreLimits, TestHooks,
+    layout, open_plain_baseline, validate_client_message_id,
 };
 pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
+
+/// Encoding and crypto internals, for the project's own fuzzers and
+/// benchmarks (feature `internals`, off by default). Not an API: nothing
+/// here is stable.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::codec::*;
+    pub use crate::crypto::*;
+    pub use crate::store::{FILTER_SHARDS, FilterState};
+}
 
 /// The README's examples run as doc tests, so the README cannot drift from the API.
 #[cfg(doctest)]

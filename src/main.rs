@@ -235,6 +235,8 @@ fn load(args: &LoadArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
+    // Signal handlers first: a SIGTERM during start-up shuts down cleanly.
+    let shutdown = shutdown_signal();
     let config = args.resolve()?;
     let tls = config.tls.is_some();
     let server = Server::bind(config.clone()).await?;
@@ -256,7 +258,7 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
-    server.serve(shutdown_signal()).await
+    server.serve(shutdown).await
 }
 
 fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
@@ -273,7 +275,7 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
             RootKeySource::Env.load().map_err(|e| e.to_string())?
         }
         None => {
-            let dev = dev_key_path(&args.data_dir);
+            let dev = dev_key_path(&args.data_dir).map_err(|e| e.to_string())?;
             if !dev.exists() {
                 return Err(format!(
                     "no root key: give --root-key-file or set {ROOT_KEY_ENV} (no development key at {})",
@@ -315,7 +317,27 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
         ),
         None => println!("erased:                 never"),
     }
-    println!("erased-epoch records:   {}", check.erased_records);
+    println!(
+        "files read:             {} SST file(s)",
+        check.files_checked
+    );
+    println!(
+        "erased-epoch messages:  {} (versions in files)",
+        check.erased_records
+    );
+    println!("erased-epoch consents:  {}", check.erased_consents);
+    println!(
+        "erased key records:     {} (each holds a wrapped secret)",
+        check.erased_key_records
+    );
+    println!("stale index entries:    {}", check.stale_index_entries);
+    println!("WAL files from before:  {}", check.old_wal_files);
+    if check.unreadable_files > 0 {
+        println!(
+            "unreadable files:       {} (cannot be vouched for)",
+            check.unreadable_files
+        );
+    }
     println!(
         "live records:           {} (written after the erasure, under a new key)",
         check.live_records
@@ -327,12 +349,12 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     println!("idempotency entries:    {}", check.dedup_entries);
     let (verdict, code) = if check.is_physically_erased() {
         (
-            "PHYSICALLY ERASED: nothing of the erased key epochs is left in the store's files",
+            "PHYSICALLY ERASED: no file of the data directory holds anything of the erased key epochs",
             0,
         )
     } else if check.is_pending() {
         (
-            "ERASED, NOT YET PURGED: unreadable now; run a purge (or --purge) to remove the ciphertext",
+            "ERASED, NOT PHYSICALLY: unreadable now, but files still hold erased versions; run a purge (or --purge)",
             2,
         )
     } else {

@@ -193,3 +193,68 @@ fn erasing_a_user_with_nothing_stored_gives_a_purged_receipt() {
     assert_eq!(r.purge_status, PurgeStatus::Purged);
     assert!(store.verify_receipt(&r));
 }
+
+/// Regression (issue 11, item 11): re-erasing a user whose erasure was
+/// already purged reset it to pending (and re-issued a pending receipt)
+/// though nothing new had been stored.
+#[test]
+fn re_erasing_a_purged_user_stays_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let a = common::user("re-erased");
+    store.append(&a, b"one").unwrap();
+    store.erase(&a).unwrap();
+    assert!(store.purge().unwrap().complete);
+    let again = store.erase(&a).unwrap();
+    assert_eq!(again.receipt.purge_status, PurgeStatus::Purged);
+    assert_eq!(store.stats().unwrap().pending_erasures, 0);
+    assert_eq!(
+        store.purge_status(&again.handle).unwrap(),
+        Some(PurgeStatus::Purged)
+    );
+    assert!(store.verify_erasure(&a).unwrap().is_physically_erased());
+    // New data, then an erasure: pending again, as it must be.
+    store.append(&a, b"two").unwrap();
+    let third = store.erase(&a).unwrap();
+    assert_eq!(third.receipt.purge_status, PurgeStatus::Pending);
+    assert_eq!(store.stats().unwrap().pending_erasures, 1);
+}
+
+/// Regression (issue 11, item 11): `record_audit` let an embedder write an
+/// `Erase`/`Ok` record, which the export manifest trusts for the dates of
+/// earlier erasures. Only the store records its own operations as done;
+/// a caller may still record their refusal or failure.
+#[test]
+fn callers_cannot_forge_the_stores_own_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let a = common::user("forged");
+    let h = store.handle(&a);
+    for op in [
+        AuditOp::Erase,
+        AuditOp::Purge,
+        AuditOp::Export,
+        AuditOp::Redact,
+    ] {
+        assert!(matches!(
+            store.record_audit("embedder", op, Some(h), AuditOutcome::Ok),
+            Err(shredstore::Error::InvalidArgument(
+                shredstore::InvalidArgument::ReservedAuditOp { .. }
+            ))
+        ));
+    }
+    store
+        .record_audit("embedder", AuditOp::Erase, Some(h), AuditOutcome::Refused)
+        .unwrap();
+    store
+        .record_audit(
+            "embedder",
+            AuditOp::RestrictedRead,
+            Some(h),
+            AuditOutcome::Ok,
+        )
+        .unwrap();
+    store.append(&a, b"x").unwrap();
+    let m = store.export_as(&a, "test", |_| Ok(())).unwrap();
+    assert!(m.erasures_ms.is_empty(), "{m:?}");
+}

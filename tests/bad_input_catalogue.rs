@@ -450,7 +450,7 @@ fn cases() -> Vec<Case> {
                 match f.store.append(&f.blocked, b"x") {
                     Err(Error::Blocked) => Ok(format!(
                         "erased {} messages, then Blocked",
-                        e.messages_before
+                        e.messages_erased
                     )),
                     other => Ok(format!("erased, then {other:?}")),
                 }
@@ -458,14 +458,14 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "erase of a user never written (Ok, no messages, no user)",
-            Expect::Ok("messages_before 0 epoch 0 users 3"),
+            Expect::Ok("messages_erased 0 epoch 0 users 3"),
             true, // writes an erasure marker (so a later block_new would stick)
             |f| {
                 let e = f.store.erase(&f.nobody)?;
                 let users = f.store.stats()?.users;
                 Ok(format!(
-                    "messages_before {} epoch {} users {users}",
-                    e.messages_before, e.epoch
+                    "messages_erased {} epoch {} users {users}",
+                    e.messages_erased, e.epoch
                 ))
             },
         ),

@@ -70,13 +70,21 @@ fn invariant_1_no_plaintext_or_user_id_on_disk() {
 }
 
 /// Captures A's ciphertexts and wrapped key record from the raw database.
-fn capture(dir: &std::path::Path, store: Store, a: &UserId) -> (Store, Vec<Vec<u8>>) {
+/// Closes the store and captures A's `n` sealed envelopes and key record
+/// from the raw database, then reopens it with `options`.
+fn capture_with(
+    dir: &std::path::Path,
+    store: Store,
+    a: &UserId,
+    n: usize,
+    options: shredstore::Options,
+) -> (Store, Vec<Vec<u8>>) {
     let handle = *store.handle(a).as_bytes();
     store.close().unwrap();
     let db = raw_db(dir);
     let mut needles = Vec::new();
     let msgs = raw_entries(&db, CF_MESSAGES, &handle);
-    assert_eq!(msgs.len(), 300, "captured all of A's envelopes");
+    assert_eq!(msgs.len(), n, "captured all of A's envelopes");
     for (_, v) in msgs {
         // The sealed bytes: after the 25-byte header, before the CRC.
         needles.push(v[25..v.len() - 4].to_vec());
@@ -85,7 +93,11 @@ fn capture(dir: &std::path::Path, store: Store, a: &UserId) -> (Store, Vec<Vec<u
     assert_eq!(keyrec.len(), 1, "A has one key record");
     needles.push(keyrec[0].1.clone());
     drop(db);
-    (open(dir), needles)
+    (Store::open(options).unwrap(), needles)
+}
+
+fn capture(dir: &std::path::Path, store: Store, a: &UserId) -> (Store, Vec<Vec<u8>>) {
+    capture_with(dir, store, a, 300, common::options(dir))
 }
 
 #[test]
@@ -104,7 +116,7 @@ fn invariants_2_and_3_erase_then_purge_leaves_no_bytes() {
     );
 
     let erased = store.erase(&a).unwrap();
-    assert_eq!(erased.messages_before, 300);
+    assert_eq!(erased.messages_erased, 300);
     assert!(
         store.read(&a, 0, 1000).unwrap().is_empty(),
         "A reads empty at once"
@@ -151,7 +163,7 @@ fn returning_user_gets_fresh_epoch_and_seqs_continue() {
         );
     }
     let e1 = store.erase(&a).unwrap();
-    assert_eq!((e1.messages_before, e1.epoch), (5, 1));
+    assert_eq!((e1.messages_erased, e1.epoch), (5, 1));
     let s = store.append(&a, b"new life").unwrap();
     assert_eq!(s.seq, 6, "seqs are never reused");
     let got = store.read(&a, 0, 100).unwrap();
@@ -164,7 +176,7 @@ fn returning_user_gets_fresh_epoch_and_seqs_continue() {
     store.purge().unwrap();
     assert_eq!(store.read(&a, 0, 100).unwrap().len(), 1);
     let e2 = store.erase(&a).unwrap();
-    assert_eq!((e2.messages_before, e2.epoch), (1, 2));
+    assert_eq!((e2.messages_erased, e2.epoch), (1, 2));
     assert_eq!(store.append(&a, b"third").unwrap().seq, 7);
     store.purge().unwrap();
     // Seqs continue after purge and restart too.
@@ -185,12 +197,12 @@ fn erase_of_unknown_or_erased_user_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let ghost = user("never-seen");
-    assert_eq!(store.erase(&ghost).unwrap().messages_before, 0);
+    assert_eq!(store.erase(&ghost).unwrap().messages_erased, 0);
     assert_eq!(store.append(&ghost, b"hi").unwrap().seq, 1);
     let a = user("twice");
     store.append(&a, b"x").unwrap();
-    assert_eq!(store.erase(&a).unwrap().messages_before, 1);
-    assert_eq!(store.erase(&a).unwrap().messages_before, 0);
+    assert_eq!(store.erase(&a).unwrap().messages_erased, 1);
+    assert_eq!(store.erase(&a).unwrap().messages_erased, 0);
     assert!(store.read(&a, 0, 10).unwrap().is_empty());
     assert_eq!(store.stats().unwrap().users, 1);
 }
@@ -211,18 +223,33 @@ fn block_new_refuses_appends_after_erase() {
     assert!(store.read(&a, 0, 10).unwrap().is_empty());
 }
 
+/// Regression (issue 11, item 7): this test scanned for plaintext, which is
+/// never on disk, so it could not fail. It now captures A's ciphertext and
+/// key record, as `invariants_2_and_3` does.
 #[test]
 fn delete_range_option_also_erases() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(common::options(dir.path()).erase_delete_range(true)).unwrap();
+    let opts = || common::options(dir.path()).erase_delete_range(true);
+    let store = Store::open(opts()).unwrap();
     let a = fill(&store, USER_A, 50);
     fill(&store, USER_B, 10);
+    store.flush().unwrap();
+    let (store, needles) = capture_with(dir.path(), store, &a, 50, opts());
+    assert!(
+        !scan(dir.path(), &needles).is_empty(),
+        "scanner sees A's data"
+    );
     store.erase(&a).unwrap();
     assert!(store.read(&a, 0, 100).unwrap().is_empty());
-    store.purge().unwrap();
+    // The range tombstone hides A's records from reads, not from the files.
+    assert!(
+        !scan(dir.path(), &needles).is_empty(),
+        "still on disk before purge"
+    );
+    assert!(store.purge().unwrap().complete);
+    let hits = scan(dir.path(), &needles);
+    assert!(hits.is_empty(), "A's bytes remain after purge: {hits:?}");
     assert_reads_back(&store, USER_B, 10);
-    let canaries: Vec<Vec<u8>> = (0..50).map(|i| canary(USER_A, i)).collect();
-    assert!(scan(dir.path(), &canaries).is_empty());
 }
 
 #[test]
@@ -282,7 +309,7 @@ fn invariant_6_erase_cost_is_independent_of_message_count() {
     let time = |u: &UserId| {
         let t = Instant::now();
         let e = store.erase(u).unwrap();
-        (t.elapsed(), e.messages_before)
+        (t.elapsed(), e.messages_erased)
     };
     let mut small_t = Duration::MAX;
     let mut big_t = Duration::MAX;

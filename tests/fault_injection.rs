@@ -177,3 +177,41 @@ fn full_disk_poisons_writes_and_loses_nothing_acknowledged() {
     }
     store.close().unwrap();
 }
+
+/// Regression (issue 11, item 11): a failed `sync()` or `close()` did not
+/// poison the store, though DESIGN.md says a failed write or sync must: the
+/// buffered appends before it may be lost, so nothing more may be
+/// acknowledged until the store is reopened.
+#[test]
+fn a_failed_sync_poisons_the_store() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let hooks = shredstore::TestHooks {
+        fail_syncs: Some(Arc::clone(&fail)),
+        ..shredstore::TestHooks::default()
+    };
+    let store = Store::open(
+        options(dir.path())
+            .durability(Durability::Buffered)
+            .test_hooks(hooks.clone()),
+    )
+    .unwrap();
+    let u = user(1);
+    store.append(&u, b"before").unwrap();
+    store.sync().unwrap();
+    fail.store(true, Ordering::Release);
+    assert!(store.sync().is_err());
+    fail.store(false, Ordering::Release);
+    assert!(matches!(store.append(&u, b"after"), Err(Error::Poisoned)));
+    assert!(matches!(store.erase(&u), Err(Error::Poisoned)));
+    assert!(store.stats().unwrap().poisoned);
+    assert!(matches!(store.close(), Err(Error::Poisoned)));
+
+    // close() itself: its final sync fails, and says so.
+    let store = Store::open(options(dir.path()).test_hooks(hooks)).unwrap();
+    assert_eq!(store.read(&u, 0, 10).unwrap().len(), 1);
+    fail.store(true, Ordering::Release);
+    assert!(store.close().is_err());
+}

@@ -83,14 +83,136 @@ fn dev_mode_serves_and_shuts_down_on_sigterm() {
 #[test]
 fn refuses_to_start_without_auth_configuration() {
     let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("root.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--root-key-file"])
+        .arg(&key)
+        .arg("--data-dir")
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tokens-file"), "{err}");
+}
+
+/// Regression (issue 11, item 3): a development root key was generated in
+/// any configuration, also with a tokens file, and with `--data-dir .`
+/// inside the data directory. Outside development mode the server refuses
+/// to start and names where a root key comes from.
+#[test]
+fn refuses_to_generate_a_root_key_outside_development_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens-file"])
+        .arg(&tokens)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("SHREDSTORE_ROOT_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--root-key-file") && err.contains("SHREDSTORE_ROOT_KEY"),
+        "{err}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "nothing but the tokens file was created");
+}
+
+/// Development mode with `--data-dir .`: the key lands beside the data
+/// directory (its parent), never inside it.
+#[test]
+fn the_development_key_never_lands_inside_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    std::fs::create_dir(&data).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--data-dir",
+            ".",
+        ])
+        .current_dir(&data)
+        .env_remove("SHREDSTORE_ROOT_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    assert!(terminate(&mut child).success());
+    assert!(dir.path().join("store.dev-root.key").exists());
+    let mut stack = vec![data.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            assert!(!p.to_string_lossy().contains("dev-root"), "{}", p.display());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+}
+
+/// Regression (issue 11, item 4): plaintext gRPC on a non-loopback address
+/// only warned. It is refused unless TLS is configured or
+/// `--plaintext-remote` says TLS is terminated in front.
+#[test]
+fn refuses_plaintext_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--plaintext-remote") && err.contains("--tls-cert"),
+        "{err}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+            "--plaintext-remote",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

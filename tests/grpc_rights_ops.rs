@@ -14,7 +14,7 @@ use shredstore::server::proto::{
     AppendRequest, AuditRecord, AuditRequest, ConsentRecord, EraseRequest, ErasureReceipt,
     ExportManifest, ExportRequest, LegalBasis, Message, PurgeRequest, ReadRequest,
     RecordConsentRequest, RedactRequest, RestrictRequest, RetentionMode, RightsState,
-    SetLegalHoldRequest, SetRetentionRequest, UserRequest,
+    SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UserRequest,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -867,6 +867,8 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
     );
     assert_eq!(code(reader_admin.lift_legal_hold(user("hal")).await), pd);
     assert_eq!(code(reader_admin.get_rights(user("hal")).await), pd);
+    assert_eq!(code(reader_admin.purge(PurgeRequest {}).await), pd);
+    assert_eq!(code(reader_admin.stats(StatsRequest {}).await), pd);
     assert_eq!(code(reader_admin.audit(AuditRequest::default()).await), pd);
     assert_eq!(
         code(reader_admin.verify_receipt(ErasureReceipt::default()).await),
@@ -904,6 +906,9 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
             refused("reader", "set_retention"),
             refused("reader", "set_legal_hold"),
             refused("reader", "lift_legal_hold"),
+            refused("reader", "get_rights"),
+            refused("reader", "purge"),
+            refused("reader", "stats"),
             refused("reader", "audit"),
             refused("reader", "verify_receipt"),
             refused("appender", "export"),
@@ -911,10 +916,21 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
     );
     // Nothing else happened but the admin's audit read.
     assert_eq!(trail.len(), refusals.len() + 1, "{trail:?}");
+    let last = trail.last().unwrap();
     assert_eq!(
-        (trail[11].actor.as_str(), trail[11].operation.as_str()),
+        (last.actor.as_str(), last.operation.as_str()),
         ("admin", "audit")
     );
+    // A successful GetRights is a read of the user's state: recorded with
+    // the user's handle.
+    admin.get_rights(user("hal")).await.unwrap();
+    let trail = audit_trail(&mut admin).await;
+    let read = trail
+        .iter()
+        .find(|r| r.operation == "get_rights" && r.outcome == "ok")
+        .expect("get_rights recorded");
+    assert_eq!(read.actor, "admin");
+    assert_eq!(read.handle.len(), 16);
     server.stop().await;
 }
 

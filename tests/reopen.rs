@@ -94,9 +94,47 @@ fn unsupported_format_version_is_refused() {
             err,
             Error::UnsupportedFormat {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
     );
+}
+
+/// A store of format version 1 (before labelled handles and the
+/// `seq_floors` column family) is refused naming both versions, and left
+/// exactly as it was: the build that wrote it can still open it.
+#[test]
+fn an_older_format_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1_cfs = [
+        "meta", "keys", "messages", "erased", "dedup", "audit", "consent",
+    ];
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), v1_cfs).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format_version", 1u32.to_be_bytes())
+            .unwrap();
+    }
+    let err = Store::open(options(dir.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedFormat {
+                found: 1,
+                supported: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains('1') && err.to_string().contains('2'));
+    let mut cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    cfs.sort();
+    let mut want: Vec<String> = v1_cfs.iter().map(|s| s.to_string()).collect();
+    want.push("default".into());
+    want.sort();
+    assert_eq!(cfs, want, "the refused store was changed");
 }

@@ -699,8 +699,8 @@ fn damaged_records_fail_closed_under_retention() {
         // high-water mark, as if retention had never applied).
         let (k, _) = raw_entries(&db, CF_MESSAGES, &hb).remove(0);
         db.delete_cf(msgs, &k).unwrap();
-        let dedup = db.cf_handle(shredstore::layout::CF_DEDUP).unwrap();
-        db.delete_cf(dedup, hb).unwrap();
+        let floors = db.cf_handle(shredstore::layout::CF_SEQ_FLOORS).unwrap();
+        db.delete_cf(floors, hb).unwrap();
         // Carol's key record lost: she has only consent records.
         let keys = db.cf_handle(shredstore::layout::CF_KEYS).unwrap();
         db.delete_cf(keys, hc).unwrap();

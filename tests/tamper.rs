@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 
 use common::{open, raw_db, user};
-use shredstore::codec::message_key;
 use shredstore::layout::{CF_KEYS, CF_MESSAGES};
 use shredstore::{Corruption, Error, Handle, Store, UserId};
 
@@ -196,4 +195,112 @@ fn damaged_key_record_is_corrupt_not_empty() {
         matches!(err, Error::Corrupt(Corruption::Checksum)),
         "{err:?}"
     );
+}
+
+/// A message's storage key: `handle || seq_be64` (docs/format.md).
+fn message_key(h: &shredstore::Handle, seq: u64) -> Vec<u8> {
+    let mut k = h.as_bytes().to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Regression (issue 11, item 8): one undecodable erasure marker stopped the
+/// whole store from opening. Now the store opens, that user alone fails
+/// closed (its reads are `Corrupt`), others are served, and erasing the
+/// user again rewrites the marker.
+#[test]
+fn an_undecodable_marker_fails_closed_for_its_user_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ha, _) = setup(dir.path());
+    let (a, b) = (user("tamper-a"), user("tamper-b"));
+    {
+        let store = open(dir.path());
+        store.erase(&a).unwrap();
+        store.append(&a, b"back again").unwrap();
+        store.close().unwrap();
+    }
+    with_raw(dir.path(), |db| {
+        let mut m = get(db, shredstore::layout::CF_ERASED, ha.as_bytes());
+        m[1] ^= 0x40;
+        put(db, shredstore::layout::CF_ERASED, ha.as_bytes(), &m);
+    });
+    let store = open(dir.path());
+    assert!(matches!(read_all(&store, &a), Err(Error::Corrupt(_))));
+    assert!(matches!(store.append(&a, b"x"), Err(Error::Corrupt(_))));
+    assert_eq!(read_all(&store, &b).unwrap().len(), 3);
+    store.erase(&a).unwrap();
+    assert!(read_all(&store, &a).unwrap().is_empty());
+    assert!(store.purge().unwrap().complete);
+    drop(store);
+    let store = open(dir.path());
+    assert!(read_all(&store, &a).unwrap().is_empty());
+    assert_eq!(read_all(&store, &b).unwrap().len(), 3);
+}
+
+/// Regression (issue 11, item 11): erasing a user whose only record was a
+/// damaged key record (no messages) produced a receipt saying `purged`
+/// while the wrapped secret was still on disk.
+#[test]
+fn a_damaged_key_record_without_messages_is_purged_not_declared_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = user("tamper-c");
+    let hc = {
+        let store = open(dir.path());
+        store.set_legal_hold_as(&c, "case 1", None, "test").unwrap();
+        store.lift_legal_hold_as(&c, "test").unwrap();
+        let h = store.handle(&c);
+        store.close().unwrap();
+        h
+    };
+    with_raw(dir.path(), |db| {
+        let mut rec = get(db, CF_KEYS, hc.as_bytes());
+        rec[3] ^= 1;
+        put(db, CF_KEYS, hc.as_bytes(), &rec);
+    });
+    let store = open(dir.path());
+    let erased = store.erase(&c).unwrap();
+    assert_eq!(
+        erased.receipt.purge_status,
+        shredstore::PurgeStatus::Pending
+    );
+    assert_eq!(store.stats().unwrap().pending_erasures, 1);
+    assert!(!store.verify_erasure(&c).unwrap().is_physically_erased());
+    assert!(store.purge().unwrap().complete);
+    assert_eq!(
+        store.purge_status(&hc).unwrap(),
+        Some(shredstore::PurgeStatus::Purged)
+    );
+    assert!(store.verify_erasure(&c).unwrap().is_physically_erased());
+}
+
+/// Regression (issue 11, item 11): the compaction filter removed a record
+/// on its header's epoch alone, so a bit flip that made a live record look
+/// erased deleted it silently. The CRC must hold first: the damaged record
+/// stays and reads report it (`DATA_LOSS` over gRPC); its purge cannot be
+/// confirmed while it claims the erased epoch.
+#[test]
+fn a_flipped_epoch_is_reported_not_silently_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ha, _) = setup(dir.path());
+    let a = user("tamper-a");
+    {
+        let store = open(dir.path());
+        store.erase(&a).unwrap();
+        store.append(&a, b"epoch two").unwrap();
+        store.close().unwrap();
+    }
+    with_raw(dir.path(), |db| {
+        let key = message_key(&ha, 4);
+        let mut v = get(db, CF_MESSAGES, &key);
+        assert_eq!(v[1..5], 2u32.to_be_bytes());
+        v[4] = 1; // epoch 2 -> 1, the erased one; CRC left as it was
+        put(db, CF_MESSAGES, &key, &v);
+    });
+    let store = open(dir.path());
+    let report = store.purge().unwrap();
+    assert!(!report.complete, "{report:?}");
+    assert!(matches!(
+        read_all(&store, &a),
+        Err(Error::Corrupt(Corruption::Checksum))
+    ));
 }

@@ -132,7 +132,10 @@ fn command_exit_codes_follow_the_state() {
     };
     let (code, out, _) = run(&["--user-id", "dave"]);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("NOT YET PURGED") && out.contains("erased-epoch records:   1"));
+    assert!(
+        out.contains("NOT PHYSICALLY") && out.contains("erased-epoch messages:  1"),
+        "{out}"
+    );
     assert!(
         !out.contains("dave"),
         "the report must not print the user id: {out}"

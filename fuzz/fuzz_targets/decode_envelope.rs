@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shredstore::codec::{
+use shredstore::internals::{
     ENVELOPE_HEADER_LEN, ENVELOPE_MIN_LEN, Envelope, EnvelopeHeader, MESSAGE_KEY_LEN,
     handle_upper_bound, message_key, parse_message_key,
 };

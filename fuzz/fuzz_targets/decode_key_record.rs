@@ -5,11 +5,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shredstore::codec::{
+use shredstore::internals::{
     AuditRecord, Consent, EraseMarker, KeyRecord, MAX_ACTOR_LEN, RedactionBody, audit_key,
     parse_audit_key,
 };
-use shredstore::crypto::WRAPPED_LEN;
+use shredstore::internals::WRAPPED_LEN;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(record) = KeyRecord::decode(data) {

@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use shredstore::codec::MAX_REASON_LEN;
+use shredstore::MAX_REASON_LEN;
 use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::{
     AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, LegalBasis,
@@ -196,7 +196,7 @@ fn verify_receipt(bytes: &[u8]) {
                 (v.epoch, v.erased_at_ms, v.messages_erased),
                 (r.epoch, r.erased_at_ms, r.messages_erased)
             );
-            let purged = matches!(v.purge_status, shredstore::codec::PurgeStatus::Purged);
+            let purged = matches!(v.purge_status, shredstore::PurgeStatus::Purged);
             assert_eq!(purged, status == Some(PurgeStatus::Purged));
         }
         Err(s) => {

@@ -21,18 +21,18 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use shredstore::Handle;
-use shredstore::codec::{Crc32, Envelope, EnvelopeKind};
-use shredstore::crypto::{MessageCipher, NONCE_LEN, Secret32, hkdf_sha256};
+use shredstore::internals::{Crc32, Envelope, EnvelopeKind};
+use shredstore::internals::{SivCipher, NONCE_LEN, Secret32, hkdf_sha256};
 
 /// The fixed key, derived like a store's message key.
-static CIPHER: LazyLock<MessageCipher> = LazyLock::new(|| {
+static CIPHER: LazyLock<SivCipher> = LazyLock::new(|| {
     let user_secret = Secret32::from_bytes([0x42; 32]);
     let key = hkdf_sha256(
         user_secret.expose(),
         &[7; 32],
         &[b"shredstore/v1/message", &[1; 16], &1u32.to_be_bytes()],
     );
-    MessageCipher::new(&key)
+    SivCipher::new(&key)
 });
 
 /// Reads fixed-size fields; past the end of the input it yields zeros.
@@ -84,7 +84,7 @@ fn tamper(mut c: Cursor<'_>) {
     let edits: Vec<(u8, u16, u8)> = (0..c.u8() % 5).map(|_| (c.u8(), c.u16(), c.u8())).collect();
     let payload = c.rest();
 
-    let aad = Envelope::aad(&handle, seq, epoch, timestamp_ms);
+    let aad = Envelope::aad_of(EnvelopeKind::Message, &handle, seq, epoch, timestamp_ms);
     let sealed = CIPHER.seal(&nonce, &aad, payload).expect("seal");
     let mut original = Vec::new();
     Envelope {
@@ -146,7 +146,7 @@ fn raw(mut c: Cursor<'_>) {
     let bytes = c.rest();
     if let Some(plain) = open(&handle, seq, bytes) {
         let env = Envelope::decode(bytes).expect("opened, so it decodes");
-        let aad = Envelope::aad(&handle, seq, env.epoch, env.timestamp_ms);
+        let aad = Envelope::aad_of(EnvelopeKind::Message, &handle, seq, env.epoch, env.timestamp_ms);
         let resealed = CIPHER.seal(&env.nonce, &aad, &plain).expect("seal");
         assert_eq!(
             resealed, env.sealed,

@@ -37,6 +37,7 @@ pub struct Secret32([u8; KEY_LEN]);
 
 impl Secret32 {
     /// Wraps bytes; the caller should zeroize its own copy.
+    #[cfg(any(test, feature = "internals"))]
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Secret32(bytes)
     }
@@ -147,9 +148,9 @@ impl RootKey {
     }
 
     /// The key-wrapping cipher: `HKDF-SHA256(root, store salt, "shredstore/v1/wrap")`.
-    pub(crate) fn wrapping_cipher(&self, store_salt: &[u8; KEY_LEN]) -> MessageCipher {
+    pub(crate) fn wrapping_cipher(&self, store_salt: &[u8; KEY_LEN]) -> SivCipher {
         let key = hkdf_sha256(self.0.expose(), store_salt, &[INFO_WRAP]);
-        MessageCipher::new(&key)
+        SivCipher::new(&key)
     }
 }
 
@@ -257,14 +258,15 @@ pub fn hkdf_sha256_into(ikm: &[u8], salt: &[u8], info_parts: &[&[u8]], okm: &mut
         .expect("HKDF output length within 255 * HashLen");
 }
 
-/// AES-256-GCM-SIV (RFC 8452) with a fixed key. The key schedule is zeroized on
-/// drop (the `zeroize` features of `aes-gcm-siv` and `aes`).
-pub struct MessageCipher(Aes256GcmSiv);
+/// AES-256-GCM-SIV (RFC 8452) with a fixed key: seals messages under a
+/// message key, and user secrets under the wrapping key. The key schedule
+/// is zeroized on drop (the `zeroize` features of `aes-gcm-siv` and `aes`).
+pub struct SivCipher(Aes256GcmSiv);
 
-impl MessageCipher {
+impl SivCipher {
     /// Builds the cipher for a 32-byte key.
     pub fn new(key: &Secret32) -> Self {
-        MessageCipher(Aes256GcmSiv::new(key.expose().into()))
+        SivCipher(Aes256GcmSiv::new(key.expose().into()))
     }
 
     /// Encrypts `buf` in place and returns the 16-byte tag.
@@ -284,6 +286,7 @@ impl MessageCipher {
     }
 
     /// Encrypts `plaintext`; returns `ciphertext || tag`.
+    #[cfg(any(test, feature = "internals"))]
     ///
     /// # Errors
     /// Only if the input exceeds AES-GCM-SIV's length limits (2^36 bytes).
@@ -320,9 +323,9 @@ impl MessageCipher {
     }
 }
 
-impl fmt::Debug for MessageCipher {
+impl fmt::Debug for SivCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MessageCipher(REDACTED)")
+        f.write_str("SivCipher(REDACTED)")
     }
 }
 
@@ -334,13 +337,13 @@ pub(crate) fn message_cipher(
     store_salt: &[u8; KEY_LEN],
     handle: &Handle,
     epoch: u32,
-) -> MessageCipher {
+) -> SivCipher {
     let key = hkdf_sha256(
         user_secret.expose(),
         store_salt,
         &[INFO_MESSAGE, handle.as_bytes(), &epoch.to_be_bytes()],
     );
-    MessageCipher::new(&key)
+    SivCipher::new(&key)
 }
 
 /// The key that signs erasure receipts (HMAC-SHA256).
@@ -392,31 +395,34 @@ impl HandleKey {
         mac.finalize().into_bytes().into()
     }
 
-    /// `HMAC-SHA256(handle_key, user_id)[..16]`.
+    /// `HMAC-SHA256(handle_key, "shredstore/v2/handle/user\0" || user_id)[..16]`.
+    /// The label keeps user handles apart from every other keyed hash of the
+    /// handle key (idempotency keys, and the conversation handles to come).
     pub(crate) fn handle(&self, user: &UserId) -> Handle {
-        let full = self.mac(&[user.as_bytes()]);
+        let full = self.mac(&[LABEL_USER_HANDLE, user.as_bytes()]);
         let mut h = [0u8; Handle::LEN];
         h.copy_from_slice(&full[..Handle::LEN]);
         Handle(h)
     }
 }
 
+/// Domain label of user handles.
+const LABEL_USER_HANDLE: &[u8] = b"shredstore/v2/handle/user\0";
+/// Domain label of idempotency keys.
+const LABEL_DEDUP: &[u8] = b"shredstore/v2/dedup\0";
+
 /// Length of an idempotency index key: handle, then 16 bytes of keyed hash.
 pub const DEDUP_KEY_LEN: usize = Handle::LEN + 16;
 
 impl HandleKey {
-    /// `handle || HMAC-SHA256(handle_key, "shredstore/v1/client-message-id" ||
-    /// handle || id)[..16]`: the idempotency index key of a client message id.
+    /// `handle || HMAC-SHA256(handle_key, "shredstore/v2/dedup\0" || handle
+    /// || id)[..16]`: the idempotency index key of a client message id.
     pub(crate) fn dedup_key(
         &self,
         handle: &Handle,
         client_message_id: &[u8],
     ) -> [u8; DEDUP_KEY_LEN] {
-        let full = self.mac(&[
-            b"shredstore/v1/client-message-id",
-            handle.as_bytes(),
-            client_message_id,
-        ]);
+        let full = self.mac(&[LABEL_DEDUP, handle.as_bytes(), client_message_id]);
         let mut k = [0u8; DEDUP_KEY_LEN];
         k[..Handle::LEN].copy_from_slice(handle.as_bytes());
         k[Handle::LEN..].copy_from_slice(&full[..16]);
@@ -426,7 +432,7 @@ impl HandleKey {
 
 /// Seals a 32-byte secret under `kek`: returns `nonce || ciphertext || tag`.
 pub(crate) fn wrap_secret(
-    kek: &MessageCipher,
+    kek: &SivCipher,
     rng: &dyn SecureRandom,
     aad: &[u8],
     secret: &Secret32,
@@ -445,7 +451,7 @@ pub(crate) fn wrap_secret(
 pub const WRAPPED_LEN: usize = NONCE_LEN + KEY_LEN + TAG_LEN;
 
 /// Opens a secret sealed by [`wrap_secret`].
-pub(crate) fn unwrap_secret(kek: &MessageCipher, aad: &[u8], wrapped: &[u8]) -> Result<Secret32> {
+pub(crate) fn unwrap_secret(kek: &SivCipher, aad: &[u8], wrapped: &[u8]) -> Result<Secret32> {
     if wrapped.len() != WRAPPED_LEN {
         return Err(Error::Decrypt);
     }
@@ -455,6 +461,9 @@ pub(crate) fn unwrap_secret(kek: &MessageCipher, aad: &[u8], wrapped: &[u8]) -> 
     let arr: [u8; KEY_LEN] = plain.as_slice().try_into().map_err(|_| Error::Decrypt)?;
     Ok(Secret32(arr))
 }
+
+#[cfg(test)]
+mod kat;
 
 #[cfg(test)]
 mod tests {
@@ -510,7 +519,7 @@ mod tests {
 
     #[test]
     fn wrap_unwrap_round_trip_and_aad_binding() {
-        let kek = MessageCipher::new(&Secret32::from_bytes([7; 32]));
+        let kek = SivCipher::new(&Secret32::from_bytes([7; 32]));
         let secret = Secret32::from_bytes([9; 32]);
         let w = wrap_secret(&kek, &OsRandom, b"aad-1", &secret).unwrap();
         assert_eq!(w.len(), WRAPPED_LEN);
@@ -522,11 +531,31 @@ mod tests {
             unwrap_secret(&kek, b"aad-2", &w),
             Err(Error::Decrypt)
         ));
-        let other = MessageCipher::new(&Secret32::from_bytes([8; 32]));
+        let other = SivCipher::new(&Secret32::from_bytes([8; 32]));
         assert!(matches!(
             unwrap_secret(&other, b"aad-1", &w),
             Err(Error::Decrypt)
         ));
+    }
+
+    #[test]
+    fn handles_and_dedup_keys_carry_their_own_labels() {
+        let key = HandleKey::new(Secret32::from_bytes([4; 32]));
+        let user = UserId::new("alice").unwrap();
+        let h = key.handle(&user);
+        let labelled = key.mac(&[b"shredstore/v2/handle/user\0", b"alice"]);
+        assert_eq!(h.as_bytes()[..], labelled[..16]);
+        // Not the unlabelled MAC of format 1.
+        assert_ne!(h.as_bytes()[..], key.mac(&[b"alice"])[..16]);
+        // A dedup key is a different kind of hash, even over the same bytes.
+        let d = key.dedup_key(&h, b"alice");
+        let mut unlabelled = h.as_bytes().to_vec();
+        unlabelled.extend_from_slice(&key.mac(&[h.as_bytes(), b"alice"])[..16]);
+        assert_ne!(d[..], unlabelled[..]);
+        assert_eq!(
+            d[16..],
+            key.mac(&[b"shredstore/v2/dedup\0", h.as_bytes(), b"alice"])[..16]
+        );
     }
 
     #[test]

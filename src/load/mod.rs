@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod connect;
 mod mix;
 mod payload;
 mod plot;
@@ -41,6 +42,7 @@ mod users;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use connect::{Bearer, Client, code_name, connect_client};
 pub use mix::{Mix, MixError, Op};
 pub use payload::{PAYLOAD_HEADER_LEN, PAYLOAD_MAGIC, VerifyError, build_payload, verify_payload};
 pub use plot::{render_svg, write_svg};
@@ -48,7 +50,7 @@ pub use report::{
     CurvePoint, LATENCY_MAX_US, LATENCY_MIN_US, LATENCY_SIGFIG, LatencySummary, LoadReport,
     OpReport, TimelineBucket, VERIFY_ERROR, new_histogram, percentile_curve,
 };
-pub use runner::{Bearer, Client, code_name, connect_client, run};
+pub use runner::run;
 pub use users::{UserPicker, user_id};
 
 /// Environment variable with the bearer token (instead of `--token`).
@@ -249,15 +251,16 @@ pub struct LoadArgs {
     /// Workers, each with its own connection.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Seconds to run [default: 10].
-    #[arg(long, conflicts_with = "requests")]
-    pub duration: Option<f64>,
+    /// How long to run: seconds (`30`, `2.5`) or with a unit (`500ms`,
+    /// `10s`, `2m`, `1h`) [default: 10s].
+    #[arg(long, conflicts_with = "requests", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
     /// Send exactly this many requests instead of running for --duration.
     #[arg(long)]
     pub requests: Option<u64>,
-    /// Seconds to run first whose results are discarded.
-    #[arg(long, default_value_t = 0.0)]
-    pub warmup: f64,
+    /// How long to run first, results discarded (as --duration) [default: 0].
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub warmup: Duration,
     /// Bytes per appended payload (at least 8: the checksum header).
     #[arg(long, default_value_t = 200)]
     pub payload_size: usize,
@@ -306,12 +309,22 @@ pub struct LoadArgs {
     pub embedded: Option<PathBuf>,
 }
 
-fn secs(flag: &str, v: f64) -> Result<Duration, LoadError> {
-    Duration::try_from_secs_f64(v).map_err(|_| {
-        LoadError::Config(format!(
-            "{flag} must be a non-negative number of seconds, not {v}"
-        ))
-    })
+/// Parses a duration: a non-negative number of seconds, or a number with
+/// one of the units `ms`, `s`, `m`, `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+        .iter()
+        .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n, *scale)))
+        .unwrap_or((t, 1.0));
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration (seconds, or a number with ms, s, m or h)")
+        })
 }
 
 impl LoadArgs {
@@ -324,7 +337,7 @@ impl LoadArgs {
         use std::io::IsTerminal;
         let limit = match (self.requests, self.duration) {
             (Some(n), _) => RunLimit::Requests(n),
-            (None, Some(d)) => RunLimit::Duration(secs("--duration", d)?),
+            (None, Some(d)) => RunLimit::Duration(d),
             (None, None) => RunLimit::Duration(Duration::from_secs(10)),
         };
         let config = LoadConfig {
@@ -335,7 +348,7 @@ impl LoadArgs {
             token: self.token.clone(),
             concurrency: self.concurrency,
             limit,
-            warmup: secs("--warmup", self.warmup)?,
+            warmup: self.warmup,
             payload_size: self.payload_size,
             users: self.users,
             zipf: self.zipf,
@@ -459,11 +472,25 @@ mod tests {
         assert_eq!((c.payload_size, c.users, c.read_limit), (200, 10_000, 100));
         assert!(Cli::try_parse_from(["x", "--mix", "append=0"]).is_err());
         assert!(Cli::try_parse_from(["x", "--duration", "1", "--requests", "2"]).is_err());
-        let e = Cli::try_parse_from(["x", "--duration=-1"])
-            .unwrap()
-            .load
-            .to_config()
-            .unwrap_err();
+        let e = Cli::try_parse_from(["x", "--duration=-1"]).err().unwrap();
         assert!(e.to_string().contains("--duration"), "{e}");
+        for (text, want) in [
+            ("10", Duration::from_secs(10)),
+            ("2.5", Duration::from_millis(2500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            ("500ms", Duration::from_millis(500)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            let c = Cli::try_parse_from(["x", "--duration", text])
+                .unwrap()
+                .load
+                .to_config()
+                .unwrap();
+            assert_eq!(c.limit, RunLimit::Duration(want), "{text}");
+        }
+        for bad in ["", "s", "10x", "-3s", "1e400", "m5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -1,7 +1,6 @@
-//! Connections, workers and the request schedule.
+//! Workers and the request schedule.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,257 +10,20 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Request, Status, Streaming};
+use tonic::{Status, Streaming};
 
+use super::connect::{Target, code_name, embedded, targets};
 use super::mix::{Mix, Op};
 use super::payload::{build_payload, verify_payload};
 use super::plot::write_svg;
 use super::report::{Live, LoadReport, Recorder, VERIFY_ERROR};
 use super::users::{UserPicker, user_id};
 use super::{LoadConfig, LoadError, RunLimit};
-use crate::server::proto::store_client::StoreClient;
 use crate::server::proto::{AppendRequest, AppendResponse, EraseRequest, ReadRequest};
 
 /// Error code of appends still in flight when their stream ended without an
 /// error status.
 const STREAM_ENDED: &str = "STREAM_ENDED";
-
-/// How long to wait for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest response message accepted (a Read streams one message per frame).
-const MAX_DECODING: usize = 64 << 20;
-
-/// A Store client that sends the configured bearer token.
-pub type Client = StoreClient<InterceptedService<Channel, Bearer>>;
-
-/// Connects one Store client with `config`'s address, TLS settings and
-/// token (what `shredstore export` uses).
-///
-/// # Errors
-/// Bad settings, or a server that cannot be reached.
-pub async fn connect_client(config: &LoadConfig) -> Result<Client, LoadError> {
-    let (ep, addr) = endpoint(config)?;
-    let bearer = bearer(config)?;
-    let ch = ep.connect().await.map_err(|e| LoadError::Connect {
-        addr,
-        reason: chain(&e),
-    })?;
-    Ok(StoreClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
-}
-
-/// Where requests go: a server over gRPC, or (`--embedded`) a store opened
-/// in-process, called on the blocking pool as the server itself does.
-#[derive(Clone)]
-enum Target {
-    Grpc(Client),
-    Embedded(Arc<crate::Store>),
-}
-
-impl Target {
-    fn grpc(&mut self) -> Option<&mut Client> {
-        match self {
-            Target::Grpc(c) => Some(c),
-            Target::Embedded(_) => None,
-        }
-    }
-}
-
-/// Runs one store call on the blocking pool; errors become the status code
-/// the server would have answered with.
-async fn embedded<T: Send + 'static>(
-    store: &Arc<crate::Store>,
-    user: Vec<u8>,
-    call: impl FnOnce(&crate::Store, &crate::UserId) -> crate::Result<T> + Send + 'static,
-) -> Result<T, &'static str> {
-    let store = Arc::clone(store);
-    let joined = tokio::task::spawn_blocking(move || {
-        let user = crate::UserId::new(user)?;
-        call(&store, &user)
-    })
-    .await;
-    match joined {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(code_name(crate::server::status(e).code())),
-        Err(_) => Err(code_name(Code::Internal)),
-    }
-}
-
-/// The canonical name of a gRPC status code (`UNAVAILABLE`...), as used in
-/// the report's error tables.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// An error and its sources on one line (tonic's transport errors say
-/// little at the top level).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-fn endpoint(config: &LoadConfig) -> Result<(Endpoint, String), LoadError> {
-    let cfg = |m: String| LoadError::Config(m);
-    let addr = if config.addr.contains("://") {
-        config.addr.clone()
-    } else if config.tls_ca.is_some() {
-        format!("https://{}", config.addr)
-    } else {
-        format!("http://{}", config.addr)
-    };
-    let https = addr.starts_with("https://");
-    if !https && !addr.starts_with("http://") {
-        return Err(cfg(format!(
-            "--addr {addr:?} must start with http:// or https://"
-        )));
-    }
-    let mut ep = Endpoint::from_shared(addr.clone())
-        .map_err(|e| cfg(format!("--addr {addr:?}: {}", chain(&e))))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let tls_options =
-        config.tls_ca.is_some() || config.tls_domain.is_some() || config.tls_identity.is_some();
-    if https {
-        let Some(ca) = &config.tls_ca else {
-            return Err(cfg(format!(
-                "--addr {addr} is https but no --tls-ca was given (this build trusts no system roots)"
-            )));
-        };
-        let read = |p: &Path| std::fs::read(p).map_err(|e| cfg(format!("{}: {e}", p.display())));
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-        if let Some(d) = &config.tls_domain {
-            tls = tls.domain_name(d.clone());
-        }
-        if let Some((cert, key)) = &config.tls_identity {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        ep = ep
-            .tls_config(tls)
-            .map_err(|e| cfg(format!("TLS settings: {}", chain(&e))))?;
-    } else if tls_options {
-        return Err(cfg(format!(
-            "TLS options need an https:// --addr, not {addr}"
-        )));
-    }
-    Ok((ep, addr))
-}
-
-fn bearer(config: &LoadConfig) -> Result<Bearer, LoadError> {
-    match &config.token {
-        None => Ok(Bearer(None)),
-        Some(t) => {
-            let bad = || LoadError::Config("the token must be printable ASCII".to_owned());
-            let t = t.trim();
-            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(bad());
-            }
-            let value = format!("Bearer {t}")
-                .parse::<MetadataValue<Ascii>>()
-                .map_err(|_| bad())?;
-            Ok(Bearer(Some(value)))
-        }
-    }
-}
-
-/// One target per worker, and a description of where requests go.
-async fn targets(config: &LoadConfig) -> Result<(Vec<Target>, String), LoadError> {
-    let Some(dir) = config.embedded.clone() else {
-        let (clients, addr) = connect(config).await?;
-        return Ok((clients.into_iter().map(Target::Grpc).collect(), addr));
-    };
-    let described = format!("embedded store in {}", dir.display());
-    let store = tokio::task::spawn_blocking(move || -> Result<crate::Store, LoadError> {
-        let fresh = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
-        if !fresh {
-            return Err(LoadError::Config(format!(
-                "--embedded {}: the directory must be new or empty (each run uses a fresh root key)",
-                dir.display()
-            )));
-        }
-        let key = crate::RootKey::generate()
-            .map_err(|e| LoadError::Internal(format!("root key: {e}")))?;
-        crate::Store::open(
-            crate::Options::new(&dir, key).durability(crate::Durability::Buffered),
-        )
-        .map_err(|e| LoadError::Config(format!("--embedded {}: {e}", dir.display())))
-    })
-    .await
-    .map_err(|e| LoadError::Internal(format!("store open task: {e}")))??;
-    let store = Arc::new(store);
-    Ok((vec![Target::Embedded(store); config.concurrency], described))
-}
-
-/// One connection per worker (fails if any cannot be made), and the URL.
-async fn connect(config: &LoadConfig) -> Result<(Vec<Client>, String), LoadError> {
-    let (ep, addr) = endpoint(config)?;
-    let bearer = bearer(config)?;
-    let failed = |e: tonic::transport::Error| LoadError::Connect {
-        addr: addr.clone(),
-        reason: chain(&e),
-    };
-    // One first, so an unreachable server fails fast with one message.
-    let mut channels = vec![ep.connect().await.map_err(failed)?];
-    let mut rest = tokio::task::JoinSet::new();
-    for _ in 1..config.concurrency {
-        let ep = ep.clone();
-        rest.spawn(async move { ep.connect().await });
-    }
-    while let Some(r) = rest.join_next().await {
-        let ch = r.map_err(|e| LoadError::Internal(format!("connect task: {e}")))?;
-        channels.push(ch.map_err(failed)?);
-    }
-    let clients = channels
-        .into_iter()
-        .map(|ch| {
-            StoreClient::with_interceptor(ch, bearer.clone())
-                .max_decoding_message_size(MAX_DECODING)
-        })
-        .collect();
-    Ok((clients, addr))
-}
 
 /// What every worker sends.
 struct Plan {
@@ -846,7 +608,9 @@ async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadRepo
 
 #[cfg(test)]
 mod tests {
+    use super::super::connect::{Bearer, bearer, endpoint};
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn clock_releases_each_request_when_due_then_one_permit_per_worker() {

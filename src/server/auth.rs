@@ -10,6 +10,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -68,6 +69,37 @@ struct Token {
 pub struct Auth {
     tokens: Vec<Token>,
     insecure: bool,
+    /// Failed authentications by reason (see [`AuthFailure`]).
+    failures: [AtomicU64; 3],
+}
+
+/// Why a call failed authentication (a metric label; never the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `authorization` header.
+    MissingToken,
+    /// A header that is not `Bearer <token>`.
+    Malformed,
+    /// A token that matches no entry.
+    UnknownToken,
+}
+
+impl AuthFailure {
+    /// Every reason, in counter order.
+    pub const ALL: [AuthFailure; 3] = [
+        AuthFailure::MissingToken,
+        AuthFailure::Malformed,
+        AuthFailure::UnknownToken,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::UnknownToken => "unknown_token",
+        }
+    }
 }
 
 /// The SHA-256 of a token, as hex (what the tokens file stores).
@@ -128,6 +160,7 @@ impl Auth {
         Ok(Auth {
             tokens,
             insecure: false,
+            failures: Default::default(),
         })
     }
 
@@ -136,19 +169,38 @@ impl Auth {
         Auth {
             tokens: Vec::new(),
             insecure: true,
+            failures: Default::default(),
         }
+    }
+
+    /// Failed authentications since start, by reason.
+    pub fn failures(&self) -> [(AuthFailure, u64); 3] {
+        AuthFailure::ALL.map(|r| (r, self.failures[r as usize].load(Ordering::Relaxed)))
+    }
+
+    fn fail(&self, reason: AuthFailure, message: &'static str) -> Status {
+        self.failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+        Status::unauthenticated(message)
     }
 
     /// The token entry of the bearer token in `headers`.
     fn token(&self, headers: &tonic::codegen::http::HeaderMap) -> Result<&Token, Status> {
         let header = headers
             .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+            .ok_or_else(|| self.fail(AuthFailure::MissingToken, "missing bearer token"))?;
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                self.fail(
+                    AuthFailure::Malformed,
+                    "authorization must be `Bearer <token>`",
+                )
+            })?;
         let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         // Compare against every entry in constant time; no early exit.
         let mut found: Option<&Token> = None;
@@ -157,7 +209,7 @@ impl Auth {
                 found = Some(t);
             }
         }
-        found.ok_or_else(|| Status::unauthenticated("unknown token"))
+        found.ok_or_else(|| self.fail(AuthFailure::UnknownToken, "unknown token"))
     }
 
     /// Checks that `headers` carry a known bearer token (any role). The
@@ -288,6 +340,9 @@ mod tests {
             a.caller(&req(Some("wrong"))).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+        let failures = a.failures();
+        assert_eq!(failures[0], (AuthFailure::MissingToken, 1));
+        assert_eq!(failures[2], (AuthFailure::UnknownToken, 2));
         let anyone = Auth::insecure().caller(&req(None)).unwrap();
         assert_eq!(anyone.name(), "anonymous");
         assert!(anyone.has(Role::Admin));

@@ -29,10 +29,17 @@ pub struct ServeArgs {
     #[arg(long)]
     pub listen: Option<SocketAddr>,
     /// Root key file (32 raw bytes or 64 hex digits). Alternatively set
-    /// SHREDSTORE_ROOT_KEY (base64). Without either, a development key is
-    /// generated beside the data directory.
+    /// SHREDSTORE_ROOT_KEY (base64). Required unless in development mode
+    /// (--dev or --insecure-no-auth), where a development key is generated
+    /// beside the data directory.
     #[arg(long)]
     pub root_key_file: Option<PathBuf>,
+    /// Development mode: without --root-key-file or SHREDSTORE_ROOT_KEY, use
+    /// (or generate) a development root key beside the data directory.
+    /// Implied by --insecure-no-auth.
+    #[arg(long)]
+    #[serde(default)]
+    pub dev: bool,
     /// Bearer tokens file (TOML: name, sha256, roles).
     #[arg(long)]
     pub tokens_file: Option<PathBuf>,
@@ -49,6 +56,12 @@ pub struct ServeArgs {
     /// CA (PEM) that client certificates must chain to (mTLS).
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address (for TLS terminated by
+    /// a sidecar or load balancer). Without it, a non-loopback --listen
+    /// needs --tls-cert/--tls-key.
+    #[arg(long)]
+    #[serde(default)]
+    pub plaintext_remote: bool,
     /// Address for the Prometheus `/metrics` endpoint (off by default).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -101,6 +114,8 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Client CA for mTLS.
     pub tls_client_ca: Option<PathBuf>,
+    /// Allow plaintext on a non-loopback address (TLS terminated elsewhere).
+    pub plaintext_remote: bool,
     /// Metrics address.
     pub metrics_listen: Option<SocketAddr>,
     /// Durability of appends.
@@ -155,12 +170,19 @@ impl ServeArgs {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| "./data".into());
+        let insecure_no_auth = a.insecure_no_auth || file.insecure_no_auth;
+        let dev = a.dev || file.dev || insecure_no_auth;
         let root_key = match a.root_key_file.or(file.root_key_file) {
             Some(p) => RootKeySource::File(p),
             None if std::env::var_os(ROOT_KEY_ENV).is_some() => RootKeySource::Env,
-            None => RootKeySource::Dev(dev_key_path(&data_dir)),
+            None if dev => RootKeySource::Dev(dev_key_path(&data_dir)?),
+            None => {
+                return Err(ServerError::Config(format!(
+                    "no root key: give --root-key-file FILE or set {ROOT_KEY_ENV} (base64 of 32 bytes); \
+                     only development mode (--dev or --insecure-no-auth) generates one"
+                )));
+            }
         };
-        let insecure_no_auth = a.insecure_no_auth || file.insecure_no_auth;
         let tokens_file = a.tokens_file.or(file.tokens_file);
         if tokens_file.is_some() && insecure_no_auth {
             return Err(ServerError::Config(
@@ -231,6 +253,7 @@ impl ServeArgs {
             insecure_no_auth,
             tls,
             tls_client_ca,
+            plaintext_remote: a.plaintext_remote || file.plaintext_remote,
             metrics_listen: a.metrics_listen.or(file.metrics_listen),
             durability,
             max_payload: a
@@ -255,14 +278,65 @@ fn mib(n: usize) -> usize {
     n.saturating_mul(1024 * 1024)
 }
 
-/// `./data` -> `./data.dev-root.key`: beside the data directory, not inside.
-pub fn dev_key_path(data_dir: &Path) -> PathBuf {
-    let mut name = data_dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "data".into());
-    name.push(".dev-root.key");
-    data_dir.with_file_name(name)
+/// Where development mode keeps its root key: beside the data directory,
+/// never inside it. `./data` -> `/abs/path/data.dev-root.key`; the data
+/// directory's path is made absolute and canonical first (its parent must
+/// exist), so `--data-dir .` or a path through a symlink cannot put the key
+/// in the data directory.
+///
+/// # Errors
+/// A data directory without a parent (`/`) or whose parent does not exist.
+pub fn dev_key_path(data_dir: &Path) -> Result<PathBuf, ServerError> {
+    let absolute = canonical_path(data_dir)?;
+    let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) else {
+        return Err(ServerError::Config(format!(
+            "data dir {} has no parent directory to hold the development key",
+            absolute.display()
+        )));
+    };
+    let mut key_name = name.to_os_string();
+    key_name.push(".dev-root.key");
+    let key = parent.join(key_name);
+    if key.starts_with(&absolute) {
+        return Err(ServerError::Config(
+            "the development key would be inside the data directory".into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// `path` made absolute and canonical: its longest existing ancestor is
+/// canonicalized (symlinks, `.` and `..` resolved) and the rest, which must
+/// be plain names, appended.
+fn canonical_path(path: &Path) -> Result<PathBuf, ServerError> {
+    let start = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut rest = Vec::new();
+    let mut existing = start.as_path();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return Ok(out);
+        }
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(std::path::Component::Normal(name))) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => {
+                return Err(ServerError::Config(format!(
+                    "cannot resolve the data dir path {}",
+                    path.display()
+                )));
+            }
+        }
+    }
 }
 
 impl RootKeySource {
@@ -329,15 +403,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dev_key_sits_beside_the_data_dir() {
+    fn dev_key_sits_beside_the_data_dir_never_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let data = base.join("data");
+        assert_eq!(dev_key_path(&data).unwrap(), base.join("data.dev-root.key"));
+        std::fs::create_dir(&data).unwrap();
+        // `.` inside the data dir, and a trailing `..`-free relative path.
         assert_eq!(
-            dev_key_path(Path::new("./data")),
-            PathBuf::from("./data.dev-root.key")
+            dev_key_path(&data.join(".")).unwrap(),
+            base.join("data.dev-root.key")
         );
+        let sub = data.join("inner");
+        std::fs::create_dir(&sub).unwrap();
         assert_eq!(
-            dev_key_path(Path::new("/var/lib/shred")),
-            PathBuf::from("/var/lib/shred.dev-root.key")
+            dev_key_path(&sub.join("..")).unwrap(),
+            base.join("data.dev-root.key")
         );
+        assert!(dev_key_path(Path::new("/")).is_err());
+        assert_eq!(
+            dev_key_path(&base.join("missing/deeper")).unwrap(),
+            base.join("missing/deeper.dev-root.key")
+        );
+        // A symlink to the data dir resolves to it.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert_eq!(dev_key_path(&link).unwrap(), base.join("data.dev-root.key"));
+    }
+
+    #[test]
+    fn a_root_key_is_generated_only_in_development_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("t.toml");
+        let prod = ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            tokens_file: Some(tokens.clone()),
+            ..Default::default()
+        };
+        if std::env::var_os(ROOT_KEY_ENV).is_none() {
+            let e = prod.clone().resolve().unwrap_err().to_string();
+            assert!(
+                e.contains("--root-key-file") && e.contains(ROOT_KEY_ENV),
+                "{e}"
+            );
+        }
+        let dev = ServeArgs {
+            dev: true,
+            ..prod.clone()
+        };
+        assert!(matches!(
+            dev.resolve().unwrap().root_key,
+            RootKeySource::Dev(_) | RootKeySource::Env
+        ));
+        let no_auth = ServeArgs {
+            data_dir: Some(dir.path().join("data")),
+            insecure_no_auth: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            no_auth.resolve().unwrap().root_key,
+            RootKeySource::Dev(_) | RootKeySource::Env
+        ));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Prometheus metrics: request counts and latency per method, appends,
-//! erasures, purges, and store gauges refreshed at scrape time. Labels carry
-//! method names and status codes only, never user ids.
+//! erasures, purges, store gauges refreshed at scrape time, and the
+//! incident signals `docs/ops/alerts.yml` alerts on (authentication failures
+//! by reason, permission refusals, integrity failures, a poisoned store,
+//! purges that could not finish, overdue erasures). Labels carry method
+//! names, status codes and reasons only, never user ids or tokens.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use super::auth::Auth;
 use crate::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +32,11 @@ struct MethodCode {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Method {
     method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
 }
 
 /// The server's metrics.
@@ -43,6 +52,13 @@ pub struct Metrics {
     pending_redactions: Gauge,
     filter_drops: Gauge,
     bytes_on_disk: Gauge,
+    auth_failures: Family<Reason, Counter>,
+    permission_denied: Family<Method, Counter>,
+    integrity_failures: Counter,
+    purges_incomplete: Counter,
+    poisoned: Gauge,
+    overdue_erasures: Gauge,
+    oldest_pending_erasure: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -60,6 +76,48 @@ impl Default for Metrics {
         let pending_redactions = Gauge::default();
         let filter_drops = Gauge::default();
         let bytes_on_disk = Gauge::default();
+        let auth_failures = Family::<Reason, Counter>::default();
+        let permission_denied = Family::<Method, Counter>::default();
+        let integrity_failures = Counter::default();
+        let purges_incomplete = Counter::default();
+        let poisoned = Gauge::default();
+        let overdue_erasures = Gauge::default();
+        let oldest_pending_erasure = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "auth_failures",
+            "Calls refused for a missing, malformed or unknown bearer token, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "permission_denied",
+            "Calls refused because the token lacks the role, by method",
+            permission_denied.clone(),
+        );
+        registry.register(
+            "integrity_failures",
+            "Decrypt and corruption errors (damaged or tampered records)",
+            integrity_failures.clone(),
+        );
+        registry.register(
+            "purges_incomplete",
+            "Purges that could not confirm every pending erasure physical",
+            purges_incomplete.clone(),
+        );
+        registry.register(
+            "store_poisoned",
+            "1 once a write or sync failed: writes are refused until restart",
+            poisoned.clone(),
+        );
+        registry.register(
+            "overdue_erasures",
+            "Erasures pending for longer than the purge interval",
+            overdue_erasures.clone(),
+        );
+        registry.register(
+            "oldest_pending_erasure_seconds",
+            "Age of the oldest erasure not yet physical (0 if none)",
+            oldest_pending_erasure.clone(),
+        );
         registry.register(
             "grpc_requests",
             "gRPC requests by method and status code",
@@ -106,7 +164,22 @@ impl Default for Metrics {
             pending_redactions,
             filter_drops,
             bytes_on_disk,
+            auth_failures,
+            permission_denied,
+            integrity_failures,
+            purges_incomplete,
+            poisoned,
+            overdue_erasures,
+            oldest_pending_erasure,
         }
+    }
+}
+
+/// Raises a counter to `total` (a count the store keeps since open).
+fn raise_to(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 
@@ -126,6 +199,11 @@ impl Metrics {
         self.latency
             .get_or_create(&Method { method })
             .observe(started.elapsed().as_secs_f64());
+        if code == tonic::Code::PermissionDenied {
+            self.permission_denied
+                .get_or_create(&Method { method })
+                .inc();
+        }
     }
 
     /// Records one finished request from its result.
@@ -156,14 +234,29 @@ impl Metrics {
         self.purges.inc();
     }
 
-    /// The exposition text, after refreshing the store gauges.
-    pub fn render(&self, store: &Store) -> String {
+    /// The exposition text, after refreshing the store gauges and the
+    /// authentication counters.
+    pub fn render(&self, store: &Store, auth: &Auth) -> String {
         if let Ok(s) = store.stats() {
             self.users.set(to_i64(s.users));
             self.pending_erasures.set(to_i64(s.pending_erasures));
             self.pending_redactions.set(to_i64(s.pending_redactions));
             self.filter_drops.set(to_i64(s.filter_drops));
             self.bytes_on_disk.set(to_i64(s.bytes_on_disk));
+            raise_to(&self.integrity_failures, s.integrity_failures);
+            raise_to(&self.purges_incomplete, s.purges_incomplete);
+            self.poisoned.set(i64::from(s.poisoned));
+            self.overdue_erasures.set(to_i64(s.overdue_erasures));
+            self.oldest_pending_erasure
+                .set(s.oldest_pending_erasure_ms as f64 / 1000.0);
+        }
+        for (reason, n) in auth.failures() {
+            raise_to(
+                &self.auth_failures.get_or_create(&Reason {
+                    reason: reason.name(),
+                }),
+                n,
+            );
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -197,18 +290,24 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Store>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    auth: Arc<Auth>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // E.g. out of file descriptors: back off instead of spinning.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+        let (metrics, store, auth) = (Arc::clone(&metrics), Arc::clone(&store), Arc::clone(&auth));
         tokio::spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+                    let (metrics, store, auth) =
+                        (Arc::clone(&metrics), Arc::clone(&store), Arc::clone(&auth));
                     async move {
                         if req.uri().path() != "/metrics" {
                             let mut r =
@@ -216,9 +315,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Stor
                             *r.status_mut() = StatusCode::NOT_FOUND;
                             return Ok::<_, std::convert::Infallible>(r);
                         }
-                        let body = tokio::task::spawn_blocking(move || metrics.render(&store))
-                            .await
-                            .unwrap_or_default();
+                        let body =
+                            tokio::task::spawn_blocking(move || metrics.render(&store, &auth))
+                                .await
+                                .unwrap_or_default();
                         let mut r = Response::new(Full::new(Bytes::from(body)));
                         if let Ok(v) = "text/plain; version=0.0.4; charset=utf-8".parse() {
                             r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);

@@ -3,11 +3,14 @@
 //! shutdown. The only module that knows about tonic and prost; protobuf types
 //! are converted at this edge and errors mapped to `Status` in [`status`].
 
+mod admin_service;
 mod auth;
+mod calls;
 mod config;
+mod convert;
 mod gate;
 mod metrics;
-mod service;
+mod store_service;
 pub mod validate;
 
 use std::future::Future;
@@ -19,7 +22,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-pub use auth::{Auth, Caller, Role, hash_token};
+pub use auth::{Auth, AuthFailure, Caller, Role, hash_token};
 pub use config::{ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path};
 pub use metrics::Metrics;
 
@@ -163,9 +166,17 @@ impl Server {
             None => None,
         };
         if tls.is_none() && !config.listen.ip().is_loopback() {
+            if !config.plaintext_remote {
+                return Err(ServerError::Config(format!(
+                    "refusing plaintext gRPC on the non-loopback address {}: tokens and messages \
+                     would cross the network unencrypted. Give --tls-cert/--tls-key, or \
+                     --plaintext-remote if TLS is terminated in front of this server",
+                    config.listen
+                )));
+            }
             tracing::warn!(
                 listen = %config.listen,
-                "serving plaintext gRPC on a non-loopback address: tokens and messages cross the network unencrypted; use --tls-cert/--tls-key"
+                "serving plaintext gRPC on a non-loopback address (--plaintext-remote): TLS must be terminated in front of it"
             );
         }
         let listener = TcpListener::bind(config.listen).await?;
@@ -213,24 +224,37 @@ impl Server {
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
-            .set_serving::<StoreServer<service::StoreService>>()
+            .set_serving::<StoreServer<store_service::StoreService>>()
             .await;
         health_reporter
-            .set_serving::<AdminServer<service::AdminService>>()
+            .set_serving::<AdminServer<admin_service::AdminService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection v1 and v1alpha: many clients (grpcurl before 1.9,
+        // grpcui, Postman, Evans) speak only v1alpha. Each lists both.
+        let reflection_builder = || {
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+        };
+        let reflection = reflection_builder()
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        let reflection_alpha = reflection_builder()
+            .build_v1alpha()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
 
-        let store_svc = service::StoreService::new(
+        let store_svc = store_service::StoreService::new(
             Arc::clone(&self.store),
             Arc::clone(&self.auth),
             Arc::clone(&self.metrics),
             self.stream_window,
         );
-        let admin_svc = service::AdminService::new(
+        let admin_svc = admin_service::AdminService::new(
             Arc::clone(&self.store),
             Arc::clone(&self.auth),
             Arc::clone(&self.metrics),
@@ -240,6 +264,7 @@ impl Server {
                 l,
                 Arc::clone(&self.metrics),
                 Arc::clone(&self.store),
+                Arc::clone(&self.auth),
             ))
         });
 
@@ -263,10 +288,10 @@ impl Server {
         let signal = async move {
             shutdown.await;
             reporter
-                .set_not_serving::<StoreServer<service::StoreService>>()
+                .set_not_serving::<StoreServer<store_service::StoreService>>()
                 .await;
             reporter
-                .set_not_serving::<AdminServer<service::AdminService>>()
+                .set_not_serving::<AdminServer<admin_service::AdminService>>()
                 .await;
             let _ = fired_tx.send(true);
         };
@@ -281,6 +306,7 @@ impl Server {
             builder
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(reflection_alpha)
                 .add_service(StoreServer::new(store_svc).max_decoding_message_size(
                     self.store.limits().max_payload.saturating_add(4096),
                 ))
@@ -316,27 +342,39 @@ impl Server {
 /// How long in-flight calls may run after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// while the server is still starting is not lost (nor fatal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = handlers;
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(int.take()) => {},
+                () = wait(term.take()) => {},
+            }
+        }
+        #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown signal received");
     }
-    tracing::info!("shutdown signal received");
 }

@@ -45,7 +45,8 @@ pub fn user_id(bytes: Vec<u8>) -> Result<UserId, Status> {
 }
 
 /// A validated `AppendRequest` (also each request of `AppendStream`).
-#[derive(Debug)]
+/// `Debug` shows lengths only: payloads and client message ids never reach
+/// a log.
 pub struct AppendArgs {
     /// The user.
     pub user: UserId,
@@ -53,6 +54,19 @@ pub struct AppendArgs {
     pub payload: Vec<u8>,
     /// The idempotency key, 1..=[`crate::MAX_CLIENT_MESSAGE_ID_LEN`] bytes if present.
     pub client_message_id: Option<String>,
+}
+
+impl std::fmt::Debug for AppendArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendArgs")
+            .field("user", &self.user)
+            .field("payload_len", &self.payload.len())
+            .field(
+                "client_message_id_len",
+                &self.client_message_id.as_ref().map(String::len),
+            )
+            .finish()
+    }
 }
 
 /// Validates an `AppendRequest`: payload size, then `client_message_id`, then
@@ -209,8 +223,7 @@ fn text_field(field: &str, text: &str, may_be_empty: bool) -> Result<(), Status>
     Ok(())
 }
 
-/// A validated `RedactRequest`.
-#[derive(Debug)]
+/// A validated `RedactRequest`. `Debug` shows the reason's length only.
 pub struct RedactArgs {
     /// The user.
     pub user: UserId,
@@ -218,6 +231,16 @@ pub struct RedactArgs {
     pub seq: u64,
     /// Why, at most [`MAX_REASON_LEN`] bytes (may be empty).
     pub reason: String,
+}
+
+impl std::fmt::Debug for RedactArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedactArgs")
+            .field("user", &self.user)
+            .field("seq", &self.seq)
+            .field("reason_len", &self.reason.len())
+            .finish()
+    }
 }
 
 /// Validates a `RedactRequest`: `user_id`, then `seq`, then `reason`.
@@ -367,8 +390,7 @@ pub fn validate_set_retention(r: SetRetentionRequest) -> Result<RetentionArgs, S
     Ok(RetentionArgs { user, retention })
 }
 
-/// A validated `SetLegalHoldRequest`.
-#[derive(Debug)]
+/// A validated `SetLegalHoldRequest`. `Debug` shows the reason's length only.
 pub struct LegalHoldArgs {
     /// The user.
     pub user: UserId,
@@ -376,6 +398,16 @@ pub struct LegalHoldArgs {
     pub reason: String,
     /// When the hold ends by itself (`None`: until lifted).
     pub until_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for LegalHoldArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegalHoldArgs")
+            .field("user", &self.user)
+            .field("reason_len", &self.reason.len())
+            .field("until_ms", &self.until_ms)
+            .finish()
+    }
 }
 
 /// Validates a `SetLegalHoldRequest`: `user_id`, then `reason`. Whether

@@ -51,6 +51,44 @@ pub struct Options {
     pub(crate) retention: Option<Duration>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: Arc<dyn SecureRandom>,
+    pub(crate) hooks: TestHooks,
+}
+
+/// Sabotage for tests that prove a check can fail: never set outside tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// Open without the compaction filter: purges then cannot remove
+    /// erased records (the file-level checks must notice).
+    pub disable_erasure_filter: bool,
+    /// While the flag is set, WAL syncs fail (and poison the store).
+    pub fail_syncs: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Keep every file in this in-memory filesystem instead of the data
+    /// directory (the model fuzzer: no disk, no fsync). Reopening with the
+    /// same `MemoryEnv` finds the store again. The file-level erasure
+    /// checks see no files there.
+    pub memory_env: Option<MemoryEnv>,
+}
+
+/// RocksDB's in-memory filesystem, shared by the stores opened with it.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct MemoryEnv(pub(crate) rocksdb::Env);
+
+impl MemoryEnv {
+    /// A new, empty in-memory filesystem.
+    ///
+    /// # Errors
+    /// If RocksDB cannot create it.
+    pub fn new() -> crate::Result<Self> {
+        Ok(MemoryEnv(rocksdb::Env::mem_env()?))
+    }
+}
+
+impl std::fmt::Debug for MemoryEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryEnv")
+    }
 }
 
 /// Default maximum payload size: 64 KiB.
@@ -77,6 +115,7 @@ impl Options {
             retention: None,
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
+            hooks: TestHooks::default(),
         }
     }
 
@@ -173,6 +212,13 @@ impl Options {
         self
     }
 
+    /// Test-only sabotage ([`TestHooks`]).
+    #[doc(hidden)]
+    pub fn test_hooks(mut self, hooks: TestHooks) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
     /// What this configuration lets the store hold in memory at most, by
     /// design: the block cache (which also holds index and filter blocks),
     /// every column family's memtables, and the key cache. RocksDB's own
@@ -180,16 +226,16 @@ impl Options {
     pub fn memory_budget(&self) -> MemoryBudget {
         let messages = self
             .write_buffer_bytes
-            .saturating_mul(super::MAX_WRITE_BUFFERS);
-        let small = super::SMALL_CF_WRITE_BUFFER
-            .saturating_mul(super::MAX_WRITE_BUFFERS)
+            .saturating_mul(super::engine::MAX_WRITE_BUFFERS);
+        let small = super::engine::SMALL_CF_WRITE_BUFFER
+            .saturating_mul(super::engine::MAX_WRITE_BUFFERS)
             .saturating_mul(super::layout::ALL_CFS.len() - 1);
         MemoryBudget {
             block_cache: self.block_cache_bytes,
             memtables: messages.saturating_add(small),
             key_cache: self
                 .key_cache_entries
-                .saturating_mul(super::key_cache_entry_bytes()),
+                .saturating_mul(super::users::key_cache_entry_bytes()),
         }
     }
 

@@ -1,8 +1,8 @@
-//! Known-answer tests for the crypto wrappers: AES-256-GCM-SIV vectors of
-//! RFC 8452 Appendix C.2 through `MessageCipher`, and HKDF-SHA256 test cases of
+//! Known-answer tests (unit tests: the wrappers are crate-private) for the crypto wrappers: AES-256-GCM-SIV vectors of
+//! RFC 8452 Appendix C.2 through `SivCipher`, and HKDF-SHA256 test cases of
 //! RFC 5869 Appendix A through `hkdf_sha256_into`.
 
-use shredstore::crypto::{MessageCipher, Secret32, hkdf_sha256_into};
+use super::{Secret32, SivCipher, hkdf_sha256_into};
 
 /// (key, nonce, aad, plaintext, ciphertext || tag), hex; RFC 8452 Appendix C.2.
 const AES_256_GCM_SIV: &[(&str, &str, &str, &str, &str)] = &[
@@ -180,9 +180,9 @@ fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
 }
 
-fn cipher(key_hex: &str) -> MessageCipher {
+fn cipher(key_hex: &str) -> SivCipher {
     let key: [u8; 32] = h(key_hex).try_into().unwrap();
-    MessageCipher::new(&Secret32::from_bytes(key))
+    SivCipher::new(&Secret32::from_bytes(key))
 }
 
 #[test]

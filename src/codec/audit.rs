@@ -1,0 +1,185 @@
+//! Audit records (records of processing, GDPR Art. 30) and erasure
+//! receipts.
+
+use serde::{Deserialize, Serialize};
+
+use super::{corrupt_encoding, decode_record, encode_record};
+use crate::error::Result;
+use crate::types::Handle;
+
+/// A rights operation recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AuditOp {
+    /// A user's erasure.
+    Erase,
+    /// A purge (makes pending erasures physical).
+    Purge,
+    /// Reading the store's counters.
+    Stats,
+    /// Reading the audit trail itself.
+    Audit,
+    /// Checking an erasure receipt.
+    VerifyReceipt,
+    /// Exporting a user's data (access, portability).
+    Export,
+    /// Restricting processing of a user's data (Art. 18).
+    Restrict,
+    /// Lifting a restriction.
+    Unrestrict,
+    /// Redacting one message (Art. 16, "delete message").
+    Redact,
+    /// Setting a user's retention period.
+    SetRetention,
+    /// Recording a consent or legal basis.
+    RecordConsent,
+    /// Placing (or changing) a legal hold.
+    SetLegalHold,
+    /// Lifting a legal hold.
+    LiftLegalHold,
+    /// Reading (or exporting) a user whose reads are restricted, with the
+    /// admin override.
+    RestrictedRead,
+    /// Reading a user's rights state.
+    GetRights,
+}
+
+impl AuditOp {
+    /// Lower-case name, as shown in logs and over gRPC.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditOp::Erase => "erase",
+            AuditOp::Purge => "purge",
+            AuditOp::Stats => "stats",
+            AuditOp::Audit => "audit",
+            AuditOp::VerifyReceipt => "verify_receipt",
+            AuditOp::Export => "export",
+            AuditOp::Restrict => "restrict",
+            AuditOp::Unrestrict => "unrestrict",
+            AuditOp::Redact => "redact",
+            AuditOp::SetRetention => "set_retention",
+            AuditOp::RecordConsent => "record_consent",
+            AuditOp::SetLegalHold => "set_legal_hold",
+            AuditOp::LiftLegalHold => "lift_legal_hold",
+            AuditOp::RestrictedRead => "restricted_read",
+            AuditOp::GetRights => "get_rights",
+        }
+    }
+}
+
+/// How a recorded operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AuditOutcome {
+    /// Done.
+    Ok,
+    /// Refused before running: no permission, bad argument, blocked.
+    Refused,
+    /// Ran and failed (storage error...).
+    Failed,
+}
+
+impl AuditOutcome {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Refused => "refused",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One audit record, stored in the `audit` column family under
+/// `time_ms_be64 || counter_be64`. It holds the actor's name (a token name,
+/// never a token), the operation, the user's handle (never a raw user id) and
+/// the outcome: nothing personal, and it is never erased with the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// Who: the token name, `library` for direct library calls, `purger`
+    /// for the background purger.
+    pub actor: String,
+    /// What.
+    pub op: AuditOp,
+    /// Whose data, as a handle, if the operation concerns one user.
+    pub handle: Option<[u8; Handle::LEN]>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+}
+
+/// Longest actor name kept in an audit record (longer ones are cut).
+pub const MAX_ACTOR_LEN: usize = 64;
+
+impl AuditRecord {
+    /// Appends the encoding.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_record(self, out);
+    }
+
+    /// Decodes and validates an audit record.
+    ///
+    /// # Errors
+    /// [`Corruption::Checksum`] or [`Corruption::Encoding`].
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let r: AuditRecord = decode_record(bytes)?;
+        if r.actor.len() > MAX_ACTOR_LEN {
+            return Err(corrupt_encoding());
+        }
+        Ok(r)
+    }
+}
+
+/// Whether an erasure is physical yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeStatus {
+    /// Unreadable; the ciphertext awaits purge.
+    Pending,
+    /// A purge made it physical.
+    Purged,
+}
+
+/// Proof that the store erased a user: signed with HMAC-SHA256 under a
+/// receipt key derived from the root key, so only the store's operator can
+/// issue or check one, and no field can be changed without detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasureReceipt {
+    /// The erased user's handle.
+    pub handle: Handle,
+    /// The highest key epoch erased.
+    pub epoch: u32,
+    /// When the erasure was committed, ms since the Unix epoch.
+    pub erased_at_ms: u64,
+    /// Messages written under the erased epoch.
+    pub messages_erased: u64,
+    /// Purge status when the receipt was issued.
+    pub purge_status: PurgeStatus,
+    /// HMAC-SHA256 over [`ErasureReceipt::signed_bytes`].
+    pub mac: [u8; 32],
+}
+
+/// Length of [`ErasureReceipt::signed_bytes`].
+pub const RECEIPT_SIGNED_LEN: usize = 22 + Handle::LEN + 4 + 8 + 8 + 1;
+
+impl ErasureReceipt {
+    /// What the MAC covers: `"shredstore/v1/receipt\0" || handle ||
+    /// epoch_be32 || erased_at_be64 || messages_be64 || status` (status 0 =
+    /// pending, 1 = purged).
+    pub fn signed_bytes(&self) -> [u8; RECEIPT_SIGNED_LEN] {
+        let mut b = [0u8; RECEIPT_SIGNED_LEN];
+        b[..22].copy_from_slice(b"shredstore/v1/receipt\0");
+        let mut at = 22;
+        for part in [
+            &self.handle.as_bytes()[..],
+            &self.epoch.to_be_bytes(),
+            &self.erased_at_ms.to_be_bytes(),
+            &self.messages_erased.to_be_bytes(),
+            &[u8::from(self.purge_status == PurgeStatus::Purged)],
+        ] {
+            b[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        b
+    }
+}

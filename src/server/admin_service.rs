@@ -1,0 +1,353 @@
+//! `shredstore.v1.Admin`: Purge, Stats, VerifyReceipt, Audit and the
+//! rights operations. Every call is audited, refusals included.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::auth::{Auth, Role};
+use super::calls::{BoxStream, blocking, log_outcome, require, send_bounded};
+use super::convert::{audit_to_proto, purge_status_to_proto, rights_to_proto};
+use super::metrics::Metrics;
+use super::proto::{
+    self, AuditRequest, PurgeRequest, PurgeResponse, RestrictRequest, SetLegalHoldRequest,
+    SetRetentionRequest, StatsRequest, StatsResponse, UserRequest, VerifyReceiptResponse,
+};
+use super::status;
+use super::validate::{
+    validate_audit, validate_receipt, validate_restrict, validate_set_legal_hold,
+    validate_set_retention, validate_unrestrict, validate_user_request,
+};
+use crate::{AuditOp, AuditOutcome, Store, UserId};
+
+/// `shredstore.v1.Admin`.
+pub struct AdminService {
+    store: Arc<Store>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminService {
+    pub(crate) fn new(store: Arc<Store>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Self {
+        AdminService {
+            store,
+            auth,
+            metrics,
+        }
+    }
+
+    /// An admin rights call: checks the admin role (a refusal is audited as
+    /// `op`, if set), validates the request into a user and arguments, runs
+    /// `call` on the blocking pool (the store audits it) and returns the
+    /// user's rights state.
+    async fn rights_call<R, A>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        op: Option<AuditOp>,
+        validate: impl FnOnce(R) -> Result<(UserId, A), Status> + Send,
+        call: impl FnOnce(&Store, &UserId, A, &str) -> crate::Result<crate::RightsState>
+        + Send
+        + 'static,
+    ) -> Result<Response<proto::RightsState>, Status>
+    where
+        R: Send,
+        A: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, op).await?;
+            let actor = caller.name().to_owned();
+            let (user, args) = validate(request.into_inner())?;
+            let handle = self.store.handle(&user);
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || call(&store, &user, args, &who).map_err(status)).await;
+            if let Some(op) = op {
+                log_outcome(&actor, op, Some(handle), &result);
+            }
+            Ok(Response::new(rights_to_proto(&result?)))
+        }
+        .await;
+        self.metrics.observe_result(method, started, &r);
+        r
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for AdminService {
+    async fn purge(
+        &self,
+        request: Request<PurgeRequest>,
+    ) -> Result<Response<PurgeResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Purge)).await?;
+            let actor = caller.name().to_owned();
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || store.purge_as(&who).map_err(status)).await;
+            match &result {
+                Ok(p) => tracing::info!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "purge", erasures_purged = p.erasures_purged,
+                    redactions_purged = p.redactions_purged, complete = p.complete, outcome = "ok"
+                ),
+                Err(s) => tracing::warn!(
+                    target: "shredstore::audit",
+                    actor = %actor, op = "purge", outcome = "error", code = ?s.code()
+                ),
+            }
+            let p = result?;
+            self.metrics.purged();
+            Ok(Response::new(PurgeResponse {
+                erasures_purged: p.erasures_purged as u64,
+                complete: p.complete,
+                duration_ms: u64::try_from(p.duration.as_millis()).unwrap_or(u64::MAX),
+                redactions_purged: p.redactions_purged as u64,
+            }))
+        }
+        .await;
+        self.metrics.observe_result("Purge", started, &r);
+        r
+    }
+
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Stats)).await?;
+            let actor = caller.name().to_owned();
+            tracing::info!(target: "shredstore::audit", actor = %actor, op = "stats", outcome = "ok");
+            // Counters concern no one's data: logged, not recorded in the
+            // trail (monitoring polls it); a refusal is recorded.
+            let store = Arc::clone(&self.store);
+            let s = blocking(move || store.stats().map_err(status)).await?;
+            Ok(Response::new(StatsResponse {
+                users: s.users,
+                messages_estimate: s.messages_estimate,
+                pending_erasures: s.pending_erasures,
+                pending_redactions: s.pending_redactions,
+                purges_done: s.purges_done,
+                filter_drops: s.filter_drops,
+                bytes_on_disk: s.bytes_on_disk,
+                oldest_pending_erasure_ms: s.oldest_pending_erasure_ms,
+                overdue_erasures: s.overdue_erasures,
+                purges_incomplete: s.purges_incomplete,
+                integrity_failures: s.integrity_failures,
+                poisoned: s.poisoned,
+            }))
+        }
+        .await;
+        self.metrics.observe_result("Stats", started, &r);
+        r
+    }
+
+    async fn verify_receipt(
+        &self,
+        request: Request<proto::ErasureReceipt>,
+    ) -> Result<Response<VerifyReceiptResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(
+                &self.store,
+                &caller,
+                Role::Admin,
+                Some(AuditOp::VerifyReceipt),
+            )
+            .await?;
+            let actor = caller.name().to_owned();
+            let receipt = validate_receipt(&request.into_inner())?;
+            let store = Arc::clone(&self.store);
+            let (valid, now) = blocking(move || {
+                let valid = store.verify_receipt(&receipt);
+                let now = if valid {
+                    store.purge_status(&receipt.handle).map_err(status)?
+                } else {
+                    None
+                };
+                store
+                    .record_audit(
+                        &actor,
+                        AuditOp::VerifyReceipt,
+                        Some(receipt.handle),
+                        AuditOutcome::Ok,
+                    )
+                    .map_err(status)?;
+                Ok((valid, now))
+            })
+            .await?;
+            Ok(Response::new(VerifyReceiptResponse {
+                valid,
+                current_purge_status: now
+                    .map_or(proto::PurgeStatus::Unspecified, purge_status_to_proto)
+                    as i32,
+            }))
+        }
+        .await;
+        self.metrics.observe_result("VerifyReceipt", started, &r);
+        r
+    }
+
+    type AuditStream = BoxStream<proto::AuditRecord>;
+
+    async fn audit(
+        &self,
+        request: Request<AuditRequest>,
+    ) -> Result<Response<Self::AuditStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Audit)).await?;
+            let actor = caller.name().to_owned();
+            let (from_ms, to_ms) = validate_audit(&request.into_inner())?;
+            let store = Arc::clone(&self.store);
+            let page = store.limits().max_read_limit;
+            // Audited first, so the trail shows who read it.
+            let s = Arc::clone(&store);
+            blocking(move || {
+                s.record_audit(&actor, AuditOp::Audit, None, AuditOutcome::Ok)
+                    .map_err(status)
+            })
+            .await?;
+            let (tx, rx) = mpsc::channel(16);
+            tokio::spawn(async move {
+                let mut cursor = None;
+                loop {
+                    let s = Arc::clone(&store);
+                    let got = blocking(move || {
+                        s.audit_page(from_ms, to_ms, cursor, page).map_err(status)
+                    })
+                    .await;
+                    let (records, next) = match got {
+                        Ok(p) => p,
+                        Err(e) => {
+                            send_bounded(&tx, Err(e)).await;
+                            return;
+                        }
+                    };
+                    for rec in &records {
+                        if !send_bounded(&tx, Ok(audit_to_proto(rec))).await {
+                            return;
+                        }
+                    }
+                    match next {
+                        Some(c) => cursor = Some(c),
+                        None => return,
+                    }
+                }
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::AuditStream
+            ))
+        }
+        .await;
+        self.metrics.observe_result("Audit", started, &r);
+        r
+    }
+
+    async fn restrict(
+        &self,
+        request: Request<RestrictRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "Restrict",
+            request,
+            Some(AuditOp::Restrict),
+            |r| validate_restrict(r).map(|a| (a.user, a.modes)),
+            |store, user, modes, actor| store.restrict_as(user, modes, actor),
+        )
+        .await
+    }
+
+    async fn unrestrict(
+        &self,
+        request: Request<RestrictRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "Unrestrict",
+            request,
+            Some(AuditOp::Unrestrict),
+            |r| validate_unrestrict(r).map(|a| (a.user, a.modes)),
+            |store, user, modes, actor| store.unrestrict_as(user, modes, actor),
+        )
+        .await
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<SetRetentionRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "SetRetention",
+            request,
+            Some(AuditOp::SetRetention),
+            |r| validate_set_retention(r).map(|a| (a.user, a.retention)),
+            |store, user, retention, actor| store.set_retention_as(user, retention, actor),
+        )
+        .await
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<SetLegalHoldRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "SetLegalHold",
+            request,
+            Some(AuditOp::SetLegalHold),
+            |r| validate_set_legal_hold(r).map(|a| (a.user, (a.reason, a.until_ms))),
+            |store, user, (reason, until_ms), actor| {
+                store.set_legal_hold_as(user, &reason, until_ms, actor)
+            },
+        )
+        .await
+    }
+
+    async fn lift_legal_hold(
+        &self,
+        request: Request<UserRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        self.rights_call(
+            "LiftLegalHold",
+            request,
+            Some(AuditOp::LiftLegalHold),
+            |r| validate_user_request(r).map(|u| (u, ())),
+            |store, user, (), actor| store.lift_legal_hold_as(user, actor),
+        )
+        .await
+    }
+
+    async fn get_rights(
+        &self,
+        request: Request<UserRequest>,
+    ) -> Result<Response<proto::RightsState>, Status> {
+        // A read of a user's state, audited like every admin call.
+        self.rights_call(
+            "GetRights",
+            request,
+            Some(AuditOp::GetRights),
+            |r| validate_user_request(r).map(|u| (u, ())),
+            |store, user, (), actor| {
+                let state = store.rights_state(user)?;
+                store.record_audit(
+                    actor,
+                    AuditOp::GetRights,
+                    Some(store.handle(user)),
+                    AuditOutcome::Ok,
+                )?;
+                Ok(state)
+            },
+        )
+        .await
+    }
+}

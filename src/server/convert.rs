@@ -1,0 +1,102 @@
+//! Conversions between the store's types and the protobuf messages.
+
+use super::proto;
+
+pub(super) fn message_to_proto(m: crate::Message) -> proto::Message {
+    proto::Message {
+        seq: m.seq,
+        timestamp_ms: m.timestamp_ms,
+        payload: m.payload,
+        redaction: m.redaction.map(|r| proto::Redaction {
+            redacted_at_ms: r.redacted_at_ms,
+            reason: r.reason,
+        }),
+    }
+}
+
+pub(super) fn purge_status_to_proto(p: crate::PurgeStatus) -> proto::PurgeStatus {
+    match p {
+        crate::PurgeStatus::Pending => proto::PurgeStatus::Pending,
+        crate::PurgeStatus::Purged => proto::PurgeStatus::Purged,
+    }
+}
+
+pub(super) fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureReceipt {
+    proto::ErasureReceipt {
+        handle: r.handle.as_bytes().to_vec(),
+        epoch: r.epoch,
+        erased_at_ms: r.erased_at_ms,
+        messages_erased: r.messages_erased,
+        purge_status: purge_status_to_proto(r.purge_status) as i32,
+        mac: r.mac.to_vec(),
+    }
+}
+
+pub(super) fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {
+    proto::AuditRecord {
+        time_ms: r.time_ms,
+        actor: r.actor.clone(),
+        operation: r.op.name().to_owned(),
+        handle: r.handle.map(|h| h.to_vec()).unwrap_or_default(),
+        outcome: r.outcome.name().to_owned(),
+    }
+}
+
+pub(super) fn legal_basis_to_proto(b: crate::LegalBasis) -> proto::LegalBasis {
+    match b {
+        crate::LegalBasis::Consent => proto::LegalBasis::Consent,
+        crate::LegalBasis::Contract => proto::LegalBasis::Contract,
+        crate::LegalBasis::LegalObligation => proto::LegalBasis::LegalObligation,
+        crate::LegalBasis::VitalInterests => proto::LegalBasis::VitalInterests,
+        crate::LegalBasis::PublicTask => proto::LegalBasis::PublicTask,
+        crate::LegalBasis::LegitimateInterests => proto::LegalBasis::LegitimateInterests,
+    }
+}
+
+pub(super) fn rights_to_proto(r: &crate::RightsState) -> proto::RightsState {
+    let (retention, retention_ms) = match r.retention {
+        crate::Retention::StoreDefault => (proto::RetentionMode::StoreDefault, 0),
+        crate::Retention::Forever => (proto::RetentionMode::Forever, 0),
+        crate::Retention::After { ms } => (proto::RetentionMode::After, ms),
+    };
+    let hold = r.legal_hold.as_ref();
+    proto::RightsState {
+        block_appends: r.restriction.block_appends,
+        block_reads: r.restriction.block_reads,
+        retention: retention as i32,
+        retention_ms,
+        effective_retention_ms: r.effective_retention_ms.unwrap_or(0),
+        legal_hold: hold.is_some(),
+        legal_hold_reason: hold.map(|h| h.reason.clone()).unwrap_or_default(),
+        legal_hold_since_ms: hold.map_or(0, |h| h.since_ms),
+        legal_hold_until_ms: hold.and_then(|h| h.until_ms).unwrap_or(0),
+        expired_before_ms: r.expired_before_ms,
+    }
+}
+
+pub(super) fn consent_to_proto(e: &crate::ConsentEntry) -> proto::ConsentRecord {
+    proto::ConsentRecord {
+        index: e.index,
+        recorded_at_ms: e.recorded_at_ms,
+        purpose: e.consent.purpose.clone(),
+        basis: legal_basis_to_proto(e.consent.basis) as i32,
+        granted: e.consent.granted,
+        given_at_ms: e.consent.given_at_ms,
+    }
+}
+
+pub(super) fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManifest {
+    proto::ExportManifest {
+        handle: m.handle.to_string(),
+        message_count: m.message_count,
+        first_seq: m.first_seq.unwrap_or(0),
+        last_seq: m.last_seq.unwrap_or(0),
+        key_epoch: m.key_epoch.unwrap_or(0),
+        key_created_ms: m.key_created_ms.unwrap_or(0),
+        erased_at_ms: m.erasures_ms.clone(),
+        appends_blocked: m.appends_blocked,
+        redacted_count: m.redacted_count,
+        rights: Some(rights_to_proto(&m.rights)),
+        consents: m.consents.iter().map(consent_to_proto).collect(),
+    }
+}

@@ -1,0 +1,224 @@
+//! Erasure (crypto-shredding): one synced batch deletes the key record and
+//! writes the erasure marker with the audit record; cached key material is
+//! evicted. O(1) in the user's message count, except the repair path for a
+//! damaged user.
+
+use std::sync::atomic::Ordering;
+
+use super::engine::{Cf, Scope};
+use super::users::{Last, next_seq};
+use super::{Inner, Pending};
+use crate::codec::{
+    AuditOp, AuditOutcome, EnvelopeHeader, EraseMarker, ErasureReceipt, KeyRecord, PurgeStatus,
+    message_key,
+};
+use crate::error::{Error, Result};
+use crate::types::{Handle, UserId};
+
+/// What `erase` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    /// The user's handle (safe to log).
+    pub handle: Handle,
+    /// Messages written under the erased key epoch (0 if the user had no live key).
+    pub messages_erased: u64,
+    /// The highest key epoch now erased.
+    pub epoch: u32,
+    /// When the erasure was committed, milliseconds since the Unix epoch.
+    pub erased_at_ms: u64,
+    /// The signed receipt of this erasure ([`Store::verify_receipt`](crate::Store::verify_receipt)).
+    pub receipt: ErasureReceipt,
+}
+
+/// Options of one erasure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraseOptions {
+    /// Refuse later appends for this user with [`Error::Blocked`]. Sticky: a
+    /// later erase without it does not lift the block.
+    pub block_new: bool,
+}
+
+impl EraseOptions {
+    /// Erase and block new data for the user.
+    pub fn block_new() -> Self {
+        EraseOptions { block_new: true }
+    }
+}
+
+impl Inner {
+    pub(super) fn erase(
+        &self,
+        user: &UserId,
+        options: EraseOptions,
+        actor: &str,
+    ) -> Result<Erased> {
+        self.engine.check_writable()?;
+        let handle = self.handle(user);
+        let _guard = self.users.lock(&handle);
+        let now = self.clock.now_ms();
+
+        // Erase must work on a damaged user too: an unreadable marker is
+        // rewritten, an unreadable key record or header triggers a scan.
+        let old_marker = match self.get_marker(&handle) {
+            Err(e @ Error::Corrupt(_)) => {
+                tracing::warn!(%handle, error = %e, "unreadable erasure marker; rewriting it");
+                None
+            }
+            other => other?,
+        };
+        let record = self.engine.get(Cf::Keys, handle.as_bytes())?;
+        let had_record = record.is_some();
+        let decoded = record.as_ref().and_then(|b| KeyRecord::decode(b).ok());
+        drop(record);
+        if decoded
+            .as_ref()
+            .is_some_and(|r| r.state.policy().active_hold(now).is_some())
+        {
+            tracing::info!(%handle, "erase refused: legal hold");
+            return self.audit_refusal(actor, AuditOp::Erase, handle, Err(Error::LegalHold));
+        }
+        let known = decoded.map(|r| (r.epoch, r.first_seq));
+        let last = self.last_in(Cf::Messages, &handle)?;
+        let marker_epoch = old_marker.as_ref().map_or(0, |m| m.epoch);
+
+        // Normally the key record names the only epoch with live messages. If
+        // the record is unreadable, or the newest message's epoch is unreadable
+        // or newer, find the highest stored epoch (a scan, on this path only).
+        let damaged = match (known, last) {
+            (_, Some(Last { epoch: None, .. })) => true,
+            (Some((k, _)), Some(Last { epoch: Some(e), .. })) => e > k,
+            (None, Some(Last { epoch: Some(e), .. })) => had_record || e > marker_epoch,
+            (_, None) => false,
+        };
+        let mut epoch = known.map_or(0, |(e, _)| e).max(marker_epoch);
+        if damaged {
+            epoch = epoch.max(self.max_epoch(&handle)?);
+        }
+        // A key record, even an unreadable one, holds a wrapped secret that
+        // purge must remove: something is stored (key epochs start at 1).
+        if had_record {
+            epoch = epoch.max(1);
+        }
+        // Consent records without a readable key record: their range must
+        // be purged too.
+        if let Some(c) = self.last_in(Cf::Consent, &handle)? {
+            epoch = epoch.max(c.epoch.unwrap_or(1)).max(1);
+        }
+        let floor = self.seq_floor(&handle)?;
+        let next = next_seq(
+            last.as_ref(),
+            floor,
+            old_marker.as_ref(),
+            known.map(|(_, f)| f),
+        );
+        let messages_erased = known.map_or(0, |(_, first)| next.saturating_sub(first));
+        // Epoch 0: nothing was ever stored. The same epoch as an erasure
+        // already purged, with no key record since: nothing new to purge.
+        let nothing_stored = epoch == 0;
+        let already_purged = !had_record
+            && old_marker
+                .as_ref()
+                .is_some_and(|m| m.purged && m.epoch == epoch);
+        let purged = nothing_stored || already_purged;
+        let marker = EraseMarker {
+            epoch,
+            erased_at_ms: now,
+            next_seq: next,
+            block_new: options.block_new || old_marker.as_ref().is_some_and(|m| m.block_new),
+            purged,
+            // Every earlier write of this user is at or below this position
+            // (they ran under its lock): WAL files starting at or below it
+            // may hold them until purge. Nothing new since a purged
+            // erasure: its position still tells.
+            log_position: match &old_marker {
+                _ if nothing_stored => 0,
+                Some(m) if already_purged => m.log_position,
+                _ => self.engine.write_position(),
+            },
+        };
+        let mut encoded = Vec::new();
+        marker.encode(&mut encoded);
+
+        let mut batch = self.engine.batch();
+        batch.delete(Cf::Keys, handle.as_bytes())?;
+        batch.put(Cf::Erased, handle.as_bytes(), &encoded)?;
+        // Forget the user's client message ids (keyed hashes, but still
+        // theirs) and high-water mark (the marker keeps the next seq).
+        batch.delete_handle_range(Cf::Dedup, &handle)?;
+        batch.delete_handle_range(Cf::SeqFloors, &handle)?;
+        // The consent history is sealed under the destroyed key: drop it too.
+        batch.delete_handle_range(Cf::Consent, &handle)?;
+        if self.erase_delete_range {
+            batch.delete_handle_range(Cf::Messages, &handle)?;
+        }
+        // The audit record commits with the erasure, or neither does.
+        self.put_audit_at(
+            &mut batch,
+            now,
+            actor,
+            AuditOp::Erase,
+            Some(handle),
+            AuditOutcome::Ok,
+        )?;
+        self.engine.write(batch, true)?;
+
+        self.users.forget(&handle);
+        self.damaged_markers.lock().remove(&handle);
+        // The policy went with the key record; the erasure's purge covers
+        // any pending redaction.
+        self.filter.set_policy(handle, None);
+        self.pending_redactions.lock().remove(&handle);
+        if had_record {
+            self.users.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !purged {
+            self.filter.insert_erased(handle, epoch);
+            self.pending.lock().insert(
+                handle,
+                Pending {
+                    epoch,
+                    erased_at_ms: now,
+                },
+            );
+            self.purger_signal.notify();
+        }
+        // Open iterators check the marker when this changes.
+        self.erase_generation.fetch_add(1, Ordering::Release);
+        tracing::info!(%handle, epoch, messages_erased, "user erased");
+        let receipt = self.receipt(ErasureReceipt {
+            handle,
+            epoch,
+            erased_at_ms: now,
+            messages_erased,
+            purge_status: if purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            },
+            mac: [0; 32],
+        });
+        Ok(Erased {
+            handle,
+            messages_erased,
+            epoch,
+            erased_at_ms: now,
+            receipt,
+        })
+    }
+
+    /// Highest epoch among all stored messages of `handle` (full scan).
+    fn max_epoch(&self, handle: &Handle) -> Result<u32> {
+        let mut it = self.engine.cursor(Cf::Messages, Scope::Handle(handle))?;
+        it.seek(&message_key(handle, 0));
+        let mut max = 0;
+        while let Some(v) = it.value() {
+            if let Ok(h) = EnvelopeHeader::parse(v) {
+                max = max.max(h.epoch);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(max)
+    }
+}

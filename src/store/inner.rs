@@ -1,0 +1,118 @@
+//! The state shared by a [`Store`](super::Store) and its background purger.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::engine::Engine;
+use super::filter_state::FilterState;
+use super::options::Durability;
+use super::purger;
+use super::users::Users;
+use crate::crypto::{self, HandleKey, KEY_LEN, SivCipher};
+use crate::error::{Error, InvalidArgument, Result};
+use crate::types::{Clock, Handle, UserId};
+
+/// The argument limits a store enforces (from its [`Options`](super::Options)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreLimits {
+    /// Largest payload.
+    pub max_payload: usize,
+    /// Most payloads in one batch.
+    pub max_batch: usize,
+    /// Most payload bytes in one batch.
+    pub max_batch_bytes: usize,
+    /// Largest read limit.
+    pub max_read_limit: usize,
+}
+
+/// The keys a store derives from its root key and metadata.
+pub(super) struct StoreKeys {
+    pub(super) salt: [u8; KEY_LEN],
+    pub(super) handle_key: HandleKey,
+    /// Wraps user secrets and the handle key.
+    pub(super) wrap: SivCipher,
+    pub(super) receipt_key: crypto::ReceiptKey,
+}
+
+/// An erasure not yet made physical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pending {
+    /// The highest erased epoch.
+    pub(super) epoch: u32,
+    /// When it was erased, ms since the Unix epoch.
+    pub(super) erased_at_ms: u64,
+}
+
+pub(crate) struct Inner {
+    pub(super) engine: Engine,
+    pub(super) limits: StoreLimits,
+    pub(super) durability: Durability,
+    pub(super) erase_delete_range: bool,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) rng: Arc<dyn crypto::SecureRandom>,
+    pub(super) keys: StoreKeys,
+    /// Next audit-record counter (unique within the store).
+    pub(super) audit_counter: AtomicU64,
+    pub(super) users: Users,
+    /// What the compaction filter removes: pending erasures and the users'
+    /// expiry policies.
+    pub(super) filter: Arc<FilterState>,
+    /// Erased handles whose erasure is not yet physical.
+    pub(super) pending: Mutex<HashMap<Handle, Pending>>,
+    /// Handles with redactions not yet physical, with a counter bumped by
+    /// each redaction (a purge clears only what it saw).
+    pub(super) pending_redactions: Mutex<HashMap<Handle, u64>>,
+    /// Source of those counters (starts at 1; 0 marks redactions found
+    /// pending at open).
+    pub(super) redaction_counter: AtomicU64,
+    /// Handles whose erasure marker did not decode at open: their erased
+    /// epoch is unknown, so they fail closed until erased again.
+    pub(super) damaged_markers: Mutex<HashSet<Handle>>,
+    /// Store-wide retention period, ms.
+    pub(super) default_retention_ms: Option<u64>,
+    /// Bumped by every erase after its write; open iterators check it.
+    pub(super) erase_generation: AtomicU64,
+    pub(super) purges_done: AtomicU64,
+    /// Decrypt and corruption errors returned since open.
+    pub(super) integrity_failures: AtomicU64,
+    pub(super) purges_incomplete: AtomicU64,
+    pub(super) purge_lock: Mutex<()>,
+    pub(super) purge_interval: Option<Duration>,
+    pub(super) purger_signal: purger::Signal,
+}
+
+impl Inner {
+    /// Passes `r` through, counting a decrypt or corruption error (an
+    /// incident signal: damaged or tampered data).
+    pub(super) fn counted<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(Error::Decrypt | Error::Corrupt(_)) = &r {
+            self.integrity_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// The handle of `user` in this store.
+    pub(super) fn handle(&self, user: &UserId) -> Handle {
+        self.keys.handle_key.handle(user)
+    }
+
+    /// Checks a read limit: 1..=max_read_limit.
+    pub(super) fn check_limit(&self, limit: usize) -> Result<()> {
+        if limit == 0 {
+            return Err(InvalidArgument::ZeroLimit.into());
+        }
+        if limit > self.limits.max_read_limit {
+            return Err(InvalidArgument::LimitTooLarge {
+                limit,
+                max: self.limits.max_read_limit,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! Reading a user's messages: [`MessageIter`] fetches them in short pages,
+//! each from a fresh RocksDB cursor that is dropped before the page is
+//! handed out, so an iterator held open (or a slow client) never pins files
+//! and never holds off a purge.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+use super::Inner;
+use super::engine::{Cf, Scope};
+use super::rights::Access;
+use super::sealing::open_message;
+use super::users::{CachedUser, UserState};
+use crate::codec::{self, Envelope, message_key};
+use crate::error::{Error, Result};
+use crate::types::{Handle, UserId};
+
+/// Messages a [`MessageIter`] fetches per page unless told otherwise.
+pub(super) const ITER_PAGE: usize = 64;
+/// The largest page a read fetches at once.
+pub(super) const MAX_PAGE: usize = 1024;
+
+/// A decrypted, authenticated message, or the marker of a redacted one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Sequence number.
+    pub seq: u64,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The plaintext payload (empty for a redaction marker).
+    pub payload: Vec<u8>,
+    /// Set if the message was redacted ([`Store::redact_as`](crate::Store::redact_as)):
+    /// the payload is gone, seq and timestamp remain.
+    pub redaction: Option<Redaction>,
+}
+
+/// Why and when a message was redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redaction {
+    /// When, ms since the Unix epoch.
+    pub redacted_at_ms: u64,
+    /// The reason given.
+    pub reason: String,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("seq", &self.seq)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("payload_len", &self.payload.len())
+            .field("redacted", &self.redaction.is_some())
+            .finish()
+    }
+}
+
+/// Streaming reader returned by [`Store::read_iter`](crate::Store::read_iter).
+///
+/// It reads in pages of up to 64 messages; each page sees the store as it is
+/// when the page is fetched (later appends may appear at the end), and no
+/// RocksDB cursor is held between pages, so an iterator left open pins
+/// nothing. If the user is erased while it is open, it stops: it never
+/// yields a message after the erase returned. It stops after the first
+/// error it yields.
+pub struct MessageIter<'a> {
+    inner: &'a Inner,
+    handle: Handle,
+    state: Option<CachedUser>,
+    /// The next seq to fetch.
+    next: u64,
+    /// Fetched, not yet opened: (seq, envelope).
+    page: VecDeque<(u64, Vec<u8>)>,
+    page_size: usize,
+    /// The last fetch reached the end of the user's messages.
+    exhausted: bool,
+    erase_generation: u64,
+    /// Messages appended before this time are expired (hidden).
+    horizon: u64,
+    done: bool,
+}
+
+impl Iterator for MessageIter<'_> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.step().transpose().map(|r| self.inner.counted(r));
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+impl MessageIter<'_> {
+    fn step(&mut self) -> Result<Option<Message>> {
+        if self.state.is_none() {
+            return Ok(None);
+        }
+        loop {
+            let Some((seq, value)) = self.page.pop_front() else {
+                if self.exhausted {
+                    return Ok(None);
+                }
+                self.fill()?;
+                continue;
+            };
+            let env = Envelope::decode(&value)?;
+            // Expired by retention: hidden now, dropped at compaction. Only
+            // a record whose CRC holds is trusted to be expired.
+            if env.timestamp_ms < self.horizon {
+                continue;
+            }
+            let Some(state) = self.state.as_ref() else {
+                return Ok(None);
+            };
+            let message = open_message(&self.handle, state, &message_key(&self.handle, seq), &env)?;
+            // Checked after opening, just before handing out: an erase that
+            // returned by now stops the iterator, also for this message.
+            let generation = self.inner.erase_generation.load(Ordering::Acquire);
+            if generation != self.erase_generation {
+                self.erase_generation = generation;
+                if self.inner.epoch_erased(&self.handle, state.epoch)? {
+                    return Ok(None);
+                }
+            }
+            return Ok(Some(message));
+        }
+    }
+
+    /// Fetches the next page with a cursor that lives only for this call.
+    fn fill(&mut self) -> Result<()> {
+        let mut it = self
+            .inner
+            .engine
+            .cursor(Cf::Messages, Scope::Handle(&self.handle))?;
+        it.seek(&message_key(&self.handle, self.next));
+        while self.page.len() < self.page_size {
+            let Some((key, value)) = it.item() else {
+                break;
+            };
+            let (h, seq) = codec::parse_message_key(key)?;
+            if h != self.handle {
+                break;
+            }
+            self.page.push_back((seq, value.to_vec()));
+            it.next();
+        }
+        it.status()?;
+        match self.page.back() {
+            Some(&(last, _)) if self.page.len() == self.page_size && last < u64::MAX => {
+                self.next = last + 1;
+            }
+            _ => self.exhausted = true,
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// A reader of `user`'s messages from `from_seq`, fetching `page_size`
+    /// at a time.
+    pub(super) fn read_iter(
+        &self,
+        user: &UserId,
+        from_seq: u64,
+        access: Access,
+        page_size: usize,
+    ) -> Result<MessageIter<'_>> {
+        let handle = self.handle(user);
+        // Load the state and note the erase generation under the user's
+        // lock: a read that starts after an erase returned never sees the
+        // old key, and one that races an erase notices it.
+        let guard = self.users.lock(&handle);
+        let erase_generation = self.erase_generation.load(Ordering::Acquire);
+        let state = match self.load(&handle)? {
+            UserState::Live(s) => s,
+            UserState::Absent { .. } => {
+                return Ok(MessageIter {
+                    inner: self,
+                    handle,
+                    state: None,
+                    next: 0,
+                    page: VecDeque::new(),
+                    page_size: 1,
+                    exhausted: true,
+                    erase_generation,
+                    horizon: 0,
+                    done: true,
+                });
+            }
+        };
+        drop(guard);
+        if state.policy.restriction.block_reads && access == Access::Subject {
+            return Err(Error::Restricted {
+                mode: "block_reads",
+            });
+        }
+        let horizon = state
+            .policy
+            .horizon(self.clock.now_ms(), self.default_retention_ms);
+        Ok(MessageIter {
+            inner: self,
+            handle,
+            // Seqs before this epoch's first belong to erased epochs: skip them.
+            next: from_seq.max(state.first_seq),
+            state: Some(state),
+            page: VecDeque::new(),
+            page_size: page_size.clamp(1, MAX_PAGE),
+            exhausted: false,
+            erase_generation,
+            horizon,
+            done: false,
+        })
+    }
+}
