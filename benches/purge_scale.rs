@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use shredstore::internals::{EraseMarker, FilterState};
-use shredstore::{Durability, Handle, Store, UserId};
+use shredstore::{Durability, Handle, Store, TestHooks, UserId};
 
 const USERS: usize = 20_000;
 const PER_USER: usize = 10;
@@ -50,11 +50,22 @@ fn rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// A store of `USERS` users with `PER_USER` messages each, flushed, with
-/// every `USERS / erased`-th user erased.
+/// Target size of the `messages` SST files: RocksDB's 64 MiB default would
+/// put this whole 40 MiB store in one file, which every erased user meets;
+/// 512 KiB files give it the many-file layout of a large store.
+const FILE_SIZE: u64 = 512 * 1024;
+
+/// A store of `USERS` users with `PER_USER` messages each, compacted into
+/// the bottommost level (many files, each a key range), with `erased` users
+/// spread evenly erased.
 fn build(erased: usize) -> (tempfile::TempDir, Store, Vec<UserId>) {
     let dir = support::tempdir();
-    let store = support::open_store(dir.path(), Durability::Buffered);
+    let hooks = TestHooks {
+        target_file_size: Some(FILE_SIZE),
+        ..TestHooks::default()
+    };
+    let store = Store::open(support::options(dir.path(), Durability::Buffered).test_hooks(hooks))
+        .expect("open");
     let ids = support::user_ids(USERS);
     let payloads: Vec<Vec<u8>> = (0..PER_USER)
         .map(|i| vec![i as u8; support::PAYLOAD])
@@ -62,7 +73,7 @@ fn build(erased: usize) -> (tempfile::TempDir, Store, Vec<UserId>) {
     for id in &ids {
         store.append_batch(id, &payloads).expect("append");
     }
-    store.flush().expect("flush");
+    store.compact().expect("compact");
     for id in ids.iter().step_by(USERS / erased) {
         store.erase(id).expect("erase");
     }
@@ -71,14 +82,15 @@ fn build(erased: usize) -> (tempfile::TempDir, Store, Vec<UserId>) {
 
 fn purge_cost() {
     println!(
-        "\npurge among {USERS} users x {PER_USER} messages of {} B",
-        support::PAYLOAD
+        "\npurge among {USERS} users x {PER_USER} messages of {} B ({} KiB SST files)",
+        support::PAYLOAD,
+        FILE_SIZE / 1024
     );
     println!(
         "{:>8} {:>14} {:>22} {:>8}",
         "erased", "purge", "full compaction", "ratio"
     );
-    for erased in [20usize, 2_000] {
+    for erased in [2usize, 20, 200, 2_000] {
         let (mut purge, mut full) = (Vec::new(), Vec::new());
         for _ in 0..trials() {
             let (_dir, store, ids) = build(erased);

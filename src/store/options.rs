@@ -68,6 +68,10 @@ pub struct TestHooks {
     /// same `MemoryEnv` finds the store again. The file-level erasure
     /// checks see no files there.
     pub memory_env: Option<MemoryEnv>,
+    /// SST target file size of `messages` (RocksDB's default is 64 MiB):
+    /// small files give a small store the many-file layout of a large one
+    /// (the purge benchmark).
+    pub target_file_size: Option<u64>,
 }
 
 /// RocksDB's in-memory filesystem, shared by the stores opened with it.

@@ -87,6 +87,10 @@ pub(super) fn open_db(
     if let Some(env) = &options.hooks.memory_env {
         db_opts.set_env(&env.0);
     }
+    if let Some(size) = options.hooks.target_file_size {
+        messages.set_target_file_size_base(size);
+        messages.set_max_bytes_for_level_base(size.saturating_mul(10));
+    }
     if options.hooks.disable_erasure_filter {
         tracing::warn!("TEST HOOK: the compaction filter is off; erasures will not be purged");
     } else {
