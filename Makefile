@@ -9,13 +9,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/shredstore/target
 DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: run test bench fuzz prereqs test-tools build check fmt clippy clean-data
+.PHONY: run test bench fuzz prereqs test-tools build check fmt lint clippy clean-data
 
 prereqs:
 	@scripts/prereqs.sh
 
-# grpcurl and promtool for the tests (README session, alert rules), in
-# ~/.cache/shredstore/tools/bin; see scripts/test-tools.sh.
+# grpcurl, promtool, buf and a Python venv with grpcio for the tests (README
+# sessions, alert rules, the API guard), in ~/.cache/shredstore/tools; see
+# scripts/test-tools.sh.
 test-tools:
 	@scripts/test-tools.sh >/dev/null
 
@@ -50,6 +51,12 @@ check: prereqs
 
 fmt:
 	$(CARGO) fmt --check
+
+# The API guard: buf format, buf lint (STANDARD, exceptions listed in
+# proto/buf.yaml) and buf breaking against the last release in CHANGELOG.md.
+# buf comes from scripts/test-tools.sh; see scripts/api-check.py.
+lint: test-tools
+	python3 scripts/api-check.py "$$(scripts/test-tools.sh)/buf"
 
 clippy: prereqs
 	$(CARGO) clippy --release --all-targets -- -D warnings

@@ -7,6 +7,11 @@
 #   promtool  from Debian's prometheus package (extracted, not installed:
 #             no service is started); tests/ops_alerts.rs checks
 #             docs/ops/alerts.yml with it.
+#   buf       1.75.0 (static), from npm's @bufbuild/buf-linux-x64, pinned by
+#             version and the binary's hash; `make lint` (scripts/api-check.py)
+#             and tests/api_check.rs run it.
+#   python    a venv (tools/py) with grpcio and grpcio-tools pinned by version;
+#             tests/python_client.rs runs the README's Python client with it.
 # Prints where they are. Exits non-zero with the reason when one cannot be had.
 set -euo pipefail
 
@@ -52,5 +57,51 @@ if ! "$bin/promtool" --version >/dev/null 2>&1; then
     dpkg-deb -x "$scratch"/prometheus_*.deb "$scratch/deb"
     install -m 0755 "$scratch/deb/usr/bin/promtool" "$bin/promtool"
     "$bin/promtool" --version 2>&1 | head -n1 >&2
+fi
+BUF_VERSION=1.75.0
+BUF_SHA256=fad1e38d6909bbb583a4da81d8c02a01046e2cd663bde7e337dd24277393764b
+
+if [ "$("$bin/buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; then
+    echo "==> installing buf $BUF_VERSION into $bin" >&2
+    case "$(uname -s)-$(uname -m)" in
+        Linux-x86_64) buf_pkg=@bufbuild/buf-linux-x64 ;;
+        Linux-aarch64) buf_pkg=@bufbuild/buf-linux-aarch64 ;;
+        *) echo "buf: no pinned build for $(uname -sm); install buf $BUF_VERSION as $bin/buf" >&2; exit 1 ;;
+    esac
+    command -v npm >/dev/null || {
+        echo "buf is fetched with npm (package $buf_pkg@$BUF_VERSION), and npm is missing:" >&2
+        echo "  install Node.js and npm (Debian: apt-get install -y npm), or put buf $BUF_VERSION at $bin/buf" >&2
+        exit 1
+    }
+    # --ignore-scripts: the platform package is the binary itself; npm checks
+    # the registry's integrity hash, and we check the binary's own below.
+    npm install --silent --no-save --no-audit --no-fund --ignore-scripts \
+        --prefix "$scratch/npm" "$buf_pkg@$BUF_VERSION" >&2
+    got="$scratch/npm/node_modules/$buf_pkg/bin/buf"
+    if [ "$buf_pkg" = @bufbuild/buf-linux-x64 ]; then
+        echo "$BUF_SHA256  $got" | sha256sum -c --quiet - >&2 || {
+            echo "buf: $buf_pkg@$BUF_VERSION does not have the pinned sha256" >&2
+            exit 1
+        }
+    fi
+    install -m 0755 "$got" "$bin/buf"
+    echo "buf $("$bin/buf" --version)" >&2
+fi
+
+# The Python client of the README: grpcio-tools compiles proto/, grpcio
+# calls the server. Pinned versions, the whole resolved set.
+PY_PINS="grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2 typing_extensions==4.16.0"
+py=$tools/py
+if [ "$(cat "$py/pins" 2>/dev/null)" != "$PY_PINS" ] || ! "$py/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+    echo "==> installing grpcio and grpcio-tools into $py" >&2
+    command -v python3 >/dev/null || { echo "the Python client test needs python3 with venv" >&2; exit 1; }
+    rm -rf "$py"
+    python3 -m venv "$py" || {
+        echo "python3 -m venv failed: install python3-venv (Debian: apt-get install -y python3-venv)" >&2
+        exit 1
+    }
+    # shellcheck disable=SC2086
+    "$py/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary :all: $PY_PINS >&2
+    echo "$PY_PINS" >"$py/pins"
 fi
 echo "$bin"

@@ -366,10 +366,10 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
 
 /// One NDJSON line of an export. A redaction marker has `"redacted": true`,
 /// `redacted_at_ms` and `reason` instead of a payload.
-fn export_line(record: shredstore::server::proto::export_record::Record) -> serde_json::Value {
+fn export_line(record: shredstore::server::proto::export_response::Record) -> serde_json::Value {
     use base64::Engine;
     use serde_json::json;
-    use shredstore::server::proto::export_record::Record;
+    use shredstore::server::proto::export_response::Record;
     match record {
         Record::Message(m) => {
             let mut v = json!({"type": "message", "seq": m.seq, "timestamp_ms": m.timestamp_ms});
@@ -445,7 +445,7 @@ fn rights_json(r: &shredstore::server::proto::RightsState) -> serde_json::Value 
 
 async fn export(args: &ExportArgs) -> Result<u64, String> {
     use shredstore::server::proto::ExportRequest;
-    use shredstore::server::proto::export_record::Record;
+    use shredstore::server::proto::export_response::Record;
 
     let user_id = args.user.bytes()?;
     let config = shredstore::load::LoadConfig {

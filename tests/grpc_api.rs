@@ -30,7 +30,7 @@ fn read(user: &str, from_seq: u64, limit: u32) -> ReadRequest {
 async fn read_all<T>(
     client: &mut shredstore::server::proto::store_client::StoreClient<T>,
     user: &str,
-) -> Result<Vec<shredstore::server::proto::Message>, tonic::Status>
+) -> Result<Vec<shredstore::server::proto::ReadResponse>, tonic::Status>
 where
     T: tonic::client::GrpcService<tonic::body::Body>,
     T::Error: Into<tonic::codegen::StdError>,

@@ -231,7 +231,7 @@ async fn a_stalled_export_does_not_hold_off_purge() {
     let mut messages = 1u64;
     let mut manifest = None;
     while let Some(rec) = export.message().await.unwrap() {
-        use shredstore::server::proto::export_record::Record;
+        use shredstore::server::proto::export_response::Record;
         match rec.record.unwrap() {
             Record::Message(_) => messages += 1,
             Record::Manifest(m) => manifest = Some(m),

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
 use shredstore::server::proto::{
-    AppendRequest, AuditRequest, EraseRequest, ExportRequest, LegalBasis, PurgeRequest,
-    ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest, SetLegalHoldRequest,
-    StatsRequest, UserRequest,
+    AppendRequest, AuditRequest, EraseRequest, ExportRequest, GetRightsRequest, LegalBasis,
+    LiftLegalHoldRequest, PurgeRequest, ReadRequest, RecordConsentRequest, RedactRequest,
+    RestrictRequest, SetLegalHoldRequest, StatsRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -53,8 +53,8 @@ fn append(user: &str, payload: &str, id: Option<&str>) -> AppendRequest {
     }
 }
 
-fn user(u: &str) -> UserRequest {
-    UserRequest {
+fn user(u: &str) -> GetRightsRequest {
+    GetRightsRequest {
         user_id: u.as_bytes().to_vec(),
     }
 }
@@ -202,7 +202,12 @@ async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
             .await
             .is_err()
     );
-    admin.lift_legal_hold(user(b)).await.unwrap();
+    admin
+        .lift_legal_hold(LiftLegalHoldRequest {
+            user_id: b.as_bytes().to_vec(),
+        })
+        .await
+        .unwrap();
     admin.get_rights(user(c)).await.unwrap();
 
     // Erasure, purge, stats, audit; refusals and a bad token.

@@ -8,8 +8,15 @@ mod grpc_support;
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
 use shredstore::server::proto::{
     AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, PurgeRequest, PurgeStatus,
+    VerifyReceiptRequest,
 };
 use tonic::Code;
+
+fn check(receipt: ErasureReceipt) -> VerifyReceiptRequest {
+    VerifyReceiptRequest {
+        receipt: Some(receipt),
+    }
+}
 
 fn append(user: &str, payload: &str) -> AppendRequest {
     AppendRequest {
@@ -50,7 +57,7 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
     assert_eq!(receipt.purge_status, PurgeStatus::Pending as i32);
 
     let v = admin
-        .verify_receipt(receipt.clone())
+        .verify_receipt(check(receipt.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -58,7 +65,7 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
     assert_eq!(v.current_purge_status, PurgeStatus::Pending as i32);
     admin.purge(PurgeRequest {}).await.unwrap();
     let v = admin
-        .verify_receipt(receipt.clone())
+        .verify_receipt(check(receipt.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -68,25 +75,33 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
     // Any change breaks it.
     let mut forged = receipt.clone();
     forged.messages_erased = 0;
-    let v = admin.verify_receipt(forged).await.unwrap().into_inner();
+    let v = admin
+        .verify_receipt(check(forged))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!v.valid);
     assert_eq!(v.current_purge_status, PurgeStatus::Unspecified as i32);
     let mut short = receipt.clone();
     short.handle.truncate(3);
-    let e = admin.verify_receipt(short).await.unwrap_err();
+    let e = admin.verify_receipt(check(short)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(!e.message().contains("alice"));
     let mut bad_status = receipt.clone();
     bad_status.purge_status = 0;
     assert_eq!(
-        admin.verify_receipt(bad_status).await.unwrap_err().code(),
+        admin
+            .verify_receipt(check(bad_status))
+            .await
+            .unwrap_err()
+            .code(),
         Code::InvalidArgument
     );
     // Admin only.
     let mut eraser_admin = server.admin(Some(ERASER)).await;
     assert_eq!(
         eraser_admin
-            .verify_receipt(receipt.clone())
+            .verify_receipt(check(receipt.clone()))
             .await
             .unwrap_err()
             .code(),
@@ -195,7 +210,7 @@ async fn a_receipt_from_another_store_is_not_valid() {
     };
     assert!(
         !admin
-            .verify_receipt(foreign)
+            .verify_receipt(check(foreign))
             .await
             .unwrap()
             .into_inner()
@@ -207,7 +222,7 @@ async fn a_receipt_from_another_store_is_not_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_streams_messages_then_the_manifest_and_the_command_writes_ndjson() {
     use shredstore::server::proto::ExportRequest;
-    use shredstore::server::proto::export_record::Record;
+    use shredstore::server::proto::export_response::Record;
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(args(dir.path(), true)).await;
@@ -347,4 +362,32 @@ async fn export_streams_messages_then_the_manifest_and_the_command_writes_ndjson
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
     server.stop().await;
+}
+
+/// A VerifyReceipt request of a client older than 0.3.0 carried the
+/// receipt's fields at the top level (fields 1 to 6, now reserved): it reads
+/// as a request without a receipt and is refused, never taken for another
+/// receipt.
+#[test]
+fn an_old_clients_verify_request_is_refused_as_missing_its_receipt() {
+    use prost::Message;
+    use shredstore::server::validate::validate_receipt;
+    let old = ErasureReceipt {
+        handle: vec![7; 16],
+        epoch: 1,
+        erased_at_ms: 1,
+        messages_erased: 1,
+        purge_status: PurgeStatus::Purged as i32,
+        mac: vec![1; 32],
+    }
+    .encode_to_vec();
+    let read = VerifyReceiptRequest::decode(old.as_slice()).unwrap();
+    assert!(read.receipt.is_none());
+    let e = validate_receipt(&read).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), "receipt must be set");
+    // The same receipt sent as 0.3.0 sends it passes validation.
+    let new = check(ErasureReceipt::decode(old.as_slice()).unwrap());
+    let decoded = VerifyReceiptRequest::decode(new.encode_to_vec().as_slice()).unwrap();
+    assert!(validate_receipt(&decoded).is_ok());
 }

@@ -7,14 +7,15 @@ mod grpc_support;
 
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
 use shredstore::server::proto::admin_client::AdminClient;
-use shredstore::server::proto::export_record::Record;
+use shredstore::server::proto::export_response::Record;
 use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::store_client::StoreClient;
 use shredstore::server::proto::{
-    AppendRequest, AuditRecord, AuditRequest, ConsentRecord, EraseRequest, ErasureReceipt,
-    ExportManifest, ExportRequest, LegalBasis, Message, PurgeRequest, ReadRequest,
-    RecordConsentRequest, RedactRequest, RestrictRequest, RetentionMode, RightsState,
-    SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UserRequest,
+    AppendRequest, AuditRequest, AuditResponse, ConsentRecord, EraseRequest, ExportManifest,
+    ExportRequest, GetRightsRequest, LegalBasis, LiftLegalHoldRequest, Message, PurgeRequest,
+    ReadRequest, ReadResponse, RecordConsentRequest, RedactRequest, RestrictRequest, RetentionMode,
+    RightsState, SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UnrestrictRequest,
+    VerifyReceiptRequest,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -31,9 +32,23 @@ fn append(user: &str, payload: &str) -> AppendRequest {
     }
 }
 
-fn user(user: &str) -> UserRequest {
-    UserRequest {
+fn user(user: &str) -> GetRightsRequest {
+    GetRightsRequest {
         user_id: user.as_bytes().to_vec(),
+    }
+}
+
+fn lift(user: &str) -> LiftLegalHoldRequest {
+    LiftLegalHoldRequest {
+        user_id: user.as_bytes().to_vec(),
+    }
+}
+
+fn unrestrict(user: &str, block_appends: bool, block_reads: bool) -> UnrestrictRequest {
+    UnrestrictRequest {
+        user_id: user.as_bytes().to_vec(),
+        block_appends,
+        block_reads,
     }
 }
 
@@ -79,7 +94,7 @@ fn erase(user: &str) -> EraseRequest {
 
 /// A whole Read (up to 10,000 messages). A refusal may come as the call's
 /// status or as the stream's first item; either is returned as the error.
-async fn read_all(client: &mut Store, user: &str) -> Result<Vec<Message>, Status> {
+async fn read_all(client: &mut Store, user: &str) -> Result<Vec<ReadResponse>, Status> {
     let mut stream = client
         .read(ReadRequest {
             user_id: user.as_bytes().to_vec(),
@@ -123,7 +138,7 @@ async fn export_all(
 }
 
 /// The whole audit trail.
-async fn audit_trail(admin: &mut Admin) -> Vec<AuditRecord> {
+async fn audit_trail(admin: &mut Admin) -> Vec<AuditResponse> {
     let mut stream = admin
         .audit(AuditRequest::default())
         .await
@@ -137,7 +152,7 @@ async fn audit_trail(admin: &mut Admin) -> Vec<AuditRecord> {
 }
 
 /// The audit records of `op`, as (actor, handle hex, outcome).
-fn records_of(trail: &[AuditRecord], op: &str) -> Vec<(String, String, String)> {
+fn records_of(trail: &[AuditResponse], op: &str) -> Vec<(String, String, String)> {
     trail
         .iter()
         .filter(|r| r.operation == op)
@@ -175,7 +190,9 @@ async fn restriction_blocks_appends_and_reads_until_lifted_and_survives_a_restar
         .restrict(restrict("carol", true, false))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(s.block_appends && !s.block_reads);
     let e = appender.append(append("carol", "no")).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -185,10 +202,12 @@ async fn restriction_blocks_appends_and_reads_until_lifted_and_survives_a_restar
     appender.append(append("dan", "hi")).await.unwrap();
     // Unrestrict: appends work again.
     let s = admin
-        .unrestrict(restrict("carol", true, false))
+        .unrestrict(unrestrict("carol", true, false))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(!s.block_appends && !s.block_reads);
     let a = appender
         .append(append("carol", "back"))
@@ -202,7 +221,9 @@ async fn restriction_blocks_appends_and_reads_until_lifted_and_survives_a_restar
         .restrict(restrict("carol", false, true))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(!s.block_appends && s.block_reads);
     let e = read_all(&mut reader, "carol").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -262,7 +283,13 @@ async fn restriction_blocks_appends_and_reads_until_lifted_and_survives_a_restar
     let server = TestServer::start(args(dir.path(), true)).await;
     let mut reader = server.store(Some(READER)).await;
     let mut admin = server.admin(Some(ADMIN)).await;
-    let s = admin.get_rights(user("carol")).await.unwrap().into_inner();
+    let s = admin
+        .get_rights(user("carol"))
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(s.block_reads && !s.block_appends);
     assert_eq!(
         read_all(&mut reader, "carol").await.unwrap_err().code(),
@@ -270,10 +297,12 @@ async fn restriction_blocks_appends_and_reads_until_lifted_and_survives_a_restar
     );
     // Unrestrict with no mode lifts both.
     let s = admin
-        .unrestrict(restrict("carol", false, false))
+        .unrestrict(unrestrict("carol", false, false))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(!s.block_reads && !s.block_appends);
     assert_eq!(read_all(&mut reader, "carol").await.unwrap().len(), 72);
 
@@ -362,6 +391,16 @@ async fn redact_leaves_a_marker_and_the_next_purge_removes_the_message() {
 
     // The export carries the marker.
     let (exported, manifest) = export_all(&mut reader, "dave").await.unwrap();
+    // Export's Message has Read's fields.
+    let exported: Vec<ReadResponse> = exported
+        .into_iter()
+        .map(|m| ReadResponse {
+            seq: m.seq,
+            timestamp_ms: m.timestamp_ms,
+            payload: m.payload,
+            redaction: m.redaction,
+        })
+        .collect();
     assert_eq!(exported, msgs);
     assert_eq!((manifest.message_count, manifest.redacted_count), (3, 1));
 
@@ -443,13 +482,21 @@ async fn a_legal_hold_blocks_erase_and_redact_until_lifted() {
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(s.legal_hold);
     assert_eq!(s.legal_hold_reason, "case-42");
     assert!(s.legal_hold_since_ms > 0);
     assert_eq!((s.legal_hold_until_ms, s.effective_retention_ms), (0, 0));
     assert_eq!(
-        admin.get_rights(user("erin")).await.unwrap().into_inner(),
+        admin
+            .get_rights(user("erin"))
+            .await
+            .unwrap()
+            .into_inner()
+            .rights
+            .unwrap(),
         s
     );
 
@@ -487,7 +534,13 @@ async fn a_legal_hold_blocks_erase_and_redact_until_lifted() {
     );
     // The hold in force is unchanged.
     assert_eq!(
-        admin.get_rights(user("erin")).await.unwrap().into_inner(),
+        admin
+            .get_rights(user("erin"))
+            .await
+            .unwrap()
+            .into_inner()
+            .rights
+            .unwrap(),
         s
     );
     // Replacing it keeps its start.
@@ -496,7 +549,9 @@ async fn a_legal_hold_blocks_erase_and_redact_until_lifted() {
         .set_legal_hold(hold(until, "case-43", "erin"))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(
         (
             s2.legal_hold_reason.as_str(),
@@ -507,10 +562,12 @@ async fn a_legal_hold_blocks_erase_and_redact_until_lifted() {
     );
 
     let s = admin
-        .lift_legal_hold(user("erin"))
+        .lift_legal_hold(lift("erin"))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(!s.legal_hold);
     assert_eq!(
         (s.legal_hold_reason.as_str(), s.legal_hold_since_ms),
@@ -720,7 +777,13 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
     appender.append(append("gina", "hi")).await.unwrap();
 
     // An unknown user has the default state.
-    let s = admin.get_rights(user("nobody")).await.unwrap().into_inner();
+    let s = admin
+        .get_rights(user("nobody"))
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(
         s,
         RightsState {
@@ -748,7 +811,7 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
     assert_eq!(
         code(
             admin
-                .get_rights(UserRequest {
+                .get_rights(GetRightsRequest {
                     user_id: vec![b'u'; 257]
                 })
                 .await
@@ -760,7 +823,9 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
         .set_retention(retention("gina", Some(Policy::AfterMs(3_600_000))))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(s.retention, RetentionMode::After as i32);
     assert_eq!(
         (s.retention_ms, s.effective_retention_ms),
@@ -769,7 +834,13 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
     // Messages older than an hour count as expired (the horizon moves with
     // the clock).
     assert!(s.expired_before_ms > 0);
-    let got = admin.get_rights(user("gina")).await.unwrap().into_inner();
+    let got = admin
+        .get_rights(user("gina"))
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(got.expired_before_ms >= s.expired_before_ms);
     assert_eq!(
         RightsState {
@@ -786,14 +857,18 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
         .set_retention(retention("gina", Some(Policy::Forever(true))))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(s.retention, RetentionMode::Forever as i32);
     assert_eq!((s.retention_ms, s.effective_retention_ms), (0, 0));
     let s = admin
         .set_retention(retention("gina", Some(Policy::StoreDefault(true))))
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(s.retention, RetentionMode::StoreDefault as i32);
     assert_eq!(
         s.effective_retention_ms, 0,
@@ -802,7 +877,13 @@ async fn retention_is_validated_and_get_rights_reflects_the_state() {
 
     // Restrict and hold show up too.
     admin.restrict(restrict("gina", true, true)).await.unwrap();
-    let s = admin.get_rights(user("gina")).await.unwrap().into_inner();
+    let s = admin
+        .get_rights(user("gina"))
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
     assert!(s.block_appends && s.block_reads && !s.legal_hold);
 
     let trail = audit_trail(&mut admin).await;
@@ -842,7 +923,11 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
         pd
     );
     assert_eq!(
-        code(reader_admin.unrestrict(restrict("hal", true, false)).await),
+        code(
+            reader_admin
+                .unrestrict(unrestrict("hal", true, false))
+                .await
+        ),
         pd
     );
     assert_eq!(
@@ -865,13 +950,17 @@ async fn refused_rights_calls_are_audited_with_the_token_name() {
         ),
         pd
     );
-    assert_eq!(code(reader_admin.lift_legal_hold(user("hal")).await), pd);
+    assert_eq!(code(reader_admin.lift_legal_hold(lift("hal")).await), pd);
     assert_eq!(code(reader_admin.get_rights(user("hal")).await), pd);
     assert_eq!(code(reader_admin.purge(PurgeRequest {}).await), pd);
     assert_eq!(code(reader_admin.stats(StatsRequest {}).await), pd);
     assert_eq!(code(reader_admin.audit(AuditRequest::default()).await), pd);
     assert_eq!(
-        code(reader_admin.verify_receipt(ErasureReceipt::default()).await),
+        code(
+            reader_admin
+                .verify_receipt(VerifyReceiptRequest::default())
+                .await
+        ),
         pd
     );
     // The appender lacks the read role.
@@ -953,7 +1042,13 @@ async fn the_retention_flag_expires_messages_unless_a_user_keeps_them() {
         .unwrap();
     appender.append(append("keeper", "kept")).await.unwrap();
     assert_eq!(read_all(&mut reader, "henry").await.unwrap().len(), 1);
-    let s = admin.get_rights(user("henry")).await.unwrap().into_inner();
+    let s = admin
+        .get_rights(user("henry"))
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
     assert_eq!(s.effective_retention_ms, 1_000);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert!(read_all(&mut reader, "henry").await.unwrap().is_empty());

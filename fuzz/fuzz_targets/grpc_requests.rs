@@ -17,14 +17,16 @@ use prost::Message;
 use shredstore::MAX_REASON_LEN;
 use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::{
-    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, LegalBasis,
-    PurgeRequest, PurgeStatus, ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest,
-    SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UserRequest,
+    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, GetRightsRequest,
+    LegalBasis, LiftLegalHoldRequest, PurgeRequest, PurgeStatus, ReadRequest, RecordConsentRequest,
+    RedactRequest, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest, StatsRequest,
+    UnrestrictRequest, VerifyReceiptRequest,
 };
 use shredstore::server::validate::{
-    RequestLimits, validate_append, validate_audit, validate_erase, validate_export, validate_read,
-    validate_receipt, validate_record_consent, validate_redact, validate_restrict,
-    validate_set_legal_hold, validate_set_retention, validate_unrestrict, validate_user_request,
+    RequestLimits, validate_append, validate_audit, validate_erase, validate_export,
+    validate_get_rights, validate_lift_legal_hold, validate_read, validate_receipt,
+    validate_record_consent, validate_redact, validate_restrict, validate_set_legal_hold,
+    validate_set_retention, validate_unrestrict,
 };
 use shredstore::{MAX_CLIENT_MESSAGE_ID_LEN, MAX_USER_ID_LEN, Retention};
 use tonic::{Code, Status};
@@ -37,6 +39,7 @@ const TEMPLATES: &[&str] = &[
     "user_id: user id is empty",
     "user_id: user id is  bytes, the maximum is ",
     "limit must be ..=",
+    "receipt must be set",
     "receipt.handle must be  bytes",
     "receipt.mac must be  bytes",
     "receipt.purge_status must be PENDING or PURGED",
@@ -180,14 +183,25 @@ fn export(bytes: &[u8]) {
 }
 
 fn verify_receipt(bytes: &[u8]) {
+    // As a request: a receipt nested in field 7, or none.
+    if let Some(req) = decode::<VerifyReceiptRequest>(bytes)
+        && req.receipt.is_none()
+    {
+        let s = validate_receipt(&req).expect_err("accepted a request without a receipt");
+        check_status(&s, "receipt");
+    }
+    // As the receipt itself (the request built around it).
     let Some(r) = decode::<ErasureReceipt>(bytes) else {
         return;
+    };
+    let req = VerifyReceiptRequest {
+        receipt: Some(r.clone()),
     };
     let handle_ok = r.handle.len() == 16;
     let mac_ok = r.mac.len() == 32;
     let status = PurgeStatus::try_from(r.purge_status).ok();
     let status_ok = matches!(status, Some(PurgeStatus::Pending | PurgeStatus::Purged));
-    match validate_receipt(&r) {
+    match validate_receipt(&req) {
         Ok(v) => {
             assert!(handle_ok && mac_ok && status_ok, "accepted a bad receipt");
             assert_eq!(v.handle.as_bytes().as_slice(), r.handle.as_slice());
@@ -309,11 +323,17 @@ fn restrict(bytes: &[u8]) {
     let Some(r) = decode::<RestrictRequest>(bytes) else {
         return;
     };
+    // Unrestrict's request has the same fields and numbers.
+    let u = decode::<UnrestrictRequest>(bytes).expect("the same wire as RestrictRequest");
+    assert_eq!(
+        (&u.user_id, u.block_appends, u.block_reads),
+        (&r.user_id, r.block_appends, r.block_reads)
+    );
     let user_ok = user_id_ok(&r.user_id);
     let any = r.block_appends || r.block_reads;
     for lifting in [false, true] {
         let got = if lifting {
-            validate_unrestrict(r.clone())
+            validate_unrestrict(u.clone())
         } else {
             validate_restrict(r.clone())
         };
@@ -397,11 +417,20 @@ fn set_legal_hold(bytes: &[u8]) {
 }
 
 fn user_request(bytes: &[u8]) {
-    let Some(r) = decode::<UserRequest>(bytes) else {
+    let Some(r) = decode::<GetRightsRequest>(bytes) else {
         return;
     };
     let user = r.user_id.clone();
-    match validate_user_request(r) {
+    // LiftLegalHold's request has the same field.
+    let lift = decode::<LiftLegalHoldRequest>(bytes).expect("the same wire as GetRightsRequest");
+    assert_eq!(lift.user_id, user);
+    let lifted = validate_lift_legal_hold(lift).map(|u| u.as_bytes().to_vec());
+    let got = validate_get_rights(r);
+    assert_eq!(
+        lifted.as_ref().ok(),
+        got.as_ref().ok().map(|u| u.as_bytes().to_vec()).as_ref()
+    );
+    match got {
         Ok(u) => {
             assert!(user_id_ok(&user), "accepted a bad user request");
             assert_eq!(u.as_bytes(), user.as_slice());

@@ -13,13 +13,16 @@ use super::calls::{BoxStream, blocking, log_outcome, require, send_bounded};
 use super::convert::{audit_to_proto, purge_status_to_proto, rights_to_proto};
 use super::metrics::Metrics;
 use super::proto::{
-    self, AuditRequest, PurgeRequest, PurgeResponse, RestrictRequest, SetLegalHoldRequest,
-    SetRetentionRequest, StatsRequest, StatsResponse, UserRequest, VerifyReceiptResponse,
+    self, AuditRequest, GetRightsRequest, GetRightsResponse, LiftLegalHoldRequest,
+    LiftLegalHoldResponse, PurgeRequest, PurgeResponse, RestrictRequest, RestrictResponse,
+    SetLegalHoldRequest, SetLegalHoldResponse, SetRetentionRequest, SetRetentionResponse,
+    StatsRequest, StatsResponse, UnrestrictRequest, UnrestrictResponse, VerifyReceiptRequest,
+    VerifyReceiptResponse,
 };
 use super::status;
 use super::validate::{
-    validate_audit, validate_receipt, validate_restrict, validate_set_legal_hold,
-    validate_set_retention, validate_unrestrict, validate_user_request,
+    validate_audit, validate_get_rights, validate_lift_legal_hold, validate_receipt,
+    validate_restrict, validate_set_legal_hold, validate_set_retention, validate_unrestrict,
 };
 use crate::{AuditOp, AuditOutcome, Store, UserId};
 
@@ -42,8 +45,8 @@ impl AdminService {
     /// An admin rights call: checks the admin role (a refusal is audited as
     /// `op`, if set), validates the request into a user and arguments, runs
     /// `call` on the blocking pool (the store audits it) and returns the
-    /// user's rights state.
-    async fn rights_call<R, A>(
+    /// user's rights state in the method's response.
+    async fn rights_call<R, A, T>(
         &self,
         method: &'static str,
         request: Request<R>,
@@ -52,10 +55,11 @@ impl AdminService {
         call: impl FnOnce(&Store, &UserId, A, &str) -> crate::Result<crate::RightsState>
         + Send
         + 'static,
-    ) -> Result<Response<proto::RightsState>, Status>
+    ) -> Result<Response<T>, Status>
     where
         R: Send,
         A: Send + 'static,
+        T: From<proto::RightsState>,
     {
         let started = Instant::now();
         let r = async {
@@ -70,7 +74,7 @@ impl AdminService {
             if let Some(op) = op {
                 log_outcome(&actor, op, Some(handle), &result);
             }
-            Ok(Response::new(rights_to_proto(&result?)))
+            Ok(Response::new(T::from(rights_to_proto(&result?))))
         }
         .await;
         self.metrics.observe_result(method, started, &r);
@@ -153,7 +157,7 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn verify_receipt(
         &self,
-        request: Request<proto::ErasureReceipt>,
+        request: Request<VerifyReceiptRequest>,
     ) -> Result<Response<VerifyReceiptResponse>, Status> {
         let started = Instant::now();
         let r = async {
@@ -198,7 +202,7 @@ impl proto::admin_server::Admin for AdminService {
         r
     }
 
-    type AuditStream = BoxStream<proto::AuditRecord>;
+    type AuditStream = BoxStream<proto::AuditResponse>;
 
     async fn audit(
         &self,
@@ -258,7 +262,7 @@ impl proto::admin_server::Admin for AdminService {
     async fn restrict(
         &self,
         request: Request<RestrictRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+    ) -> Result<Response<RestrictResponse>, Status> {
         self.rights_call(
             "Restrict",
             request,
@@ -271,8 +275,8 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn unrestrict(
         &self,
-        request: Request<RestrictRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+        request: Request<UnrestrictRequest>,
+    ) -> Result<Response<UnrestrictResponse>, Status> {
         self.rights_call(
             "Unrestrict",
             request,
@@ -286,7 +290,7 @@ impl proto::admin_server::Admin for AdminService {
     async fn set_retention(
         &self,
         request: Request<SetRetentionRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+    ) -> Result<Response<SetRetentionResponse>, Status> {
         self.rights_call(
             "SetRetention",
             request,
@@ -300,7 +304,7 @@ impl proto::admin_server::Admin for AdminService {
     async fn set_legal_hold(
         &self,
         request: Request<SetLegalHoldRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+    ) -> Result<Response<SetLegalHoldResponse>, Status> {
         self.rights_call(
             "SetLegalHold",
             request,
@@ -315,13 +319,13 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn lift_legal_hold(
         &self,
-        request: Request<UserRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+        request: Request<LiftLegalHoldRequest>,
+    ) -> Result<Response<LiftLegalHoldResponse>, Status> {
         self.rights_call(
             "LiftLegalHold",
             request,
             Some(AuditOp::LiftLegalHold),
-            |r| validate_user_request(r).map(|u| (u, ())),
+            |r| validate_lift_legal_hold(r).map(|u| (u, ())),
             |store, user, (), actor| store.lift_legal_hold_as(user, actor),
         )
         .await
@@ -329,14 +333,14 @@ impl proto::admin_server::Admin for AdminService {
 
     async fn get_rights(
         &self,
-        request: Request<UserRequest>,
-    ) -> Result<Response<proto::RightsState>, Status> {
+        request: Request<GetRightsRequest>,
+    ) -> Result<Response<GetRightsResponse>, Status> {
         // A read of a user's state, audited like every admin call.
         self.rights_call(
             "GetRights",
             request,
             Some(AuditOp::GetRights),
-            |r| validate_user_request(r).map(|u| (u, ())),
+            |r| validate_get_rights(r).map(|u| (u, ())),
             |store, user, (), actor| {
                 let state = store.rights_state(user)?;
                 store.record_audit(

@@ -2,17 +2,56 @@
 
 use super::proto;
 
+/// A message as Export carries it.
 pub(super) fn message_to_proto(m: crate::Message) -> proto::Message {
+    let (seq, timestamp_ms, payload, redaction) = message_fields(m);
     proto::Message {
-        seq: m.seq,
-        timestamp_ms: m.timestamp_ms,
-        payload: m.payload,
-        redaction: m.redaction.map(|r| proto::Redaction {
-            redacted_at_ms: r.redacted_at_ms,
-            reason: r.reason,
-        }),
+        seq,
+        timestamp_ms,
+        payload,
+        redaction,
     }
 }
+
+/// A message as Read streams it (the same fields as `proto::Message`).
+pub(super) fn read_response(m: crate::Message) -> proto::ReadResponse {
+    let (seq, timestamp_ms, payload, redaction) = message_fields(m);
+    proto::ReadResponse {
+        seq,
+        timestamp_ms,
+        payload,
+        redaction,
+    }
+}
+
+fn message_fields(m: crate::Message) -> (u64, u64, Vec<u8>, Option<proto::Redaction>) {
+    let redaction = m.redaction.map(|r| proto::Redaction {
+        redacted_at_ms: r.redacted_at_ms,
+        reason: r.reason,
+    });
+    (m.seq, m.timestamp_ms, m.payload, redaction)
+}
+
+/// The admin rights calls each return the user's state in a response of
+/// their own.
+macro_rules! rights_responses {
+    ($($response:ident),+) => {
+        $(impl From<proto::RightsState> for proto::$response {
+            fn from(rights: proto::RightsState) -> Self {
+                Self { rights: Some(rights) }
+            }
+        })+
+    };
+}
+
+rights_responses!(
+    RestrictResponse,
+    UnrestrictResponse,
+    SetRetentionResponse,
+    SetLegalHoldResponse,
+    LiftLegalHoldResponse,
+    GetRightsResponse
+);
 
 pub(super) fn purge_status_to_proto(p: crate::PurgeStatus) -> proto::PurgeStatus {
     match p {
@@ -32,8 +71,8 @@ pub(super) fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureRecei
     }
 }
 
-pub(super) fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditRecord {
-    proto::AuditRecord {
+pub(super) fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditResponse {
+    proto::AuditResponse {
         time_ms: r.time_ms,
         actor: r.actor.clone(),
         operation: r.op.name().to_owned(),

@@ -14,7 +14,7 @@ use super::calls::{
     BoxStream, READ_PAGE, blocking, log_outcome, read_page, record_restricted_read, require,
     send_bounded,
 };
-use super::convert::{manifest_to_proto, message_to_proto, receipt_to_proto};
+use super::convert::{manifest_to_proto, message_to_proto, read_response, receipt_to_proto};
 use super::metrics::Metrics;
 use super::proto::{
     self, AppendRequest, AppendResponse, EraseRequest, EraseResponse, ExportRequest, ReadRequest,
@@ -281,7 +281,7 @@ impl proto::store_server::Store for StoreService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    type ReadStream = BoxStream<proto::Message>;
+    type ReadStream = BoxStream<proto::ReadResponse>;
 
     async fn read(
         &self,
@@ -326,7 +326,7 @@ impl proto::store_server::Store for StoreService {
                     remaining -= msgs.len();
                     for m in msgs {
                         from = m.seq.saturating_add(1);
-                        if !send_bounded(&tx, Ok(message_to_proto(m))).await {
+                        if !send_bounded(&tx, Ok(read_response(m))).await {
                             return;
                         }
                     }
@@ -387,7 +387,7 @@ impl proto::store_server::Store for StoreService {
         r
     }
 
-    type ExportStream = BoxStream<proto::ExportRecord>;
+    type ExportStream = BoxStream<proto::ExportResponse>;
 
     async fn export(
         &self,
@@ -498,7 +498,7 @@ async fn export_task(
     user: UserId,
     actor: String,
     may_override: bool,
-    tx: mpsc::Sender<Result<proto::ExportRecord, Status>>,
+    tx: mpsc::Sender<Result<proto::ExportResponse, Status>>,
 ) {
     // An admin-capable token exports a user with restricted reads through
     // the override, recorded first. (Restricted after this check: the
@@ -546,8 +546,8 @@ async fn export_task(
             Err(e) => break Err(e),
             Ok(messages) => {
                 for m in messages {
-                    let rec = proto::ExportRecord {
-                        record: Some(proto::export_record::Record::Message(message_to_proto(m))),
+                    let rec = proto::ExportResponse {
+                        record: Some(proto::export_response::Record::Message(message_to_proto(m))),
                     };
                     if !send_bounded(&tx, Ok(rec)).await {
                         break 'pages Err(crate::Error::Io(std::io::ErrorKind::BrokenPipe.into()));
@@ -565,8 +565,8 @@ async fn export_task(
     if client_gone {
         return;
     }
-    let last = ended.map(|m| proto::ExportRecord {
-        record: Some(proto::export_record::Record::Manifest(manifest_to_proto(
+    let last = ended.map(|m| proto::ExportResponse {
+        record: Some(proto::export_response::Record::Manifest(manifest_to_proto(
             &m,
         ))),
     });

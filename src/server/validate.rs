@@ -7,9 +7,9 @@
 use tonic::Status;
 
 use super::proto::{
-    self, AppendRequest, AuditRequest, EraseRequest, ReadRequest, RecordConsentRequest,
-    RedactRequest, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest, UserRequest,
-    set_retention_request::Policy,
+    self, AppendRequest, AuditRequest, EraseRequest, GetRightsRequest, LiftLegalHoldRequest,
+    ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest, SetLegalHoldRequest,
+    SetRetentionRequest, UnrestrictRequest, VerifyReceiptRequest, set_retention_request::Policy,
 };
 use super::status;
 use crate::codec::MAX_REASON_LEN;
@@ -160,12 +160,18 @@ pub fn validate_export(r: crate::server::proto::ExportRequest) -> Result<UserId,
     user_id(r.user_id)
 }
 
-/// Validates the receipt of a `VerifyReceipt` call: its field sizes and
-/// purge status (whether its MAC verifies is the store's business).
+/// Validates the receipt of a `VerifyReceipt` call: present, its field
+/// sizes and purge status (whether its MAC verifies is the store's
+/// business). A request of a client older than 0.3.0 (the receipt's fields
+/// at the top level) reads as one without a receipt.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming the first bad field.
-pub fn validate_receipt(p: &proto::ErasureReceipt) -> Result<crate::ErasureReceipt, Status> {
+pub fn validate_receipt(r: &VerifyReceiptRequest) -> Result<crate::ErasureReceipt, Status> {
+    let p = r
+        .receipt
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("receipt must be set"))?;
     let handle: [u8; crate::Handle::LEN] = p
         .handle
         .as_slice()
@@ -319,12 +325,16 @@ pub struct RestrictArgs {
     pub modes: Restriction,
 }
 
-fn restrict_args(r: RestrictRequest) -> Result<RestrictArgs, Status> {
+fn restrict_args(
+    user: Vec<u8>,
+    block_appends: bool,
+    block_reads: bool,
+) -> Result<RestrictArgs, Status> {
     Ok(RestrictArgs {
-        user: user_id(r.user_id)?,
+        user: user_id(user)?,
         modes: Restriction {
-            block_appends: r.block_appends,
-            block_reads: r.block_reads,
+            block_appends,
+            block_reads,
         },
     })
 }
@@ -335,7 +345,7 @@ fn restrict_args(r: RestrictRequest) -> Result<RestrictArgs, Status> {
 /// # Errors
 /// `INVALID_ARGUMENT` naming the first bad field.
 pub fn validate_restrict(r: RestrictRequest) -> Result<RestrictArgs, Status> {
-    let a = restrict_args(r)?;
+    let a = restrict_args(r.user_id, r.block_appends, r.block_reads)?;
     if !a.modes.any() {
         return Err(Status::invalid_argument(
             "block_appends or block_reads must be set",
@@ -344,12 +354,12 @@ pub fn validate_restrict(r: RestrictRequest) -> Result<RestrictArgs, Status> {
     Ok(a)
 }
 
-/// Validates the `RestrictRequest` of `Unrestrict` (no mode set lifts both).
+/// Validates an `UnrestrictRequest` (no mode set lifts both).
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` for a bad `user_id`.
-pub fn validate_unrestrict(r: RestrictRequest) -> Result<RestrictArgs, Status> {
-    restrict_args(r)
+pub fn validate_unrestrict(r: UnrestrictRequest) -> Result<RestrictArgs, Status> {
+    restrict_args(r.user_id, r.block_appends, r.block_reads)
 }
 
 /// A validated `SetRetentionRequest`.
@@ -425,10 +435,18 @@ pub fn validate_set_legal_hold(r: SetLegalHoldRequest) -> Result<LegalHoldArgs, 
     })
 }
 
-/// Validates a `UserRequest` (LiftLegalHold, GetRights): returns the user.
+/// Validates a `LiftLegalHoldRequest`: returns the user.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` for a bad `user_id`.
-pub fn validate_user_request(r: UserRequest) -> Result<UserId, Status> {
+pub fn validate_lift_legal_hold(r: LiftLegalHoldRequest) -> Result<UserId, Status> {
+    user_id(r.user_id)
+}
+
+/// Validates a `GetRightsRequest`: returns the user.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a bad `user_id`.
+pub fn validate_get_rights(r: GetRightsRequest) -> Result<UserId, Status> {
     user_id(r.user_id)
 }
