@@ -94,11 +94,28 @@ def last_release(entries):
 
 def release_commit(repo, version):
     """The commit of release `version`: its tag, or the commit that added
-    CHANGELOG.md's heading (a clone made without tags)."""
+    CHANGELOG.md's heading (a clone made without tags). A shallow clone
+    without the tag fetches the history and tags from `origin` first: its
+    oldest commit would look like the one that added the heading."""
     tag = f"v{version}"
-    p = run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"], repo)
-    if p.returncode == 0:
-        return p.stdout.strip(), f"tag {tag}"
+
+    def tagged():
+        p = run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}"], repo)
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    commit = tagged()
+    if commit:
+        return commit, f"tag {tag}"
+    shallow = run(["git", "rev-parse", "--is-shallow-repository"], repo).stdout.strip() == "true"
+    if shallow:
+        run(["git", "fetch", "--quiet", "--unshallow", "--tags", "origin"], repo)
+        commit = tagged()
+        if commit:
+            return commit, f"tag {tag} (fetched)"
+        if run(["git", "rev-parse", "--is-shallow-repository"], repo).stdout.strip() == "true":
+            raise RuntimeError(
+                f"release {version} not found: no tag {tag} in this shallow clone, and "
+                "`git fetch --unshallow --tags origin` failed; clone with history")
     heading = f"## [{version}]"
     p = run(["git", "log", "--format=%H", "-S", heading, "--", "CHANGELOG.md"], repo)
     commits = p.stdout.split()
@@ -109,7 +126,7 @@ def release_commit(repo, version):
             return commit, f"commit {commit[:12]} (no tag {tag} in this clone)"
     raise RuntimeError(
         f"release {version} not found: no tag {tag} and no commit adding {heading!r} "
-        "to CHANGELOG.md (a shallow clone? run `git fetch --tags --unshallow`)"
+        "to CHANGELOG.md (run `git fetch --tags`)"
     )
 
 

@@ -90,6 +90,40 @@ fn the_released_api_is_clean_with_or_without_its_tag() {
 }
 
 #[test]
+fn a_shallow_clone_fetches_the_release_or_refuses() {
+    let (dir, repo) = scratch(true);
+    // A commit after the release, so a depth-1 clone lacks the release.
+    edit(
+        &repo,
+        STORE,
+        "// Append, read and erase",
+        "// Appends, reads and erases",
+    );
+    git(&repo, &["commit", "-q", "-am", "after"]);
+    let url = format!("file://{}", repo.display());
+    let shallow = dir.path().join("shallow");
+    git(
+        dir.path(),
+        &["clone", "-q", "--depth", "1", "--no-tags", &url, "shallow"],
+    );
+    let o = check(&shallow);
+    assert!(o.status.success(), "{}", both(&o));
+    assert!(both(&o).contains("clean against 0.9.0 (tag v0.9.0 (fetched))"));
+
+    // Without a reachable origin it cannot know the release: it says so,
+    // rather than comparing the API with itself.
+    let cut_off = dir.path().join("cut-off");
+    git(
+        dir.path(),
+        &["clone", "-q", "--depth", "1", "--no-tags", &url, "cut-off"],
+    );
+    git(&cut_off, &["remote", "set-url", "origin", "/nonexistent"]);
+    let o = check(&cut_off);
+    assert_eq!(o.status.code(), Some(2), "{}", both(&o));
+    assert!(both(&o).contains("shallow clone"), "{}", both(&o));
+}
+
+#[test]
 fn a_breaking_change_fails_until_the_changelog_names_it() {
     let (_d, repo) = scratch(true);
     // Delete AppendResponse.duplicate.
