@@ -55,8 +55,8 @@ fmt:
 # The API guard: buf format, buf lint (STANDARD, exceptions listed in
 # proto/buf.yaml) and buf breaking against the last release in CHANGELOG.md.
 # buf comes from scripts/test-tools.sh; see scripts/api-check.py.
-lint: test-tools
-	python3 scripts/api-check.py "$$(scripts/test-tools.sh)/buf"
+lint:
+	python3 scripts/api-check.py "$$(scripts/test-tools.sh buf)/buf"
 
 clippy: prereqs
 	$(CARGO) clippy --release --all-targets -- -D warnings

@@ -5,15 +5,17 @@ proto/, run by `make lint` and .ci/run.
 1. `buf format -d --exit-code`: the proto is formatted as buf formats it.
 2. `buf lint` with proto/buf.yaml (STANDARD rules). Each `buf:lint:ignore`
    comment in the proto must be listed in buf.yaml's comment list, as
-   `#   Service.Rpc RULE: reason`, and each listed one must exist: no
+   `#   Service.Rpc RULE: reason`, and each listed one must excuse a
+   finding (buf lint run again with comment ignores disallowed): no
    exception hides in a .proto file.
 3. `buf breaking` (FILE rules) against the last release: the newest
    `## [X.Y.Z]` entry of CHANGELOG.md, at tag vX.Y.Z. In a clone without
    tags, the release is the commit that added that heading. A breaking
    change passes only if CHANGELOG.md's top entry is `## [Unreleased]` and
-   names what breaks, in backticks, in its `### Breaking` part: the message
-   or enum (also for a change to one of its fields or values, e.g.
-   `AuditRecord`), or the RPC as `Service.Rpc`.
+   names what breaks in the `- Breaks the API:` bullet of its `### Breaking`
+   part, each as a code span of its own: the message or enum (also for a
+   change to one of its fields or values, e.g. `AuditRecord`), the RPC as
+   `Service.Rpc`, the service as `Store`.
 
 Usage: scripts/api-check.py BUF [REPO_DIR]   (exit 0 clean, 1 findings, 2 error)
 """
@@ -38,33 +40,50 @@ def run(cmd, cwd, check=False):
     return p
 
 
-def comment_ignores(proto_dir):
-    """(Service.Rpc or Message, RULE) for every `buf:lint:ignore` comment."""
-    found = set()
-    for path in sorted(proto_dir.rglob("*.proto")):
-        pending, scope = [], None
-        for line in path.read_text().splitlines():
-            s = line.strip()
-            m = re.match(r"//\s*buf:lint:ignore\s+([A-Z0-9_]+)", s)
+def element_at(path, line_no):
+    """The element a lint finding at `line_no` of `path` is about:
+    `Service.Rpc` for an RPC, `Message.field` for a field or enum value, the
+    name for a service, message or enum."""
+    lines = path.read_text().splitlines()
+    s = lines[line_no - 1].strip()
+    m = re.match(r"(service|message|enum)\s+(\w+)", s)
+    if m:
+        return m.group(2)
+    # The innermost enclosing block still open at this line.
+    depth, scope = 0, None
+    for prev in reversed(lines[: line_no - 1]):
+        t = prev.split("//")[0]
+        depth += t.count("}") - t.count("{")
+        if depth < 0:
+            m = re.match(r"\s*(?:service|message|enum)\s+(\w+)", t)
             if m:
-                pending.append(m.group(1))
-                continue
-            if s.startswith("//") or not s:
-                continue
-            m = re.match(r"(service|message|enum)\s+(\w+)", s)
-            r = re.match(r"rpc\s+(\w+)", s)
-            if m and m.group(1) == "service":
-                scope = m.group(2)
-                name = scope
-            elif m:
-                name = m.group(2)
-            elif r and scope:
-                name = f"{scope}.{r.group(1)}"
-            else:
-                name = s.split()[0] if pending else None
-            for rule in pending:
-                found.add((name, rule))
-            pending = []
+                scope = m.group(1)
+                break
+            depth = 0
+    r = re.match(r"rpc\s+(\w+)", s)
+    if r:
+        return f"{scope}.{r.group(1)}"
+    f = re.match(r"(?:(?:optional|repeated)\s+)?(?:[\w.]+\s+)?(\w+)\s*=", s)
+    name = f.group(1) if f else s.split()[0] if s else "?"
+    return f"{scope}.{name}" if scope else name
+
+
+def comment_ignores(buf, repo):
+    """(element, RULE) of every finding that a `buf:lint:ignore` comment
+    excuses: buf lint again, with comment ignores disallowed (buf itself
+    decides which comments count, `//` or `/* */`)."""
+    config = (repo / "proto" / "buf.yaml").read_text()
+    if "disallow_comment_ignores: false" not in config:
+        raise RuntimeError("proto/buf.yaml must say `disallow_comment_ignores: false`")
+    strict = config.replace("disallow_comment_ignores: false", "disallow_comment_ignores: true")
+    p = run([buf, "lint", ".", "--config", strict, "--error-format", "json"], repo / "proto")
+    if p.returncode not in (0, 100):
+        raise RuntimeError(f"buf lint failed: {p.stderr.strip()}")
+    found = set()
+    for line in p.stdout.splitlines():
+        if line.strip():
+            f = json.loads(line)
+            found.add((element_at(repo / "proto" / f["path"], f["start_line"]), f["type"]))
     return found
 
 
@@ -144,9 +163,25 @@ def subject(message):
     return m.group(1) if m else None
 
 
-def breaking_section(body):
+DECLARATION = "- Breaks the API:"
+
+
+def declared_names(body):
+    """The names the entry declares broken: the code spans of its
+    `- Breaks the API:` bullet under `### Breaking` (up to the next bullet,
+    heading or blank line). Other mentions do not declare anything."""
     m = re.search(r"^### Breaking[^\n]*\n(.*?)(?=^### |\Z)", body, flags=re.M | re.S)
-    return m.group(1) if m else ""
+    if not m:
+        return set()
+    names, inside = set(), False
+    for line in m.group(1).splitlines():
+        if line.startswith(DECLARATION):
+            inside = True
+        elif inside and (not line.strip() or line.lstrip().startswith(("- ", "#"))):
+            inside = False
+        if inside:
+            names.update(re.findall(r"`([^`\n]*)`", line))
+    return names
 
 
 def check(buf, repo):
@@ -165,12 +200,13 @@ def check(buf, repo):
         problems.append("buf lint:\n" + (p.stdout + p.stderr).strip())
     else:
         print("buf lint: clean (STANDARD; exceptions in proto/buf.yaml)")
-    found = comment_ignores(proto)
+    found = comment_ignores(buf, repo)
     listed = listed_ignores(proto / "buf.yaml")
     for name, rule in sorted(found - listed, key=str):
         problems.append(f"buf:lint:ignore {rule} on {name} is not listed in proto/buf.yaml")
     for name, rule in sorted(listed - found, key=str):
-        problems.append(f"proto/buf.yaml lists {name} {rule}, but no such buf:lint:ignore exists")
+        problems.append(f"proto/buf.yaml lists {name} {rule}, but no buf:lint:ignore excuses "
+                        "such a finding")
 
     entries = changelog_entries((repo / "CHANGELOG.md").read_text())
     version = last_release(entries)
@@ -181,7 +217,11 @@ def check(buf, repo):
         archive = Path(base) / "proto.tar"
         run(["git", "archive", "-o", str(archive), commit, "proto"], repo, check=True)
         with tarfile.open(archive) as t:
-            t.extractall(base, filter="data")
+            # Our own `git archive`; the data filter where this Python has it.
+            if hasattr(tarfile, "data_filter"):
+                t.extractall(base, filter="data")
+            else:
+                t.extractall(base)
         p = run([buf, "breaking", "proto", "--against", str(Path(base) / "proto"),
                  "--error-format", "json"], repo)
     if p.returncode not in (0, 100):
@@ -191,24 +231,20 @@ def check(buf, repo):
         print(f"buf breaking: clean against {version} ({how})")
     else:
         top, body = entries[0]
-        declared = breaking_section(body) if top.startswith("[Unreleased]") else ""
-        # The names in backticks (code spans, paired left to right).
-        spans = re.findall(r"`([^`\n]*)`", declared)
+        declared = declared_names(body) if top.startswith("[Unreleased]") else set()
         undeclared = []
         for f in findings:
             name = subject(f["message"])
             line = f'{f["path"]}:{f["start_line"]}: {f["type"]}: {f["message"]}'
-            named = name and any(
-                re.search(r"(?<![\w.])" + re.escape(name) + r"(?![\w])", span) for span in spans)
-            if named:
+            if name in declared:
                 print(f"  declared: {line}")
             else:
                 undeclared.append(line)
         if undeclared:
             problems.append(
                 f"buf breaking against {version} ({how}): breaking changes that CHANGELOG.md's top "
-                "entry does not declare (name each, in backticks, under `### Breaking` of "
-                "`## [Unreleased]`):\n  " + "\n  ".join(undeclared))
+                f"entry does not declare (name each, in backticks, in the `{DECLARATION}` bullet "
+                "under `### Breaking` of `## [Unreleased]`):\n  " + "\n  ".join(undeclared))
         else:
             print(f"buf breaking: {len(findings)} breaking change(s) against {version} ({how}), "
                   "each declared in CHANGELOG.md's top entry")

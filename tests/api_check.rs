@@ -142,37 +142,34 @@ fn a_breaking_change_fails_until_the_changelog_names_it() {
         &repo,
         "CHANGELOG.md",
         "The release.\n",
-        "The release.\n\n### Breaking\n- `AppendResponse` loses `duplicate`.\n",
+        "The release.\n\n### Breaking\n- Breaks the API: `AppendResponse`.\n",
     );
     assert_eq!(check(&repo).status.code(), Some(1));
 
-    // Named outside a code span, or only inside a longer name: refused.
-    std::fs::write(
-        repo.join("CHANGELOG.md"),
-        "# Changelog\n\n## [Unreleased]\n\n### Breaking\n- `X` AppendResponse `Y`, `MyAppendResponse`\n\n## [0.9.0] - 2026-01-01\n",
-    )
-    .unwrap();
-    assert_eq!(check(&repo).status.code(), Some(1));
-
-    // An Unreleased entry that names something else: still refused.
-    let unreleased = |names: &str| {
+    let unreleased = |breaking: &str| {
         format!(
-            "# Changelog\n\n## [Unreleased]\n\n### Breaking\n- {names}\n\n### Added\n- `AppendResponse` elsewhere.\n\n## [0.9.0] - 2026-01-01\n"
+            "# Changelog\n\n## [Unreleased]\n\n### Breaking\n{breaking}\n\n### Added\n- Breaks the API: `AppendResponse` (not under Breaking).\n\n## [0.9.0] - 2026-01-01\n"
         )
     };
-    std::fs::write(
-        repo.join("CHANGELOG.md"),
-        unreleased("`ReadResponse` changes."),
-    )
-    .unwrap();
-    let o = check(&repo);
-    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
-    assert!(both(&o).contains("does not declare"), "{}", both(&o));
+    // Refused: another name; the name only in another bullet, or outside a
+    // code span; a longer span that merely contains it.
+    for breaking in [
+        "- Breaks the API: `ReadResponse`.",
+        "- Breaks the API: `ReadResponse`.\n- `AppendResponse` loses `duplicate`.",
+        "- Breaks the API: AppendResponse, `X`.",
+        "- Breaks the API: `AppendResponse.duplicate`, `MyAppendResponse`.",
+    ] {
+        std::fs::write(repo.join("CHANGELOG.md"), unreleased(breaking)).unwrap();
+        let o = check(&repo);
+        assert_eq!(o.status.code(), Some(1), "{breaking}: {}", both(&o));
+        assert!(both(&o).contains("does not declare"), "{}", both(&o));
+    }
 
-    // Named under Breaking of the Unreleased entry: passes, and says so.
+    // Named in the Breaks the API bullet of the Unreleased entry (which may
+    // wrap): passes, and says so.
     std::fs::write(
         repo.join("CHANGELOG.md"),
-        unreleased("`AppendResponse` loses `duplicate`."),
+        unreleased("- Breaks the API: `ReadResponse`,\n  `AppendResponse` (it loses `duplicate`)."),
     )
     .unwrap();
     let o = check(&repo);
@@ -191,7 +188,7 @@ fn a_breaking_change_fails_until_the_changelog_names_it() {
     assert!(both(&o).contains("RPC_SAME_RESPONSE_TYPE"), "{}", both(&o));
     std::fs::write(
         repo.join("CHANGELOG.md"),
-        unreleased("`AppendResponse` loses `duplicate`; `Store.Erase` returns it."),
+        unreleased("- Breaks the API: `AppendResponse`, `Store.Erase`."),
     )
     .unwrap();
     // (It is a lint finding too: AppendResponse now answers two RPCs.)
@@ -222,13 +219,36 @@ fn lint_format_and_unlisted_exceptions_fail() {
     fails_with(
         "message PurgeRequest {}",
         "// buf:lint:ignore FIELD_LOWER_SNAKE_CASE\nmessage PurgeRequest {\n  uint64 dryRun = 1;\n}",
-        "FIELD_LOWER_SNAKE_CASE on PurgeRequest is not listed in proto/buf.yaml",
+        "FIELD_LOWER_SNAKE_CASE on PurgeRequest.dryRun is not listed in proto/buf.yaml",
     );
-    // A listed exception that no longer exists.
+    // ... also as a block comment, which buf honours too.
+    fails_with(
+        "  bytes user_id = 1;\n  // The message, stored encrypted.",
+        "  /* buf:lint:ignore FIELD_LOWER_SNAKE_CASE */\n  bytes userId = 1;\n  // The message, stored encrypted.",
+        "FIELD_LOWER_SNAKE_CASE on AppendRequest.userId is not listed in proto/buf.yaml",
+    );
+    // A listed exception whose comment is gone: buf lint finds it again.
     fails_with(
         "  // buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE\n  rpc Append(",
         "  rpc Append(",
-        "lists Store.Append RPC_REQUEST_RESPONSE_UNIQUE",
+        "for multiple RPCs",
+    );
+    // A listed exception that excuses nothing.
+    let (_d, repo) = scratch(true);
+    edit(
+        &repo,
+        "proto/buf.yaml",
+        "  disallow_comment_ignores: false",
+        "  #   Store.Erase RPC_REQUEST_STANDARD_NAME: stale.\n  disallow_comment_ignores: false",
+    );
+    let o = check(&repo);
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    assert!(
+        both(&o).contains(
+            "lists Store.Erase RPC_REQUEST_STANDARD_NAME, but no buf:lint:ignore excuses"
+        ),
+        "{}",
+        both(&o)
     );
     // Not formatted as buf formats it.
     fails_with(
