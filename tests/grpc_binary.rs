@@ -146,12 +146,7 @@ fn the_development_key_never_lands_inside_the_data_dir() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = first_line(&mut child);
     assert!(line.contains("listening"), "{line}");
     assert!(terminate(&mut child).success());
     assert!(dir.path().join("store.dev-root.key").exists());
@@ -204,12 +199,7 @@ fn refuses_plaintext_on_a_public_address() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = first_line(&mut child);
     assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
     let status = terminate(&mut child);
     assert!(status.success(), "{status:?}");
@@ -230,4 +220,15 @@ fn hash_token_prints_sha256() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+}
+
+/// The first line the child printed on stdout (the server's address).
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line
 }
