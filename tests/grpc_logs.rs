@@ -59,6 +59,28 @@ fn user(u: &str) -> GetRightsRequest {
     }
 }
 
+/// Reads (up to 10 of) `user`'s messages to the end of the stream.
+async fn read_all(
+    client: &mut shredstore::server::proto::store_client::StoreClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            grpc_support::Bearer,
+        >,
+    >,
+    user: &str,
+) {
+    let mut s = client
+        .read(ReadRequest {
+            user_id: user.as_bytes().to_vec(),
+            from_seq: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while s.message().await.unwrap().is_some() {}
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
     let captured = Captured::default();
@@ -108,16 +130,7 @@ async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
     while acks.message().await.unwrap().is_some() {}
 
     // Reads and an export, allowed and refused.
-    let mut s = reader
-        .read(ReadRequest {
-            user_id: a.as_bytes().to_vec(),
-            from_seq: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while s.message().await.unwrap().is_some() {}
+    read_all(&mut reader, a).await;
     let mut e = reader
         .export(ExportRequest {
             user_id: b.as_bytes().to_vec(),
@@ -175,16 +188,7 @@ async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
         .await
         .unwrap();
     assert!(appender.append(append(c, PAYLOAD, None)).await.is_err());
-    let mut s = admin_store
-        .read(ReadRequest {
-            user_id: c.as_bytes().to_vec(),
-            from_seq: 0,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while s.message().await.unwrap().is_some() {}
+    read_all(&mut admin_store, c).await;
     admin
         .set_legal_hold(SetLegalHoldRequest {
             user_id: b.as_bytes().to_vec(),
