@@ -113,6 +113,17 @@ pub enum InvalidArgument {
         /// The maximum.
         max: usize,
     },
+    /// A conversation id must be at least one byte long.
+    #[error("conversation id is empty")]
+    EmptyConversationId,
+    /// A conversation id is longer than the maximum.
+    #[error("conversation id is {len} bytes, the maximum is {max}")]
+    ConversationIdTooLong {
+        /// Its length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// A payload is larger than the configured maximum.
     #[error("payload is {len} bytes, the maximum is {max}")]
     PayloadTooLarge {

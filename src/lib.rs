@@ -46,18 +46,21 @@ mod types;
 
 pub use codec::{
     AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold,
-    MAX_REASON_LEN, PurgeStatus, Restriction, Retention,
+    MAX_REASON_LEN, PurgeStatus, ReceiptSubject, Restriction, Retention,
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Access, Appended, AuditCursor, ConsentEntry, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions,
-    Erased, ErasureCheck, ErasureState, ExportCursor, ExportManifest, IdempotentAppend,
-    LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, MemoryEnv, Message, MessageIter,
-    Options, PurgeReport, Redacted, Redaction, RightsState, Stats, Store, StoreLimits, TestHooks,
-    layout, open_plain_baseline, validate_client_message_id,
+    Access, Appended, AuditCursor, ConsentEntry, Conversation, ConversationDeleted,
+    ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD, Durability, EraseOptions, Erased,
+    ErasureCheck, ErasureState, ExportCursor, ExportManifest, IdempotentAppend, LIBRARY_ACTOR,
+    MAX_CLIENT_MESSAGE_ID_LEN, MemoryBudget, MemoryEnv, Message, MessageIter, Options, PurgeReport,
+    Redacted, Redaction, RightsState, Stats, Store, StoreLimits, TestHooks, Tombstone,
+    TombstoneCause, layout, open_plain_baseline, validate_client_message_id,
 };
-pub use types::{Clock, Handle, MAX_USER_ID_LEN, SystemClock, UserId};
+pub use types::{
+    Clock, ConversationId, Handle, MAX_CONVERSATION_ID_LEN, MAX_USER_ID_LEN, SystemClock, UserId,
+};
 
 /// Encoding and crypto internals, for the project's own fuzzers and
 /// benchmarks (feature `internals`, off by default). Not an API: nothing

@@ -46,6 +46,50 @@ impl fmt::Debug for UserId {
     }
 }
 
+/// The longest conversation id accepted, in bytes.
+pub const MAX_CONVERSATION_ID_LEN: usize = 256;
+
+/// A chat service's identifier of a conversation (a room, channel or direct
+/// chat): 1..=256 opaque bytes. It may itself be personal data (such as
+/// `dm:alice:bob`), so like a [`UserId`] it never reaches RocksDB, logs or
+/// error messages: only its conversation handle does. `Debug` prints the
+/// length only.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConversationId(Vec<u8>);
+
+impl ConversationId {
+    /// Validates and wraps a conversation id.
+    ///
+    /// # Errors
+    /// [`InvalidArgument::EmptyConversationId`] or
+    /// [`InvalidArgument::ConversationIdTooLong`].
+    pub fn new(id: impl Into<Vec<u8>>) -> Result<Self, Error> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(InvalidArgument::EmptyConversationId.into());
+        }
+        if id.len() > MAX_CONVERSATION_ID_LEN {
+            return Err(InvalidArgument::ConversationIdTooLong {
+                len: id.len(),
+                max: MAX_CONVERSATION_ID_LEN,
+            }
+            .into());
+        }
+        Ok(ConversationId(id))
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConversationId(<{} bytes>)", self.0.len())
+    }
+}
+
 /// The 16-byte pseudonym of a user id: `HMAC-SHA256(handle_key, user_id)[..16]`.
 ///
 /// Handles are what RocksDB keys, logs and metrics carry. `Display` prints hex.

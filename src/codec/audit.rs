@@ -42,6 +42,11 @@ pub enum AuditOp {
     RestrictedRead,
     /// Reading a user's rights state.
     GetRights,
+    /// Deleting a conversation (the handle is the conversation's).
+    ConversationDelete,
+    /// Redacting one conversation message (the handle is the
+    /// conversation's).
+    ConversationRedact,
 }
 
 impl AuditOp {
@@ -63,6 +68,8 @@ impl AuditOp {
             AuditOp::LiftLegalHold => "lift_legal_hold",
             AuditOp::RestrictedRead => "restricted_read",
             AuditOp::GetRights => "get_rights",
+            AuditOp::ConversationDelete => "conversation_delete",
+            AuditOp::ConversationRedact => "conversation_redact",
         }
     }
 }
@@ -140,12 +147,25 @@ pub enum PurgeStatus {
     Purged,
 }
 
-/// Proof that the store erased a user: signed with HMAC-SHA256 under a
-/// receipt key derived from the root key, so only the store's operator can
-/// issue or check one, and no field can be changed without detection.
+/// What an erasure receipt is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReceiptSubject {
+    /// A user's erasure (the handle is the user's).
+    #[default]
+    User,
+    /// A conversation's deletion (the handle is the conversation's).
+    Conversation,
+}
+
+/// Proof that the store erased a user or deleted a conversation: signed
+/// with HMAC-SHA256 under a receipt key derived from the root key, so only
+/// the store's operator can issue or check one, and no field can be changed
+/// without detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErasureReceipt {
-    /// The erased user's handle.
+    /// Whose: a user or a conversation.
+    pub subject: ReceiptSubject,
+    /// The erased user's (or deleted conversation's) handle.
     pub handle: Handle,
     /// The highest key epoch erased.
     pub epoch: u32,
@@ -159,17 +179,22 @@ pub struct ErasureReceipt {
     pub mac: [u8; 32],
 }
 
-/// Length of [`ErasureReceipt::signed_bytes`].
+/// Length of [`ErasureReceipt::signed_bytes`] for a user's receipt.
 pub const RECEIPT_SIGNED_LEN: usize = 22 + Handle::LEN + 4 + 8 + 8 + 1;
 
 impl ErasureReceipt {
-    /// What the MAC covers: `"shredstore/v1/receipt\0" || handle ||
-    /// epoch_be32 || erased_at_be64 || messages_be64 || status` (status 0 =
-    /// pending, 1 = purged).
-    pub fn signed_bytes(&self) -> [u8; RECEIPT_SIGNED_LEN] {
-        let mut b = [0u8; RECEIPT_SIGNED_LEN];
-        b[..22].copy_from_slice(b"shredstore/v1/receipt\0");
-        let mut at = 22;
+    /// What the MAC covers: a label, then `handle || epoch_be32 ||
+    /// erased_at_be64 || messages_be64 || status` (status 0 = pending, 1 =
+    /// purged). The label is `"shredstore/v1/receipt\0"` for a user (the
+    /// receipts of format 2 still verify) and
+    /// `"shredstore/v3/receipt/conversation\0"` for a conversation.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let label: &[u8] = match self.subject {
+            ReceiptSubject::User => b"shredstore/v1/receipt\0",
+            ReceiptSubject::Conversation => b"shredstore/v3/receipt/conversation\0",
+        };
+        let mut b = Vec::with_capacity(label.len() + RECEIPT_SIGNED_LEN);
+        b.extend_from_slice(label);
         for part in [
             &self.handle.as_bytes()[..],
             &self.epoch.to_be_bytes(),
@@ -177,8 +202,7 @@ impl ErasureReceipt {
             &self.messages_erased.to_be_bytes(),
             &[u8::from(self.purge_status == PurgeStatus::Purged)],
         ] {
-            b[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+            b.extend_from_slice(part);
         }
         b
     }

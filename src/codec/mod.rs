@@ -8,6 +8,7 @@
 //! check it).
 
 mod audit;
+mod conversation;
 mod envelope;
 mod keys;
 mod policy;
@@ -16,6 +17,7 @@ mod records;
 use serde::{Deserialize, Serialize};
 
 pub use audit::*;
+pub use conversation::*;
 pub use envelope::*;
 pub use keys::*;
 pub use policy::*;
@@ -24,7 +26,7 @@ pub use records::*;
 use crate::error::{Corruption, Error, Result};
 
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Version byte at the start of every envelope and record.
 pub const RECORD_VERSION: u8 = 1;

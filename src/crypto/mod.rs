@@ -15,7 +15,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
-use crate::types::{Handle, UserId};
+use crate::types::{ConversationId, Handle, UserId};
 
 /// Length of every symmetric key and secret, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -26,6 +26,12 @@ pub const TAG_LEN: usize = 16;
 
 /// HKDF `info` prefix of message keys.
 const INFO_MESSAGE: &[u8] = b"shredstore/v1/message";
+/// HKDF `info` prefix of conversation message keys (author and conversation
+/// secrets together).
+const INFO_CONVERSATION_MESSAGE: &[u8] = b"shredstore/v3/conversation/message";
+/// HKDF `info` prefix of a conversation's own key (its sealed id and
+/// redaction markers).
+const INFO_CONVERSATION: &[u8] = b"shredstore/v3/conversation";
 /// HKDF `info` of the key-wrapping key derived from the root key.
 const INFO_WRAP: &[u8] = b"shredstore/v1/wrap";
 /// HKDF `info` of the erasure-receipt MAC key derived from the root key.
@@ -346,6 +352,52 @@ pub(crate) fn message_cipher(
     SivCipher::new(&key)
 }
 
+/// Derives the key of a conversation message:
+/// `HKDF-SHA256(ikm = author secret || conversation secret, salt = store
+/// salt, info = "shredstore/v3/conversation/message" || conv handle ||
+/// conv_epoch_be32 || author handle || author_epoch_be32)`. Destroying
+/// either secret makes it underivable.
+pub(crate) fn conversation_message_cipher(
+    author_secret: &Secret32,
+    conversation_secret: &Secret32,
+    store_salt: &[u8; KEY_LEN],
+    conversation: (&Handle, u32),
+    author: (&Handle, u32),
+) -> SivCipher {
+    let mut ikm = Zeroizing::new([0u8; 2 * KEY_LEN]);
+    ikm[..KEY_LEN].copy_from_slice(author_secret.expose());
+    ikm[KEY_LEN..].copy_from_slice(conversation_secret.expose());
+    let key = hkdf_sha256(
+        ikm.as_slice(),
+        store_salt,
+        &[
+            INFO_CONVERSATION_MESSAGE,
+            conversation.0.as_bytes(),
+            &conversation.1.to_be_bytes(),
+            author.0.as_bytes(),
+            &author.1.to_be_bytes(),
+        ],
+    );
+    SivCipher::new(&key)
+}
+
+/// Derives a conversation's own cipher (its sealed id, redaction markers):
+/// `HKDF-SHA256(ikm = conversation secret, salt = store salt, info =
+/// "shredstore/v3/conversation" || conv handle || conv_epoch_be32)`.
+pub(crate) fn conversation_cipher(
+    conversation_secret: &Secret32,
+    store_salt: &[u8; KEY_LEN],
+    handle: &Handle,
+    epoch: u32,
+) -> SivCipher {
+    let key = hkdf_sha256(
+        conversation_secret.expose(),
+        store_salt,
+        &[INFO_CONVERSATION, handle.as_bytes(), &epoch.to_be_bytes()],
+    );
+    SivCipher::new(&key)
+}
+
 /// The key that signs erasure receipts (HMAC-SHA256).
 pub(crate) struct ReceiptKey(Secret32);
 
@@ -406,6 +458,20 @@ impl HandleKey {
     }
 }
 
+impl HandleKey {
+    /// `HMAC-SHA256(handle_key, "shredstore/v2/handle/conversation\0" ||
+    /// conversation_id)[..16]`: a conversation's handle, never equal to a
+    /// user's for the same bytes.
+    pub(crate) fn conversation_handle(&self, conversation: &ConversationId) -> Handle {
+        let full = self.mac(&[LABEL_CONVERSATION_HANDLE, conversation.as_bytes()]);
+        let mut h = [0u8; Handle::LEN];
+        h.copy_from_slice(&full[..Handle::LEN]);
+        Handle(h)
+    }
+}
+
+/// Domain label of conversation handles.
+const LABEL_CONVERSATION_HANDLE: &[u8] = b"shredstore/v2/handle/conversation\0";
 /// Domain label of user handles.
 const LABEL_USER_HANDLE: &[u8] = b"shredstore/v2/handle/user\0";
 /// Domain label of idempotency keys.

@@ -192,6 +192,7 @@ pub fn validate_receipt(r: &VerifyReceiptRequest) -> Result<crate::ErasureReceip
         }
     };
     Ok(crate::ErasureReceipt {
+        subject: crate::ReceiptSubject::User,
         handle: crate::Handle::from_bytes(handle),
         epoch: p.epoch,
         erased_at_ms: p.erased_at_ms,

@@ -55,7 +55,7 @@ pub fn validate_client_message_id(id: &[u8]) -> Result<()> {
 }
 
 impl Inner {
-    fn validate_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<()> {
+    pub(super) fn validate_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<()> {
         let limits = &self.limits;
         if payloads.is_empty() {
             return Err(InvalidArgument::EmptyBatch.into());
@@ -161,10 +161,7 @@ impl Inner {
             self.put_seq_floor(&mut batch, &handle, end)?;
         }
         if let Some(key) = &dedup_key {
-            let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&first.to_be_bytes());
-            v[8..].copy_from_slice(&now.to_be_bytes());
-            batch.put(Cf::Dedup, key, &v)?;
+            self.put_dedup(&mut batch, key, first, now)?;
         }
         self.engine
             .write(batch, self.durability == Durability::Sync)?;
@@ -176,13 +173,23 @@ impl Inner {
         Ok((out, false))
     }
 
-    /// Looks up a client message id. Caller holds the user's lock.
-    fn find_duplicate(
+    /// Stores an idempotency entry: the first seq and the time of the
+    /// append it names (the one layout of a `dedup` value).
+    pub(super) fn put_dedup(
         &self,
-        handle: &Handle,
+        batch: &mut super::engine::Batch<'_>,
         key: &[u8; DEDUP_KEY_LEN],
-        payload: &[u8],
-    ) -> Result<Option<Appended>> {
+        seq: u64,
+        timestamp_ms: u64,
+    ) -> Result<()> {
+        let mut v = [0u8; 16];
+        v[..8].copy_from_slice(&seq.to_be_bytes());
+        v[8..].copy_from_slice(&timestamp_ms.to_be_bytes());
+        batch.put(Cf::Dedup, key, &v)
+    }
+
+    /// The append an idempotency entry names, if there is one.
+    pub(super) fn get_dedup(&self, key: &[u8; DEDUP_KEY_LEN]) -> Result<Option<Appended>> {
         let Some(v) = self.engine.get(Cf::Dedup, key)? else {
             return Ok(None);
         };
@@ -192,7 +199,22 @@ impl Inner {
         let (mut seq, mut ts) = ([0u8; 8], [0u8; 8]);
         seq.copy_from_slice(&v[..8]);
         ts.copy_from_slice(&v[8..]);
-        let (seq, timestamp_ms) = (u64::from_be_bytes(seq), u64::from_be_bytes(ts));
+        Ok(Some(Appended {
+            seq: u64::from_be_bytes(seq),
+            timestamp_ms: u64::from_be_bytes(ts),
+        }))
+    }
+
+    /// Looks up a client message id. Caller holds the user's lock.
+    fn find_duplicate(
+        &self,
+        handle: &Handle,
+        key: &[u8; DEDUP_KEY_LEN],
+        payload: &[u8],
+    ) -> Result<Option<Appended>> {
+        let Some(Appended { seq, timestamp_ms }) = self.get_dedup(key)? else {
+            return Ok(None);
+        };
         // Erase deletes a user's dedup entries in the same batch as the key
         // record, so an entry always has a live user and message.
         let UserState::Live(state) = self.load(handle)? else {

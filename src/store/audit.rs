@@ -55,6 +55,8 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::RecordConsent
             | AuditOp::SetLegalHold
             | AuditOp::LiftLegalHold
+            | AuditOp::ConversationDelete
+            | AuditOp::ConversationRedact
     )
 }
 

@@ -10,7 +10,7 @@ use super::users::{Last, next_seq};
 use super::{Inner, Pending};
 use crate::codec::{
     AuditOp, AuditOutcome, EnvelopeHeader, EraseMarker, ErasureReceipt, KeyRecord, PurgeStatus,
-    message_key,
+    ReceiptSubject, message_key,
 };
 use crate::error::{Error, Result};
 use crate::types::{Handle, UserId};
@@ -164,6 +164,8 @@ impl Inner {
         self.engine.write(batch, true)?;
 
         self.users.forget(&handle);
+        // Every conversation cipher derived from the destroyed secret goes too.
+        self.convs.forget_author(&handle);
         self.damaged_markers.lock().remove(&handle);
         // The policy went with the key record; the erasure's purge covers
         // any pending redaction.
@@ -187,6 +189,7 @@ impl Inner {
         self.erase_generation.fetch_add(1, Ordering::Release);
         tracing::info!(%handle, epoch, messages_erased, "user erased");
         let receipt = self.receipt(ErasureReceipt {
+            subject: ReceiptSubject::User,
             handle,
             epoch,
             erased_at_ms: now,

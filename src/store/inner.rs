@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::conversations::Conversations;
 use super::engine::Engine;
 use super::filter_state::FilterState;
 use super::options::Durability;
@@ -59,6 +60,7 @@ pub(crate) struct Inner {
     /// Next audit-record counter (unique within the store).
     pub(super) audit_counter: AtomicU64,
     pub(super) users: Users,
+    pub(super) convs: Conversations,
     /// What the compaction filter removes: pending erasures and the users'
     /// expiry policies.
     pub(super) filter: Arc<FilterState>,
@@ -67,6 +69,11 @@ pub(crate) struct Inner {
     /// Handles with redactions not yet physical, with a counter bumped by
     /// each redaction (a purge clears only what it saw).
     pub(super) pending_redactions: Mutex<HashMap<Handle, u64>>,
+    /// Deleted conversations whose deletion is not yet physical.
+    pub(super) pending_conv_deletions: Mutex<HashMap<Handle, Pending>>,
+    /// Conversations with redactions not yet physical (counters as for
+    /// `pending_redactions`).
+    pub(super) pending_conv_redactions: Mutex<HashMap<Handle, u64>>,
     /// Source of those counters (starts at 1; 0 marks redactions found
     /// pending at open).
     pub(super) redaction_counter: AtomicU64,

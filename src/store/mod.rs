@@ -9,6 +9,12 @@
 mod append;
 mod audit;
 mod consent;
+mod conv_append;
+mod conv_delete;
+mod conv_purge;
+mod conv_read;
+mod conversation;
+mod conversations;
 mod engine;
 mod erase;
 mod export;
@@ -35,6 +41,10 @@ pub use append::{
 };
 pub use audit::AuditCursor;
 pub use consent::ConsentEntry;
+pub use conversation::{
+    Conversation, ConversationDeleted, ConversationItem, ConversationMessage, Tombstone,
+    TombstoneCause,
+};
 pub use engine::open_plain_baseline;
 pub use erase::{EraseOptions, Erased};
 pub use export::{ExportCursor, ExportManifest};
@@ -78,8 +88,34 @@ pub mod layout {
     /// Consent history: `handle || index_be64` to a consent envelope sealed
     /// under the user's key.
     pub const CF_CONSENT: &str = "consent";
+    /// Conversation key records, keyed by conversation handle.
+    pub const CF_CONV_KEYS: &str = "conv_keys";
+    /// Conversation slots (messages, redaction markers, tombstones), keyed
+    /// by `conv handle || seq_be64`.
+    pub const CF_CONV_MESSAGES: &str = "conv_messages";
+    /// Conversation deletion markers, keyed by conversation handle.
+    pub const CF_CONV_DELETED: &str = "conv_deleted";
+    /// The author index: `author handle || conv handle || seq_be64` to the
+    /// author's key epoch (u32 BE).
+    pub const CF_AUTHORS: &str = "authors";
     /// Every column family shredstore creates (besides RocksDB's `default`).
-    pub const ALL_CFS: [&str; 8] = [
+    pub const ALL_CFS: [&str; 12] = [
+        CF_META,
+        CF_KEYS,
+        CF_MESSAGES,
+        CF_ERASED,
+        CF_DEDUP,
+        CF_SEQ_FLOORS,
+        CF_AUDIT,
+        CF_CONSENT,
+        CF_CONV_KEYS,
+        CF_CONV_MESSAGES,
+        CF_CONV_DELETED,
+        CF_AUTHORS,
+    ];
+    /// The column families of a format-2 store (before conversations); it
+    /// is upgraded in place by adding the others.
+    pub const FORMAT_2_CFS: [&str; 8] = [
         CF_META,
         CF_KEYS,
         CF_MESSAGES,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::conversations::Conversations;
 use super::engine::{Cf, Engine, Scope};
 use super::filter_state::FilterState;
 use super::inner::{Inner, Pending, StoreKeys, StoreLimits};
@@ -19,7 +20,8 @@ use super::options::Options;
 use super::purger;
 use super::users::Users;
 use crate::codec::{
-    self, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord, KeyState, UserPolicy,
+    self, ConvKeyRecord, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord, KeyState,
+    UserPolicy,
 };
 use crate::crypto::{self, HandleKey, KEY_LEN, Secret32};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
@@ -66,9 +68,12 @@ impl Inner {
             keys,
             audit_counter: AtomicU64::new(audit_counter),
             users: Users::new(cache_size),
+            convs: Conversations::new(cache_size),
             filter,
             pending: Mutex::new(HashMap::new()),
             pending_redactions: Mutex::new(HashMap::new()),
+            pending_conv_deletions: Mutex::new(HashMap::new()),
+            pending_conv_redactions: Mutex::new(HashMap::new()),
             redaction_counter: AtomicU64::new(1),
             damaged_markers: Mutex::new(HashSet::new()),
             default_retention_ms,
@@ -82,6 +87,7 @@ impl Inner {
         });
         inner.load_markers()?;
         inner.load_policies()?;
+        inner.load_conversations()?;
         inner.ensure_seq_floors()?;
         // Only now may compactions expire messages (see FilterState::set_ready).
         inner.filter.set_ready();
@@ -160,6 +166,48 @@ impl Inner {
         Ok(())
     }
 
+    /// Counts conversations and loads pending deletions and redactions.
+    fn load_conversations(&self) -> Result<()> {
+        let mut it = self.engine.cursor(Cf::ConvDeleted, Scope::All)?;
+        it.seek_to_first();
+        let mut pending = self.pending_conv_deletions.lock();
+        while let Some((k, v)) = it.item() {
+            let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+            // An undecodable marker fails closed when the conversation is
+            // used (its state does not load).
+            if let Ok(m) = EraseMarker::decode(v)
+                && !m.purged
+            {
+                pending.insert(
+                    h,
+                    Pending {
+                        epoch: m.epoch,
+                        erased_at_ms: m.erased_at_ms,
+                    },
+                );
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(pending);
+        let mut it = self.engine.cursor(Cf::ConvKeys, Scope::All)?;
+        it.seek_to_first();
+        let mut count = 0u64;
+        let mut redactions = self.pending_conv_redactions.lock();
+        while let Some((k, v)) = it.item() {
+            count += 1;
+            if let (Ok(h), Ok(rec)) = (<[u8; Handle::LEN]>::try_from(k), ConvKeyRecord::decode(v))
+                && rec.policy.purge_pending
+            {
+                redactions.insert(Handle(h), 0);
+            }
+            it.next();
+        }
+        it.status()?;
+        self.convs.count.store(count, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// With a store-wide retention period, every user needs a seq high-water
     /// mark; users appended while there was none get one now (once: a `meta`
     /// flag remembers it, and is cleared when the store opens without one).
@@ -228,7 +276,7 @@ fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], Handl
         .try_into()
         .map_err(|_| Error::Corrupt(Corruption::Meta))?;
     let version = u32::from_be_bytes(version);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 2 {
         return Err(Error::UnsupportedFormat {
             found: version,
             supported: FORMAT_VERSION,
@@ -247,5 +295,18 @@ fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], Handl
     let wrap = options.root_key.wrapping_cipher(&salt);
     let handle_secret =
         crypto::unwrap_secret(&wrap, HANDLE_KEY_AAD, &wrapped).map_err(|_| Error::WrongRootKey)?;
+    drop(wrapped);
+    if version == 2 {
+        // Format 2 to 3 adds only column families (created at open): the
+        // upgrade is recording the new version.
+        let mut batch = engine.batch();
+        batch.put(
+            Cf::Meta,
+            layout::META_FORMAT_VERSION,
+            &FORMAT_VERSION.to_be_bytes(),
+        )?;
+        engine.write(batch, true)?;
+        tracing::info!(from = version, to = FORMAT_VERSION, "store format upgraded");
+    }
     Ok((salt, HandleKey::new(handle_secret)))
 }

@@ -165,7 +165,8 @@ impl Options {
         self
     }
 
-    /// Memtable size of the `messages` column family (default 64 MiB).
+    /// Memtable size of the `messages` and `conv_messages` column families
+    /// (default 64 MiB each).
     pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
         self.write_buffer_bytes = bytes;
         self
@@ -228,18 +229,29 @@ impl Options {
     /// every column family's memtables, and the key cache. RocksDB's own
     /// bookkeeping, the allocator and in-flight requests come on top.
     pub fn memory_budget(&self) -> MemoryBudget {
+        // `messages` and `conv_messages` have the large memtables.
         let messages = self
             .write_buffer_bytes
-            .saturating_mul(super::engine::MAX_WRITE_BUFFERS);
+            .saturating_mul(super::engine::MAX_WRITE_BUFFERS)
+            .saturating_mul(2);
         let small = super::engine::SMALL_CF_WRITE_BUFFER
             .saturating_mul(super::engine::MAX_WRITE_BUFFERS)
-            .saturating_mul(super::layout::ALL_CFS.len() - 1);
+            .saturating_mul(super::layout::ALL_CFS.len() - 2);
         MemoryBudget {
             block_cache: self.block_cache_bytes,
             memtables: messages.saturating_add(small),
+            // Users and conversations each have a cache of this many
+            // entries; the pair cache has a fixed bound.
             key_cache: self
                 .key_cache_entries
-                .saturating_mul(super::users::key_cache_entry_bytes()),
+                .saturating_mul(
+                    super::users::key_cache_entry_bytes()
+                        + super::conversations::conversation_cache_entry_bytes(),
+                )
+                .saturating_add(
+                    super::conversations::PAIR_CACHE_ENTRIES
+                        * super::conversations::pair_cache_entry_bytes(),
+                ),
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Inner;
+use super::conv_purge::overlapping_in;
 use super::engine::Cf;
 use super::engine::files::{FileRecord, LiveSst};
 use crate::codec::{AuditOp, AuditOutcome, EnvelopeHeader, KeyRecord};
@@ -26,8 +27,10 @@ const OBSOLETE_FILE_WAIT: Duration = Duration::from_secs(10);
 pub struct PurgeReport {
     /// Erasures made physical by this purge.
     pub erasures_purged: usize,
-    /// Users whose redactions this purge made physical.
+    /// Users and conversations whose redactions this purge made physical.
     pub redactions_purged: usize,
+    /// Conversation deletions made physical by this purge.
+    pub conversations_purged: usize,
     /// Whether every pending erasure and redaction was verifiably made
     /// physical: the files now holding their ranges hold no erased version,
     /// and the SST and WAL files that held them before were deleted. When
@@ -49,7 +52,7 @@ fn prefix_range(f: &LiveSst) -> (&[u8], &[u8]) {
 }
 
 /// The handles of `sorted` whose records may lie in file `f`.
-fn handles_in<'a>(f: &LiveSst, sorted: &'a [Handle]) -> &'a [Handle] {
+pub(super) fn handles_in<'a>(f: &LiveSst, sorted: &'a [Handle]) -> &'a [Handle] {
     let (lo, hi) = prefix_range(f);
     let start = sorted.partition_point(|h| h.as_bytes().as_slice() < lo);
     let end = sorted.partition_point(|h| h.as_bytes().as_slice() <= hi);
@@ -59,18 +62,14 @@ fn handles_in<'a>(f: &LiveSst, sorted: &'a [Handle]) -> &'a [Handle] {
 /// Files of the user-data column families whose key range meets the
 /// records of one of `sorted`.
 pub(super) fn overlapping<'f>(files: &'f [LiveSst], sorted: &[Handle]) -> Vec<&'f LiveSst> {
-    files
-        .iter()
-        .filter(|f| f.cf.is_none_or(|cf| Cf::USER_DATA.contains(&cf)))
-        .filter(|f| !handles_in(f, sorted).is_empty())
-        .collect()
+    overlapping_in(files, &Cf::USER_DATA, sorted)
 }
 
 /// The ranges to compact in one column family: the files meeting the
 /// pending handles are grouped where their key ranges overlap, and each
 /// group compacts the span from its first to its last pending handle. A
 /// file is thus rewritten once, however many pending users it holds.
-fn compaction_spans(files: &[&LiveSst], sorted: &[Handle]) -> Vec<(Handle, Handle)> {
+pub(super) fn compaction_spans(files: &[&LiveSst], sorted: &[Handle]) -> Vec<(Handle, Handle)> {
     let mut ranges: Vec<(&[u8], &[u8], &[Handle])> = files
         .iter()
         .map(|f| {
@@ -100,7 +99,10 @@ fn compaction_spans(files: &[&LiveSst], sorted: &[Handle]) -> Vec<(Handle, Handl
 
 impl Inner {
     pub(super) fn has_pending(&self) -> bool {
-        !self.pending.lock().is_empty() || !self.pending_redactions.lock().is_empty()
+        !self.pending.lock().is_empty()
+            || !self.pending_redactions.lock().is_empty()
+            || !self.pending_conv_deletions.lock().is_empty()
+            || !self.pending_conv_redactions.lock().is_empty()
     }
 
     pub(super) fn purge(&self, actor: &str) -> Result<PurgeReport> {
@@ -114,7 +116,10 @@ impl Inner {
         }
         // Purges with nothing to do are not worth a record.
         if report.as_ref().map_or(true, |r| {
-            r.erasures_purged > 0 || r.redactions_purged > 0 || !r.complete
+            r.erasures_purged > 0
+                || r.redactions_purged > 0
+                || r.conversations_purged > 0
+                || !r.complete
         }) && !self.engine.is_poisoned()
         {
             self.record_audit(actor, AuditOp::Purge, None, outcome)?;
@@ -138,11 +143,14 @@ impl Inner {
             .iter()
             .map(|(h, g)| (*h, *g))
             .collect();
-        if erasures.is_empty() && redactions.is_empty() {
+        let nothing_for_conversations = self.pending_conv_deletions.lock().is_empty()
+            && self.pending_conv_redactions.lock().is_empty();
+        if erasures.is_empty() && redactions.is_empty() && nothing_for_conversations {
             self.purges_done.fetch_add(1, Ordering::Relaxed);
             return Ok(PurgeReport {
                 erasures_purged: 0,
                 redactions_purged: 0,
+                conversations_purged: 0,
                 complete: true,
                 duration: started.elapsed(),
             });
@@ -154,33 +162,70 @@ impl Inner {
 
         let errors_before = self.engine.background_errors()?;
         let wals_before = self.engine.wal_numbers()?;
-        let held_before: Vec<u64> = overlapping(&self.engine.live_files()?, &sorted)
+        // Conversation writes first (tombstones over erased authors' slots,
+        // deleted conversations' author-index ranges): the flush below
+        // takes them along.
+        let work = self.prepare_conv_purge(&erasures)?;
+        let conv_phase1 = work.phase1_convs();
+        let deleted_convs = work.deleted_convs();
+        let deletion_authors: Vec<Handle> = work.deletion_authors.iter().copied().collect();
+        let live_before = self.engine.live_files()?;
+        let mut held_before: Vec<u64> = overlapping(&live_before, &sorted)
             .iter()
             .map(|f| f.number)
             .collect();
+        for (cfs, handles) in [
+            (&Cf::CONVERSATION_DATA[..], &conv_phase1),
+            (&Cf::CONVERSATION_DATA[..], &deleted_convs),
+            (&[Cf::Authors][..], &deletion_authors),
+        ] {
+            held_before.extend(
+                overlapping_in(&live_before, cfs, handles)
+                    .iter()
+                    .map(|f| f.number),
+            );
+        }
+        held_before.sort_unstable();
+        held_before.dedup();
         self.engine.flush_all()?;
         let flushed = self.engine.live_files()?;
-        let mut compactions = 0usize;
-        for cf in Cf::USER_DATA {
-            let files: Vec<&LiveSst> = overlapping(&flushed, &sorted)
-                .into_iter()
-                .filter(|f| f.cf == Some(cf))
-                .collect();
-            for (first, last) in compaction_spans(&files, &sorted) {
-                let end = crate::codec::handle_upper_bound(&last);
-                self.engine.compact(
-                    cf,
-                    Some(first.as_bytes().as_slice()),
-                    end.as_ref().map(|e| e.as_slice()),
-                )?;
-                compactions += 1;
-            }
+        let mut compactions = self.compact_ranges(&flushed, &Cf::USER_DATA, &sorted)?;
+        compactions += self.compact_ranges(&flushed, &[Cf::ConvMessages], &conv_phase1)?;
+        compactions += self.compact_ranges(&flushed, &[Cf::Authors], &deletion_authors)?;
+        let (dirty_convs, dirty_deletions) = self.conv_remnants_phase1(&work)?;
+        // Phase 2: the slots of deleted conversations whose authors' index
+        // is clean.
+        let phase2: Vec<(Handle, u32, u64)> = work
+            .deletions
+            .iter()
+            .copied()
+            .filter(|(h, _, _)| !dirty_deletions.contains(h))
+            .collect();
+        let mut dirty_phase2 = HashSet::new();
+        if !phase2.is_empty() {
+            self.delete_conv_slots(&phase2)?;
+            self.engine.flush_all()?;
+            let flushed = self.engine.live_files()?;
+            compactions += self.compact_ranges(&flushed, &Cf::CONVERSATION_DATA, &deleted_convs)?;
+            dirty_phase2 = self.conv_remnants_phase2(&phase2)?;
         }
         // A failed compaction shows up as a background error.
         let compacted = self.engine.background_errors()? == errors_before;
-        let dirty = self.remnants(&erasures, &redactions, &sorted)?;
+        let mut dirty = self.remnants(&erasures, &redactions, &sorted)?;
+        // An erased author is purged only once every conversation that held
+        // their messages is clean.
+        for (conv, authors) in &work.touched {
+            if dirty_convs.contains(conv) {
+                dirty.extend(authors.iter().map(|(a, _)| *a));
+            }
+        }
         let deleted = self.wait_deleted(&held_before, &wals_before)?;
-        let (mut purged, mut redactions_purged) = (0, 0);
+        let (mut purged, mut redactions_purged, mut conversations_purged) = (0, 0, 0);
+        let clean_deletions: Vec<(Handle, u32)> = phase2
+            .iter()
+            .filter(|(h, _, _)| !dirty_phase2.contains(h))
+            .map(|(h, e, _)| (*h, *e))
+            .collect();
         if compacted && deleted {
             let clean = |h: &Handle| !dirty.contains(h);
             let e: Vec<_> = erasures.iter().copied().filter(|(h, _)| clean(h)).collect();
@@ -191,8 +236,21 @@ impl Inner {
                 .collect();
             purged = self.mark_purged(&e)?;
             redactions_purged = self.mark_redactions_purged(&r)?;
+            let cr: Vec<_> = work
+                .redactions
+                .iter()
+                .copied()
+                .filter(|(h, _)| !dirty_convs.contains(h))
+                .collect();
+            redactions_purged += self.mark_conv_redactions_purged(&cr)?;
+            conversations_purged = self.mark_conv_deletions_purged(&clean_deletions)?;
         }
-        let complete = compacted && deleted && dirty.is_empty();
+        let complete = compacted
+            && deleted
+            && dirty.is_empty()
+            && dirty_convs.is_empty()
+            && dirty_deletions.is_empty()
+            && dirty_phase2.is_empty();
         if complete {
             self.purges_done.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -200,6 +258,8 @@ impl Inner {
                 compacted,
                 files_deleted = deleted,
                 users_unconfirmed = dirty.len(),
+                conversations_unconfirmed =
+                    dirty_convs.len() + dirty_deletions.len() + dirty_phase2.len(),
                 "purge incomplete: a compaction failed, erased versions remain in files, \
                  or obsolete files are pinned; will retry"
             );
@@ -207,12 +267,14 @@ impl Inner {
         let report = PurgeReport {
             erasures_purged: purged,
             redactions_purged,
+            conversations_purged,
             complete,
             duration: started.elapsed(),
         };
         tracing::info!(
             erasures_purged = report.erasures_purged,
             redactions_purged,
+            conversations_purged,
             compactions,
             complete,
             duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
@@ -283,9 +345,20 @@ impl Inner {
                 EnvelopeHeader::parse(value).map_or(true, |h| h.epoch <= epoch)
             }
             Some(Cf::Keys) => KeyRecord::decode(value).map_or(true, |r| r.epoch <= epoch),
+            Some(Cf::Authors) => {
+                <[u8; 4]>::try_from(value).map_or(true, |e| u32::from_be_bytes(e) <= epoch)
+            }
             // No epoch: only the current version may remain.
             Some(Cf::Dedup | Cf::SeqFloors) => !self.is_current(rec)?,
-            Some(Cf::Meta | Cf::Erased | Cf::Audit) => false,
+            // Not keyed by a user's handle.
+            Some(
+                Cf::Meta
+                | Cf::Erased
+                | Cf::Audit
+                | Cf::ConvKeys
+                | Cf::ConvMessages
+                | Cf::ConvDeleted,
+            ) => false,
             // A file of no known column family: anything under the handle.
             None => true,
         })
@@ -332,25 +405,38 @@ impl Inner {
         }
     }
 
+    /// Sets the `purged` flag of the marker of `handle` in `cf` (`erased`
+    /// or `conv_deleted`) if it still names `epoch`; false if it does not
+    /// (erased or deleted again meanwhile, or already purged). Caller holds
+    /// the handle's lock.
+    pub(super) fn set_marker_purged(&self, cf: Cf, handle: &Handle, epoch: u32) -> Result<bool> {
+        let Some(bytes) = self.engine.get(cf, handle.as_bytes())? else {
+            return Ok(false);
+        };
+        let mut marker = crate::codec::EraseMarker::decode(&bytes)?;
+        drop(bytes);
+        if marker.epoch != epoch || marker.purged {
+            return Ok(false);
+        }
+        marker.purged = true;
+        let mut encoded = Vec::new();
+        marker.encode(&mut encoded);
+        let mut wb = self.engine.batch();
+        wb.put(cf, handle.as_bytes(), &encoded)?;
+        // Not synced: if the flag is lost in a crash, it is purged again.
+        self.engine.write(wb, false)?;
+        Ok(true)
+    }
+
     /// Marks the markers of `done` purged (unless the user was erased again
     /// meanwhile), removes them from the pending set and from the filter.
     fn mark_purged(&self, done: &[(Handle, u32)]) -> Result<usize> {
         let mut n = 0;
         for (handle, epoch) in done {
             let _guard = self.users.lock(handle);
-            let Some(mut marker) = self.get_marker(handle)? else {
-                continue;
-            };
-            if marker.epoch != *epoch || marker.purged {
+            if !self.set_marker_purged(Cf::Erased, handle, *epoch)? {
                 continue;
             }
-            marker.purged = true;
-            let mut encoded = Vec::new();
-            marker.encode(&mut encoded);
-            let mut wb = self.engine.batch();
-            wb.put(Cf::Erased, handle.as_bytes(), &encoded)?;
-            // Not synced: if the flag is lost in a crash, the erasure is purged again.
-            self.engine.write(wb, false)?;
             let mut pending = self.pending.lock();
             if pending.get(handle).is_some_and(|p| p.epoch == *epoch) {
                 pending.remove(handle);

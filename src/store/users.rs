@@ -26,6 +26,9 @@ const LOCK_STRIPES: usize = 1024;
 pub(super) struct CachedUser {
     pub(super) epoch: u32,
     pub(super) cipher: Arc<SivCipher>,
+    /// The user secret itself: conversation message keys derive from it
+    /// with each conversation's secret.
+    pub(super) secret: Arc<Secret32>,
     /// First seq of this epoch: earlier seqs belong to erased epochs.
     pub(super) first_seq: u64,
     pub(super) next_seq: u64,
@@ -87,7 +90,8 @@ pub(super) struct Users {
 pub(crate) fn key_cache_entry_bytes() -> usize {
     std::mem::size_of::<CachedUser>()
         + std::mem::size_of::<SivCipher>()
-        + 2 * std::mem::size_of::<usize>()
+        + std::mem::size_of::<Secret32>()
+        + 4 * std::mem::size_of::<usize>()
         + std::mem::size_of::<Handle>()
         + 64
 }
@@ -110,6 +114,11 @@ impl Users {
     /// The cached state of `handle`.
     pub(super) fn cached(&self, handle: &Handle) -> Option<CachedUser> {
         self.cache.lock().get(handle).cloned()
+    }
+
+    /// The cached key epoch of `handle`, without touching the LRU order.
+    pub(super) fn cached_epoch(&self, handle: &Handle) -> Option<u32> {
+        self.cache.lock().peek(handle).map(|c| c.epoch)
     }
 
     /// Caches `state` (caller holds the user's lock).
@@ -243,6 +252,7 @@ impl Inner {
                     handle,
                     rec.epoch,
                 )),
+                secret: Arc::new(secret),
                 first_seq: rec.first_seq,
                 next_seq: next_seq(last.as_ref(), floor, None, Some(rec.first_seq)),
                 policy: Arc::new(rec.state.policy()),
@@ -305,6 +315,7 @@ impl Inner {
                 handle,
                 epoch,
             )),
+            secret: Arc::new(secret),
             first_seq,
             next_seq: first_seq,
             policy: Arc::new(UserPolicy::default()),

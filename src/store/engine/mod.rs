@@ -57,11 +57,20 @@ pub(crate) enum Cf {
     Audit,
     /// Consent records by `handle || index`.
     Consent,
+    /// Conversation key records by conversation handle.
+    ConvKeys,
+    /// Conversation slots by `conv handle || seq`.
+    ConvMessages,
+    /// Conversation deletion markers by conversation handle.
+    ConvDeleted,
+    /// The author index: `author handle || conv handle || seq` to the
+    /// author's key epoch.
+    Authors,
 }
 
 impl Cf {
     /// Every column family, in the order of [`layout::ALL_CFS`].
-    pub(crate) const ALL: [Cf; 8] = [
+    pub(crate) const ALL: [Cf; 12] = [
         Cf::Meta,
         Cf::Keys,
         Cf::Messages,
@@ -70,19 +79,29 @@ impl Cf {
         Cf::SeqFloors,
         Cf::Audit,
         Cf::Consent,
+        Cf::ConvKeys,
+        Cf::ConvMessages,
+        Cf::ConvDeleted,
+        Cf::Authors,
     ];
 
     /// The column families whose keys start with a user's handle and hold
     /// that user's data (so an erasure must empty the user's range in each).
     /// `erased` is keyed by handle too, but holds the erasure marker, which
-    /// outlives the data by design.
-    pub(crate) const USER_DATA: [Cf; 5] = [
+    /// outlives the data by design. The author index is keyed by the
+    /// author's handle: an erased author's entries go at their purge.
+    pub(crate) const USER_DATA: [Cf; 6] = [
         Cf::Messages,
         Cf::Keys,
         Cf::Dedup,
         Cf::SeqFloors,
         Cf::Consent,
+        Cf::Authors,
     ];
+
+    /// The column families whose keys start with a conversation's handle
+    /// and hold its data (a deletion must empty its range in each).
+    pub(crate) const CONVERSATION_DATA: [Cf; 3] = [Cf::ConvMessages, Cf::ConvKeys, Cf::Dedup];
 
     /// The RocksDB name.
     pub(crate) const fn name(self) -> &'static str {
@@ -95,6 +114,10 @@ impl Cf {
             Cf::SeqFloors => layout::CF_SEQ_FLOORS,
             Cf::Audit => layout::CF_AUDIT,
             Cf::Consent => layout::CF_CONSENT,
+            Cf::ConvKeys => layout::CF_CONV_KEYS,
+            Cf::ConvMessages => layout::CF_CONV_MESSAGES,
+            Cf::ConvDeleted => layout::CF_CONV_DELETED,
+            Cf::Authors => layout::CF_AUTHORS,
         }
     }
 
@@ -342,10 +365,10 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Deletes every key that starts with `handle` (keys are at most 32
+    /// Deletes every key that starts with `handle` (keys are at most 40
     /// bytes long).
     pub(crate) fn delete_handle_range(&mut self, cf: Cf, handle: &Handle) -> Result<()> {
-        const LAST: [u8; 32] = [0xff; 32];
+        const LAST: [u8; 40] = [0xff; 40];
         let family = self.engine.cf(cf)?;
         match codec::handle_upper_bound(handle) {
             Some(ub) => {
@@ -361,6 +384,19 @@ impl Batch<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Batch<'_> {
+    /// Deletes the keys in `[start, end)`.
+    pub(crate) fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) -> Result<()> {
+        self.wb.delete_range_cf(self.engine.cf(cf)?, start, end);
+        Ok(())
+    }
+
+    /// Whether nothing was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.wb.is_empty()
     }
 }
 
@@ -386,6 +422,11 @@ impl Cursor<'_> {
     /// Moves to the next key.
     pub(crate) fn next(&mut self) {
         self.0.next();
+    }
+
+    /// Moves to the previous key.
+    pub(crate) fn prev(&mut self) {
+        self.0.prev();
     }
 
     /// The current key and value, `None` past the end (or on error: see

@@ -91,6 +91,10 @@ pub(super) fn open_db(
         messages.set_target_file_size_base(size);
         messages.set_max_bytes_for_level_base(size.saturating_mul(10));
     }
+    // Conversation slots: the same layout and tuning as `messages`, without
+    // its compaction filter (purge writes tombstones and range deletions
+    // there; nothing is dropped by judgement).
+    let conversations = messages.clone();
     if options.hooks.disable_erasure_filter {
         tracing::warn!("TEST HOOK: the compaction filter is off; erasures will not be purged");
     } else {
@@ -101,10 +105,10 @@ pub(super) fn open_db(
     }
     refuse_other_formats(options)?;
     let cfs = Cf::ALL.map(|cf| {
-        let opts = if cf == Cf::Messages {
-            messages.clone()
-        } else {
-            small.clone()
+        let opts = match cf {
+            Cf::Messages => messages.clone(),
+            Cf::ConvMessages => conversations.clone(),
+            _ => small.clone(),
         };
         ColumnFamilyDescriptor::new(cf.name(), opts)
     });
@@ -144,10 +148,60 @@ fn refuse_other_formats(options: &Options) -> Result<()> {
         // This version with column families missing: damaged, not older.
         return Err(Error::Corrupt(Corruption::Meta));
     }
+    if found == 2 && is_format_2_layout(&existing) {
+        // Format 2 lacks only the conversation column families: opening
+        // adds them and `init_meta` records format 3. Nothing is changed
+        // unless the root key is the store's (the build that wrote it could
+        // no longer open it).
+        check_root_key_read_only(options, &existing)?;
+        tracing::info!(
+            from = found,
+            to = FORMAT_VERSION,
+            "upgrading the store's format in place"
+        );
+        return Ok(());
+    }
     Err(Error::UnsupportedFormat {
         found,
         supported: FORMAT_VERSION,
     })
+}
+
+/// Whether `existing` (a store's column families) is exactly format 2's.
+fn is_format_2_layout(existing: &[String]) -> bool {
+    use crate::store::layout::FORMAT_2_CFS;
+    existing
+        .iter()
+        .all(|e| e == "default" || FORMAT_2_CFS.contains(&e.as_str()))
+        && FORMAT_2_CFS
+            .iter()
+            .all(|cf| existing.iter().any(|e| e == cf))
+}
+
+/// Checks, without writing, that `options`' root key opens the store's
+/// handle key.
+fn check_root_key_read_only(options: &Options, existing: &[String]) -> Result<()> {
+    use crate::store::layout::{META_HANDLE_KEY, META_STORE_SALT};
+    let db = DB::open_cf_for_read_only(
+        &rocksdb::Options::default(),
+        &options.data_dir,
+        existing,
+        false,
+    )?;
+    let meta = db
+        .cf_handle(Cf::Meta.name())
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let salt: [u8; crate::crypto::KEY_LEN] = db
+        .get_cf(meta, META_STORE_SALT)?
+        .and_then(|s| s.as_slice().try_into().ok())
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let wrapped = db
+        .get_cf(meta, META_HANDLE_KEY)?
+        .ok_or(Error::Corrupt(Corruption::Meta))?;
+    let wrap = options.root_key.wrapping_cipher(&salt);
+    crate::crypto::unwrap_secret(&wrap, crate::codec::HANDLE_KEY_AAD, &wrapped)
+        .map(drop)
+        .map_err(|_| Error::WrongRootKey)
 }
 
 /// Opens a plain RocksDB in `options`' data dir with a single `messages`

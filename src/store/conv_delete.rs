@@ -1,0 +1,242 @@
+//! Deleting a conversation (crypto-shredding: one synced batch deletes its
+//! key record and writes its deletion marker with the audit record) and
+//! redacting one of its messages ("delete for everyone").
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::conversation::ConversationDeleted;
+use super::conversations::ConvState;
+use super::engine::Cf;
+use super::redact::Redacted;
+use super::{Inner, Pending};
+use crate::codec::{
+    AuditOp, AuditOutcome, ConvKind, ConvRecord, ConvSlot, EraseMarker, ErasureReceipt,
+    PurgeStatus, ReceiptSubject, RedactionBody, author_key, message_key,
+};
+use crate::crypto::NONCE_LEN;
+use crate::error::{Corruption, Error, Result};
+use crate::types::Handle;
+
+impl Inner {
+    pub(super) fn conv_delete(&self, handle: &Handle, actor: &str) -> Result<ConversationDeleted> {
+        self.engine.check_writable()?;
+        let _guard = self.convs.lock(handle);
+        let now = self.clock.now_ms();
+        let (live, old_marker, next) = match self.load_conv(handle)? {
+            ConvState::Live(c) => {
+                if c.policy.hold.as_ref().is_some_and(|h| h.active_at(now)) {
+                    tracing::info!(conversation = %handle, "delete refused: legal hold");
+                    return self.audit_refusal(
+                        actor,
+                        AuditOp::ConversationDelete,
+                        *handle,
+                        Err(Error::LegalHold),
+                    );
+                }
+                let marker = self.conv_marker(handle)?;
+                let next = c.next_seq;
+                (Some(c), marker, next)
+            }
+            ConvState::Absent { marker, next_seq } => (None, marker, next_seq),
+        };
+        let epoch = live
+            .as_ref()
+            .map_or(0, |c| c.epoch)
+            .max(old_marker.as_ref().map_or(0, |m| m.epoch));
+        let messages_deleted = live
+            .as_ref()
+            .map_or(0, |c| next.saturating_sub(c.first_seq));
+        // Nothing new since the last (or no) deletion: nothing to purge.
+        let purged = live.is_none() && old_marker.as_ref().is_none_or(|m| m.purged);
+        let marker = EraseMarker {
+            epoch,
+            erased_at_ms: now,
+            next_seq: next,
+            block_new: false,
+            purged,
+            log_position: match &old_marker {
+                Some(m) if purged => m.log_position,
+                _ if epoch == 0 => 0,
+                _ => self.engine.write_position(),
+            },
+        };
+        let mut encoded = Vec::new();
+        marker.encode(&mut encoded);
+        let mut batch = self.engine.batch();
+        batch.delete(Cf::ConvKeys, handle.as_bytes())?;
+        batch.put(Cf::ConvDeleted, handle.as_bytes(), &encoded)?;
+        // The client message ids go with the key; the slots and the author
+        // index entries stay (unreadable) until purge, which needs them to
+        // find the authors' index ranges.
+        batch.delete_handle_range(Cf::Dedup, handle)?;
+        self.put_audit_at(
+            &mut batch,
+            now,
+            actor,
+            AuditOp::ConversationDelete,
+            Some(*handle),
+            AuditOutcome::Ok,
+        )?;
+        self.engine.write(batch, true)?;
+        self.convs.forget(handle);
+        self.pending_conv_redactions.lock().remove(handle);
+        if live.is_some() {
+            self.convs.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !purged {
+            self.pending_conv_deletions.lock().insert(
+                *handle,
+                Pending {
+                    epoch,
+                    erased_at_ms: now,
+                },
+            );
+            self.purger_signal.notify();
+        }
+        tracing::info!(conversation = %handle, epoch, messages_deleted, "conversation deleted");
+        let receipt = self.receipt(ErasureReceipt {
+            subject: ReceiptSubject::Conversation,
+            handle: *handle,
+            epoch,
+            erased_at_ms: now,
+            messages_erased: messages_deleted,
+            purge_status: if purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            },
+            mac: [0; 32],
+        });
+        Ok(ConversationDeleted {
+            handle: *handle,
+            epoch,
+            messages_deleted,
+            deleted_at_ms: now,
+            receipt,
+        })
+    }
+
+    pub(super) fn conv_redact(
+        &self,
+        handle: &Handle,
+        seq: u64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Redacted> {
+        self.engine.check_writable()?;
+        let _guard = self.convs.lock(handle);
+        let now = self.clock.now_ms();
+        let ConvState::Live(conv) = self.load_conv(handle)? else {
+            return Err(Error::NoSuchMessage);
+        };
+        if conv.policy.hold.as_ref().is_some_and(|h| h.active_at(now)) {
+            return Err(Error::LegalHold);
+        }
+        if seq < conv.first_seq {
+            return Err(Error::NoSuchMessage);
+        }
+        let key = message_key(handle, seq);
+        let stored = self
+            .engine
+            .get(Cf::ConvMessages, &key)?
+            .ok_or(Error::NoSuchMessage)?;
+        let (timestamp_ms, author) = match ConvRecord::decode(&stored)? {
+            ConvRecord::Sealed(s) if s.conv_epoch != conv.epoch => {
+                return Err(Error::Corrupt(Corruption::EpochMismatch));
+            }
+            ConvRecord::Tombstone { conv_epoch, .. } if conv_epoch != conv.epoch => {
+                return Err(Error::Corrupt(Corruption::EpochMismatch));
+            }
+            ConvRecord::Sealed(s) if s.kind == ConvKind::Redaction => {
+                drop(stored);
+                let items = self.conv_page(handle, &conv, seq, 1, false)?;
+                let redacted_at_ms = match items.first() {
+                    Some(super::ConversationItem::Tombstone(super::Tombstone {
+                        cause: super::TombstoneCause::Redacted { redacted_at_ms, .. },
+                        ..
+                    })) => *redacted_at_ms,
+                    _ => return Err(Error::Corrupt(Corruption::Encoding)),
+                };
+                // Nothing changes, but the request is still a rights operation.
+                self.record_audit(
+                    actor,
+                    AuditOp::ConversationRedact,
+                    Some(*handle),
+                    AuditOutcome::Ok,
+                )?;
+                return Ok(Redacted {
+                    seq,
+                    timestamp_ms: items.first().map_or(0, |i| i.timestamp_ms()),
+                    redacted_at_ms,
+                    already_redacted: true,
+                });
+            }
+            ConvRecord::Sealed(s) => (s.timestamp_ms, Some(s.author)),
+            ConvRecord::Tombstone { timestamp_ms, .. } => (timestamp_ms, None),
+        };
+        drop(stored);
+        let body = RedactionBody {
+            redacted_at_ms: now,
+            reason: reason.to_owned(),
+        }
+        .to_bytes();
+        let slot = ConvSlot {
+            conv: *handle,
+            seq,
+            conv_epoch: conv.epoch,
+            timestamp_ms,
+            author: Handle([0; Handle::LEN]),
+            author_epoch: 0,
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce)?;
+        let aad = slot.aad(ConvKind::Redaction);
+        let mut marker = Vec::new();
+        slot.encode_sealed(&mut marker, ConvKind::Redaction, &nonce, &body, |pt| {
+            conv.cipher.seal_in_place(&nonce, &aad, pt)
+        })?;
+        let mut batch = self.engine.batch();
+        batch.put(Cf::ConvMessages, &key, &marker)?;
+        // The slot no longer names its author.
+        if let Some(a) = author {
+            batch.delete(Cf::Authors, &author_key(&a, handle, seq))?;
+        }
+        let mut policy = (*conv.policy).clone();
+        let flag = !policy.purge_pending;
+        if flag {
+            let mut rec = self
+                .conv_key_record(handle)?
+                .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
+            policy.purge_pending = true;
+            rec.policy = policy.clone();
+            self.put_conv_key_record(&mut batch, handle, &rec)?;
+        }
+        self.put_audit_at(
+            &mut batch,
+            now,
+            actor,
+            AuditOp::ConversationRedact,
+            Some(*handle),
+            AuditOutcome::Ok,
+        )?;
+        self.engine.write(batch, true)?;
+        if flag {
+            let mut c = conv.clone();
+            c.policy = Arc::new(policy);
+            self.convs.remember(*handle, c);
+        }
+        let generation = self.redaction_counter.fetch_add(1, Ordering::Relaxed);
+        self.pending_conv_redactions
+            .lock()
+            .insert(*handle, generation);
+        self.purger_signal.notify();
+        tracing::info!(conversation = %handle, seq, "conversation message redacted");
+        Ok(Redacted {
+            seq,
+            timestamp_ms,
+            redacted_at_ms: now,
+            already_redacted: false,
+        })
+    }
+}

@@ -1,0 +1,653 @@
+//! Conversations: round trips, DESIGN.md invariants 8, 9 and 10, redaction,
+//! receipts and the in-place upgrade of a format-2 store.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{open, options, raw_db, raw_entries, scan, user};
+use shredstore::layout::{CF_AUTHORS, CF_CONV_KEYS, CF_CONV_MESSAGES, CF_KEYS};
+use shredstore::{
+    ConversationId, ConversationItem, EraseOptions, Error, InvalidArgument, ReceiptSubject,
+    RootKey, Store, TombstoneCause, UserId,
+};
+
+fn conv(name: &str) -> ConversationId {
+    ConversationId::new(name).unwrap()
+}
+
+fn canary(conv: &str, author: &str, i: usize) -> Vec<u8> {
+    format!("CONV-CANARY<{conv}|{author}>#{i:04}-secret-text").into_bytes()
+}
+
+/// (author, payload) of each message item, `None` for a tombstone.
+fn bodies(items: &[ConversationItem]) -> Vec<Option<(Vec<u8>, Vec<u8>)>> {
+    items
+        .iter()
+        .map(|i| match i {
+            ConversationItem::Message(m) => Some((m.author.as_bytes().to_vec(), m.payload.clone())),
+            ConversationItem::Tombstone(_) => None,
+        })
+        .collect()
+}
+
+fn seqs(items: &[ConversationItem]) -> Vec<u64> {
+    items.iter().map(ConversationItem::seq).collect()
+}
+
+#[test]
+fn round_trip_forward_and_backward_with_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let convs: Vec<String> = (0..6).map(|c| format!("room-{c}")).collect();
+    let authors: Vec<String> = (0..4).map(|a| format!("author-{a}@example.com")).collect();
+    // Interleaved appends: every author in every conversation, round robin.
+    let mut expected: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for i in 0..30 {
+        for c in &convs {
+            let a = &authors[(i + c.len()) % authors.len()];
+            let payload = canary(c, a, i);
+            let got = store
+                .conversation(&conv(c))
+                .append(&user(a), &payload)
+                .unwrap();
+            let list = expected.entry(c.clone()).or_default();
+            list.push((a.clone(), payload));
+            assert_eq!(
+                got.seq,
+                list.len() as u64,
+                "seqs start at 1 per conversation"
+            );
+        }
+    }
+    for (c, want) in &expected {
+        let cv = store.conversation(&conv(c));
+        let all = cv.read(0, 1000).unwrap();
+        assert_eq!(seqs(&all), (1..=30).collect::<Vec<_>>());
+        let want_bodies: Vec<_> = want
+            .iter()
+            .map(|(a, p)| Some((a.as_bytes().to_vec(), p.clone())))
+            .collect();
+        assert_eq!(bodies(&all), want_bodies, "{c}");
+        // Forward from a seq with a limit.
+        assert_eq!(seqs(&cv.read(10, 5).unwrap()), vec![10, 11, 12, 13, 14]);
+        assert_eq!(seqs(&cv.read(29, 5).unwrap()), vec![29, 30]);
+        assert!(cv.read(31, 5).unwrap().is_empty());
+        // Backward: newest first, before a seq.
+        assert_eq!(seqs(&cv.read_back(u64::MAX, 3).unwrap()), vec![30, 29, 28]);
+        assert_eq!(seqs(&cv.read_back(4, 10).unwrap()), vec![3, 2, 1]);
+        assert!(cv.read_back(1, 10).unwrap().is_empty());
+        let back = cv.read_back(u64::MAX, 1000).unwrap();
+        let mut fwd = back.clone();
+        fwd.reverse();
+        assert_eq!(fwd, all);
+    }
+    assert!(matches!(
+        store.conversation(&conv("room-0")).read(0, 0),
+        Err(Error::InvalidArgument(InvalidArgument::ZeroLimit))
+    ));
+    // An unknown conversation reads as empty.
+    assert!(
+        store
+            .conversation(&conv("nowhere"))
+            .read(0, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // Everything survives a reopen, and seqs continue.
+    store.close().unwrap();
+    let store = open(dir.path());
+    let cv = store.conversation(&conv("room-3"));
+    assert_eq!(cv.read(0, 1000).unwrap().len(), 30);
+    assert_eq!(cv.append(&user("late"), b"after reopen").unwrap().seq, 31);
+}
+
+#[test]
+fn batches_are_atomic_and_idempotent_retries_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cv = store.conversation(&conv("batchroom"));
+    let a = user("alice");
+    let got = cv
+        .append_batch(&a, &[b"one".to_vec(), b"two".to_vec(), b"three".to_vec()])
+        .unwrap();
+    assert_eq!(got.iter().map(|g| g.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // A batch with one oversize payload stores none of it.
+    let max = store.limits().max_payload;
+    let bad = vec![b"fine".to_vec(), vec![0u8; max + 1]];
+    assert!(matches!(
+        cv.append_batch(&a, &bad),
+        Err(Error::InvalidArgument(
+            InvalidArgument::PayloadTooLarge { .. }
+        ))
+    ));
+    assert!(matches!(
+        cv.append_batch::<Vec<u8>>(&a, &[]),
+        Err(Error::InvalidArgument(InvalidArgument::EmptyBatch))
+    ));
+    assert_eq!(cv.read(0, 100).unwrap().len(), 3);
+
+    let first = cv.append_idempotent(&a, b"client-1", b"hello").unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.appended.seq, 4);
+    let again = cv.append_idempotent(&a, b"client-1", b"hello").unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.appended, first.appended);
+    // The same id with another payload or another author is a conflict.
+    assert!(matches!(
+        cv.append_idempotent(&a, b"client-1", b"other"),
+        Err(Error::IdempotencyConflict)
+    ));
+    assert!(matches!(
+        cv.append_idempotent(&user("bob"), b"client-1", b"hello"),
+        Err(Error::IdempotencyConflict)
+    ));
+    // Ids are per conversation.
+    let other = store.conversation(&conv("elsewhere"));
+    assert!(
+        !other
+            .append_idempotent(&a, b"client-1", b"hello")
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(cv.read(0, 100).unwrap().len(), 4);
+    // Still a duplicate after a reopen, and after the author was erased.
+    store.close().unwrap();
+    let store = open(dir.path());
+    let cv = store.conversation(&conv("batchroom"));
+    store.erase(&a).unwrap();
+    let retry = cv.append_idempotent(&a, b"client-1", b"hello").unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.appended.seq, 4);
+    assert!(matches!(
+        ConversationId::new(""),
+        Err(Error::InvalidArgument(InvalidArgument::EmptyConversationId))
+    ));
+    assert!(matches!(
+        ConversationId::new(vec![1u8; 257]),
+        Err(Error::InvalidArgument(
+            InvalidArgument::ConversationIdTooLong { .. }
+        ))
+    ));
+}
+
+const A: &str = "alice.conversation-canary@example.com";
+const B: &str = "bob.conversation-survivor@example.com";
+const C: &str = "carol.conversation-survivor@example.com";
+
+/// Three authors in five conversations; returns every conversation's
+/// expected bodies.
+fn three_authors_five_rooms(store: &Store) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
+    let mut expected: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for i in 0..40 {
+        for r in 0..5 {
+            let room = format!("room-{r}-{A}");
+            let author = [A, B, C][(i + r) % 3];
+            let payload = canary(&room, author, i);
+            store
+                .conversation(&conv(&room))
+                .append(&user(author), &payload)
+                .unwrap();
+            expected
+                .entry(room)
+                .or_default()
+                .push((author.to_owned(), payload));
+        }
+    }
+    expected
+}
+
+fn assert_rooms(store: &Store, expected: &BTreeMap<String, Vec<(String, Vec<u8>)>>, erased: &str) {
+    for (room, want) in expected {
+        let got = store.conversation(&conv(room)).read(0, 1000).unwrap();
+        assert_eq!(got.len(), want.len(), "{room}");
+        for (item, (author, payload)) in got.iter().zip(want) {
+            match item {
+                ConversationItem::Message(m) => {
+                    assert_ne!(
+                        author, erased,
+                        "{room} seq {}: erased author readable",
+                        m.seq
+                    );
+                    assert_eq!(
+                        (m.author.as_bytes(), &m.payload),
+                        (author.as_bytes(), payload)
+                    );
+                }
+                ConversationItem::Tombstone(t) => {
+                    assert_eq!(
+                        author, erased,
+                        "{room} seq {}: a survivor tombstoned",
+                        t.seq
+                    );
+                    assert_eq!(t.cause, TombstoneCause::AuthorErased);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn invariant_8_an_erased_author_is_gone_from_every_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let expected = three_authors_five_rooms(&store);
+    let a_handle = store.handle(&user(A));
+    let room_handles: Vec<_> = expected
+        .keys()
+        .map(|r| store.conversation(&conv(r)).handle())
+        .collect();
+    store.flush().unwrap();
+    store.close().unwrap();
+
+    // Capture A's envelopes (the slots the index names) and wrapped secret.
+    let db = raw_db(dir.path());
+    let index = raw_entries(&db, CF_AUTHORS, a_handle.as_bytes());
+    assert_eq!(
+        index.len(),
+        expected.values().flatten().filter(|(a, _)| a == A).count()
+    );
+    let mut captured: Vec<Vec<u8>> = Vec::new();
+    for (k, _) in &index {
+        let slot_key = &k[16..];
+        let v = db
+            .get_cf(db.cf_handle(CF_CONV_MESSAGES).unwrap(), slot_key)
+            .unwrap()
+            .expect("slot of an index entry");
+        // Ciphertext and tag: after the 45-byte header, before the CRC.
+        captured.push(v[45..v.len() - 4].to_vec());
+    }
+    let keyrec = raw_entries(&db, CF_KEYS, a_handle.as_bytes());
+    assert_eq!(keyrec.len(), 1);
+    captured.push(keyrec[0].1.clone());
+    let b_before: Vec<_> = room_handles
+        .iter()
+        .map(|h| raw_entries(&db, CF_CONV_MESSAGES, h.as_bytes()))
+        .collect();
+    drop(db);
+
+    let store = open(dir.path());
+    let erased = store.erase(&user(A)).unwrap();
+    assert_eq!(erased.handle, a_handle);
+    // At once: tombstones in A's slots, B's and C's messages intact.
+    assert_rooms(&store, &expected, A);
+    let report = store.purge().unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.erasures_purged, 1);
+    assert_rooms(&store, &expected, A);
+    store.close().unwrap();
+
+    let mut needles = captured.clone();
+    needles.push(A.as_bytes().to_vec());
+    for (room, want) in &expected {
+        needles.extend(want.iter().filter(|(a, _)| a == A).map(|(_, p)| p.clone()));
+        let _ = room;
+    }
+    assert_eq!(
+        scan(dir.path(), &needles),
+        vec![],
+        "A's bytes on disk after purge"
+    );
+    let db = raw_db(dir.path());
+    assert!(raw_entries(&db, CF_AUTHORS, a_handle.as_bytes()).is_empty());
+    for (h, before) in room_handles.iter().zip(&b_before) {
+        let after = raw_entries(&db, CF_CONV_MESSAGES, h.as_bytes());
+        assert_eq!(after.len(), before.len(), "every slot kept");
+        for ((k0, v0), (k1, v1)) in before.iter().zip(&after) {
+            assert_eq!(k0, k1);
+            if v1.windows(16).any(|w| w == a_handle.as_bytes()) {
+                panic!("A's author handle in a conversation record");
+            }
+            // B's and C's records are unchanged, byte for byte.
+            if v0[0] == 4 && &v0[13..29] != a_handle.as_bytes() {
+                assert_eq!(v0, v1);
+            }
+        }
+    }
+    drop(db);
+    // Tombstones stay in the slots across a reopen; A may come back fresh.
+    let store = open(dir.path());
+    assert_rooms(&store, &expected, A);
+    let room0 = conv(expected.keys().next().unwrap());
+    let again = store
+        .conversation(&room0)
+        .append(&user(A), b"alice is back, new key")
+        .unwrap();
+    assert_eq!(again.seq, 41);
+    let last = store.conversation(&room0).read_back(u64::MAX, 1).unwrap();
+    assert_eq!(bodies(&last)[0].as_ref().unwrap().0, A.as_bytes());
+}
+
+#[test]
+fn invariant_9_a_deleted_conversation_is_gone_and_others_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let expected = three_authors_five_rooms(&store);
+    let gone = expected.keys().next().unwrap().clone();
+    let gone_handle = store.conversation(&conv(&gone)).handle();
+    store.flush().unwrap();
+    store.close().unwrap();
+    let db = raw_db(dir.path());
+    let mut captured: Vec<Vec<u8>> = raw_entries(&db, CF_CONV_MESSAGES, gone_handle.as_bytes())
+        .into_iter()
+        .map(|(_, v)| v[45..v.len() - 4].to_vec())
+        .collect();
+    assert_eq!(captured.len(), 40);
+    let keyrec = raw_entries(&db, CF_CONV_KEYS, gone_handle.as_bytes());
+    assert_eq!(keyrec.len(), 1);
+    captured.push(keyrec[0].1.clone());
+    drop(db);
+
+    let store = open(dir.path());
+    let deleted = store.conversation(&conv(&gone)).delete().unwrap();
+    assert_eq!(deleted.messages_deleted, 40);
+    assert!(store.verify_receipt(&deleted.receipt));
+    assert_eq!(deleted.receipt.subject, ReceiptSubject::Conversation);
+    let forged = shredstore::ErasureReceipt {
+        subject: ReceiptSubject::User,
+        ..deleted.receipt
+    };
+    assert!(
+        !store.verify_receipt(&forged),
+        "a conversation receipt is not a user's"
+    );
+    assert!(
+        store
+            .conversation(&conv(&gone))
+            .read(0, 100)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .conversation(&conv(&gone))
+            .read_back(u64::MAX, 100)
+            .unwrap()
+            .is_empty()
+    );
+    let report = store.purge().unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.conversations_purged, 1);
+    let mut rest = expected.clone();
+    rest.remove(&gone);
+    assert_rooms(&store, &rest, "nobody");
+    // Used again: a fresh key, seqs after the deleted ones.
+    let again = store
+        .conversation(&conv(&gone))
+        .append(&user(B), b"a new beginning here")
+        .unwrap();
+    assert_eq!(again.seq, 41);
+    assert_eq!(
+        store.conversation(&conv(&gone)).read(0, 100).unwrap().len(),
+        1
+    );
+    store.close().unwrap();
+    let mut needles = captured;
+    needles.extend(expected[&gone].iter().map(|(_, p)| p.clone()));
+    needles.push(gone.as_bytes().to_vec());
+    assert_eq!(
+        scan(dir.path(), &needles),
+        vec![],
+        "the deleted conversation on disk"
+    );
+    let db = raw_db(dir.path());
+    // No author-index entry names the deleted epoch's slots.
+    let cf = db.cf_handle(CF_AUTHORS).unwrap();
+    let mut it = db.raw_iterator_cf(cf);
+    it.seek_to_first();
+    while let Some(k) = it.key() {
+        if &k[16..32] == gone_handle.as_bytes() {
+            let seq = u64::from_be_bytes(k[32..40].try_into().unwrap());
+            assert!(seq >= 41, "index entry of a deleted slot: {seq}");
+        }
+        it.next();
+    }
+}
+
+#[test]
+fn redaction_leaves_a_marker_and_purge_removes_the_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cv = store.conversation(&conv("redaction-room"));
+    let secret = b"REDACT-ME-please-this-is-personal".to_vec();
+    cv.append(&user(B), b"a message that stays here").unwrap();
+    let r = cv.append(&user(A), &secret).unwrap();
+    cv.append(&user(C), b"another one that stays too").unwrap();
+    let red = cv.redact(r.seq, "posted by mistake").unwrap();
+    assert!(!red.already_redacted);
+    assert_eq!(red.timestamp_ms, r.timestamp_ms);
+    let items = cv.read(0, 10).unwrap();
+    match &items[1] {
+        ConversationItem::Tombstone(t) => {
+            assert_eq!(t.seq, r.seq);
+            assert_eq!(
+                t.cause,
+                TombstoneCause::Redacted {
+                    reason: "posted by mistake".into(),
+                    redacted_at_ms: red.redacted_at_ms
+                }
+            );
+        }
+        other => panic!("not a tombstone: {other:?}"),
+    }
+    assert!(cv.redact(r.seq, "again").unwrap().already_redacted);
+    assert!(matches!(cv.redact(99, "none"), Err(Error::NoSuchMessage)));
+    assert!(matches!(
+        store.conversation(&conv("nowhere")).redact(1, "none"),
+        Err(Error::NoSuchMessage)
+    ));
+    // Erasing the author afterwards leaves the redaction as it is.
+    store.erase(&user(A)).unwrap();
+    assert!(matches!(
+        &cv.read(0, 10).unwrap()[1],
+        ConversationItem::Tombstone(t) if matches!(t.cause, TombstoneCause::Redacted { .. })
+    ));
+    assert!(store.purge().unwrap().complete);
+    assert_eq!(
+        bodies(&cv.read(0, 10).unwrap())
+            .iter()
+            .filter(|b| b.is_some())
+            .count(),
+        2
+    );
+    store.close().unwrap();
+    assert_eq!(scan(dir.path(), &[secret]), vec![]);
+}
+
+#[test]
+fn invariant_10_reads_never_show_an_erased_author_or_deleted_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(options(dir.path()).durability(shredstore::Durability::Buffered)).unwrap(),
+    );
+    let rooms: Vec<ConversationId> = (0..6).map(|r| conv(&format!("shared-{r}"))).collect();
+    let authors: Vec<UserId> = (0..8).map(|a| user(&format!("writer-{a}"))).collect();
+    // Authors 0..4 are erased while the others keep going; rooms 0 and 1
+    // are deleted. Completed erasures and deletions, by generation.
+    let erased_authors: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
+    // Deleted rooms, with the last seq of their deleted epoch.
+    let deleted_rooms: Arc<Mutex<BTreeMap<Vec<u8>, u64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for t in 0..8 {
+        let (store, rooms, authors) = (Arc::clone(&store), rooms.clone(), authors.clone());
+        let (erased, deleted, stop, bad) = (
+            Arc::clone(&erased_authors),
+            Arc::clone(&deleted_rooms),
+            Arc::clone(&stop),
+            Arc::clone(&violations),
+        );
+        threads.push(std::thread::spawn(move || {
+            let mut last_seen: BTreeMap<usize, u64> = BTreeMap::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let r = (t + i) % rooms.len();
+                let cv = store.conversation(&rooms[r]);
+                let author = &authors[(t + i) % authors.len()];
+                match cv.append(author, format!("payload {t} {i}").as_bytes()) {
+                    Ok(a) => {
+                        // Strictly increasing per conversation, as seen by one thread.
+                        if last_seen.get(&r).is_some_and(|&s| a.seq <= s) {
+                            bad.fetch_add(1, Ordering::Relaxed);
+                        }
+                        last_seen.insert(r, a.seq);
+                    }
+                    // Erased with block_new: an erased author writes no more.
+                    Err(Error::Blocked) => {}
+                    Err(e) => panic!("append: {e}"),
+                }
+                // What was done before this read began.
+                let gone_authors = erased.lock().unwrap().clone();
+                let room_gone = deleted.lock().unwrap().get(rooms[r].as_bytes()).copied();
+                let items = if i.is_multiple_of(2) {
+                    cv.read(0, 500).unwrap()
+                } else {
+                    cv.read_back(u64::MAX, 50).unwrap()
+                };
+                let s = seqs(&items);
+                let ordered = if i.is_multiple_of(2) {
+                    s.windows(2).all(|w| w[0] < w[1])
+                } else {
+                    s.windows(2).all(|w| w[0] > w[1])
+                };
+                if !ordered {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                for item in &items {
+                    if let ConversationItem::Message(m) = item
+                        && gone_authors.contains(m.author.as_bytes())
+                    {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // A room deleted before the read began shows nothing of
+                // its deleted epoch.
+                if let Some(last_deleted) = room_gone
+                    && items.iter().any(|it| it.seq() <= last_deleted)
+                {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut deletions = Vec::new();
+    for (n, a) in authors.iter().take(4).enumerate() {
+        store.erase_with(a, EraseOptions::block_new()).unwrap();
+        erased_authors.lock().unwrap().insert(a.as_bytes().to_vec());
+        if n < 2 {
+            let d = store.conversation(&rooms[n]).delete().unwrap();
+            // The first epoch starts at seq 1.
+            deletions.push((n, d.messages_deleted));
+            deleted_rooms
+                .lock()
+                .unwrap()
+                .insert(rooms[n].as_bytes().to_vec(), d.messages_deleted);
+        }
+        if n == 1 {
+            store.purge().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(violations.load(Ordering::Relaxed), 0);
+    // Seqs never reused: every room's slots are distinct and increasing,
+    // across a restart too.
+    let mut before: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    for (r, room) in rooms.iter().enumerate() {
+        let limit = store.limits().max_read_limit;
+        let s = seqs(&store.conversation(room).read(0, limit).unwrap());
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "room {r}");
+        before.insert(r, s);
+    }
+    for (n, last_deleted) in &deletions {
+        assert!(*last_deleted > 0, "room {n} had messages when deleted");
+        assert!(
+            before[n].iter().all(|&x| x > *last_deleted),
+            "room {n}: a slot of the deleted epoch is readable"
+        );
+    }
+    assert!(store.purge().unwrap().complete);
+    let store = Arc::try_unwrap(store).expect("threads joined");
+    store.close().unwrap();
+    let store = open(dir.path());
+    for (r, room) in rooms.iter().enumerate() {
+        let next = store
+            .conversation(room)
+            .append(&authors[7], b"after restart")
+            .unwrap();
+        let max_before = before[&r].last().copied().unwrap_or(0);
+        assert!(
+            next.seq > max_before,
+            "room {r}: seq {} reused (max {max_before})",
+            next.seq
+        );
+    }
+}
+
+#[test]
+fn a_format_2_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .append(&user(A), b"a per-user message, format 2")
+        .unwrap();
+    store.close().unwrap();
+    // Make it a format-2 store: no conversation column families, version 2.
+    {
+        let mut db = raw_db(dir.path());
+        for cf in [
+            CF_CONV_KEYS,
+            CF_CONV_MESSAGES,
+            shredstore::layout::CF_CONV_DELETED,
+            CF_AUTHORS,
+        ] {
+            db.drop_cf(cf).unwrap();
+        }
+        let meta = db.cf_handle(shredstore::layout::CF_META).unwrap();
+        db.put_cf(
+            meta,
+            shredstore::layout::META_FORMAT_VERSION,
+            2u32.to_be_bytes(),
+        )
+        .unwrap();
+    }
+    let cfs = |dir: &std::path::Path| {
+        let mut v = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
+        v.sort();
+        v
+    };
+    let format_2 = cfs(dir.path());
+    assert_eq!(format_2.len(), 9, "{format_2:?}");
+    // A wrong root key changes nothing.
+    let wrong = Store::open(
+        shredstore::Options::new(dir.path(), RootKey::from_bytes([7; 32])).purge_interval(None),
+    );
+    assert!(matches!(wrong, Err(Error::WrongRootKey)), "{wrong:?}");
+    assert_eq!(cfs(dir.path()), format_2);
+    let store = open(dir.path());
+    assert_eq!(store.read(&user(A), 0, 10).unwrap().len(), 1);
+    store
+        .conversation(&conv("new-room"))
+        .append(&user(A), b"first conversation message")
+        .unwrap();
+    store.close().unwrap();
+    assert_eq!(cfs(dir.path()).len(), 13);
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .conversation(&conv("new-room"))
+            .read(0, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}
