@@ -17,13 +17,14 @@ struct Step {
     expect: Vec<String>,
 }
 
-/// The `grpcurl` commands of the README's "Talking to it" block, with the
-/// comment lines directly below each (before a blank line).
-fn session(readme: &str) -> Vec<Step> {
+/// The `grpcurl` commands of the first sh block of the README's section
+/// `heading`, with the comment lines directly below each (before a blank
+/// line).
+fn session(readme: &str, heading: &str) -> Vec<Step> {
     let section = readme
-        .split("### Talking to it")
+        .split(&format!("{heading}\n"))
         .nth(1)
-        .expect("README has a \"Talking to it\" section");
+        .unwrap_or_else(|| panic!("README has a {heading:?} section"));
     let block = section
         .split("```sh")
         .nth(1)
@@ -66,7 +67,13 @@ fn session(readme: &str) -> Vec<Step> {
 /// object whose keys must all appear with their values (`"..."` stands for
 /// any value).
 fn shows(output: &str, expect: &str) -> Result<(), String> {
-    let flat: String = output.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Nested objects as one line: `{"k": {"a": 1}}`.
+    let flat: String = output
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("{ ", "{")
+        .replace(" }", "}");
     if !expect.starts_with('{') {
         return if flat.contains(expect) {
             Ok(())
@@ -91,15 +98,10 @@ fn shows(output: &str, expect: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn the_readme_grpcurl_session_works() {
+/// Runs `steps` against a fresh `shredstore serve --insecure-no-auth`;
+/// returns what failed.
+fn run_session(steps: &[Step]) -> Vec<String> {
     let grpcurl = tools::tool("grpcurl");
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let steps = session(&readme);
-    assert!(steps.len() >= 6, "the session has its commands");
-    assert!(steps[0].command.ends_with(" list"));
-
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = spawn_server::spawn_serve([
         std::ffi::OsStr::new("--data-dir"),
@@ -112,7 +114,7 @@ fn the_readme_grpcurl_session_works() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut failures = Vec::new();
-    for step in &steps {
+    for step in steps {
         let command = step.command.replace("127.0.0.1:50051", addr);
         let out = Command::new("sh")
             .args(["-c", &command])
@@ -136,13 +138,39 @@ fn the_readme_grpcurl_session_works() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    failures
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+#[test]
+fn the_readme_grpcurl_session_works() {
+    let steps = session(&readme(), "### Talking to it");
+    assert!(steps.len() >= 6, "the session has its commands");
+    assert!(steps[0].command.ends_with(" list"));
+    let failures = run_session(&steps);
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The README's conversations session (issue 12).
+#[test]
+fn the_readme_conversations_session_works() {
+    let steps = session(&readme(), "### Conversations");
+    assert!(steps.len() >= 8, "the session has its commands");
+    assert!(
+        steps.iter().all(|s| !s.expect.is_empty()),
+        "each step says what it shows"
+    );
+    let failures = run_session(&steps);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
 fn the_session_parser_reads_expectations() {
     let readme = "### Talking to it\n\n```sh\ngrpcurl a \\\n  b list\n# one\n# {\"k\": \"1\", \"t\": \"...\"}\n\n# prose\ngrpcurl c\n```\n";
-    let steps = session(readme);
+    let steps = session(readme, "### Talking to it");
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[0].command, "grpcurl a b list");
     assert_eq!(
@@ -152,4 +180,8 @@ fn the_session_parser_reads_expectations() {
     assert!(steps[1].expect.is_empty());
     assert!(shows("{\n  \"k\": \"1\",\n  \"t\": \"9\"\n}", &steps[0].expect[1]).is_ok());
     assert!(shows("{\n  \"k\": \"2\"\n}", &steps[0].expect[1]).is_err());
+    // A nested object, as grpcurl prints it over several lines.
+    let nested = "{\n  \"seq\": \"1\",\n  \"m\": {\n    \"a\": \"x\"\n  }\n}";
+    assert!(shows(nested, "{\"seq\": \"1\", \"m\": {\"a\": \"x\"}}").is_ok());
+    assert!(shows(nested, "{\"seq\": \"1\", \"m\": {\"a\": \"y\"}}").is_err());
 }

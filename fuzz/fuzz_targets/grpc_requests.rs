@@ -1,7 +1,8 @@
 //! Arbitrary protobuf bytes as every request message of `shredstore.v1`
 //! (Append/AppendStream, Read, Erase, Export, Redact, RecordConsent,
 //! VerifyReceipt, Audit, Purge, Stats, Restrict/Unrestrict, SetRetention,
-//! SetLegalHold, LiftLegalHold/GetRights),
+//! SetLegalHold, LiftLegalHold/GetRights, and Conversations'
+//! Append/AppendStream, Read, Redact and Delete),
 //! decoded with prost and passed through the server's request validation
 //! (`shredstore::server::validate`): nothing panics, every request yields a
 //! validated value or an `INVALID_ARGUMENT` status, the outcome is exactly
@@ -17,18 +18,22 @@ use prost::Message;
 use shredstore::MAX_REASON_LEN;
 use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::{
-    AppendRequest, AuditRequest, EraseRequest, ErasureReceipt, ExportRequest, GetRightsRequest,
+    AppendRequest, AuditRequest, ConversationAppendRequest, ConversationReadRequest,
+    ConversationRedactRequest, ConversationRequest, ReceiptSubject, EraseRequest, ErasureReceipt, ExportRequest, GetRightsRequest,
     LegalBasis, LiftLegalHoldRequest, PurgeRequest, PurgeStatus, ReadRequest, RecordConsentRequest,
     RedactRequest, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest, StatsRequest,
     UnrestrictRequest, VerifyReceiptRequest,
 };
 use shredstore::server::validate::{
-    RequestLimits, validate_append, validate_audit, validate_erase, validate_export,
+    RequestLimits, validate_append, validate_conversation, validate_conversation_append,
+    validate_conversation_read, validate_conversation_redact, validate_audit, validate_erase, validate_export,
     validate_get_rights, validate_lift_legal_hold, validate_read, validate_receipt,
     validate_record_consent, validate_redact, validate_restrict, validate_set_legal_hold,
     validate_set_retention, validate_unrestrict,
 };
-use shredstore::{MAX_CLIENT_MESSAGE_ID_LEN, MAX_USER_ID_LEN, Retention};
+use shredstore::{
+    MAX_CLIENT_MESSAGE_ID_LEN, MAX_CONVERSATION_ID_LEN, MAX_USER_ID_LEN, Retention,
+};
 use tonic::{Code, Status};
 
 /// Every error message, with its digits removed (they are lengths and limits).
@@ -43,6 +48,11 @@ const TEMPLATES: &[&str] = &[
     "receipt.handle must be  bytes",
     "receipt.mac must be  bytes",
     "receipt.purge_status must be PENDING or PURGED",
+    "receipt.subject must be USER or CONVERSATION",
+    "conversation_id: conversation id is empty",
+    "conversation_id: conversation id is  bytes, the maximum is ",
+    "author_id: user id is empty",
+    "author_id: user id is  bytes, the maximum is ",
     "from_ms must be below to_ms",
     "seq must be at least ",
     "reason is  bytes, the maximum is ",
@@ -201,9 +211,18 @@ fn verify_receipt(bytes: &[u8]) {
     let mac_ok = r.mac.len() == 32;
     let status = PurgeStatus::try_from(r.purge_status).ok();
     let status_ok = matches!(status, Some(PurgeStatus::Pending | PurgeStatus::Purged));
+    let subject = ReceiptSubject::try_from(r.subject).ok();
+    let subject_ok = subject.is_some();
     match validate_receipt(&req) {
         Ok(v) => {
-            assert!(handle_ok && mac_ok && status_ok, "accepted a bad receipt");
+            assert!(
+                handle_ok && mac_ok && status_ok && subject_ok,
+                "accepted a bad receipt"
+            );
+            assert_eq!(
+                v.subject == shredstore::ReceiptSubject::Conversation,
+                subject == Some(ReceiptSubject::Conversation)
+            );
             assert_eq!(v.handle.as_bytes().as_slice(), r.handle.as_slice());
             assert_eq!(v.mac.as_slice(), r.mac.as_slice());
             assert_eq!(
@@ -214,14 +233,16 @@ fn verify_receipt(bytes: &[u8]) {
             assert_eq!(purged, status == Some(PurgeStatus::Purged));
         }
         Err(s) => {
-            // Checked in this order: handle, mac, purge_status.
+            // Checked in this order: handle, mac, purge_status, subject.
             let field = if !handle_ok {
                 "receipt.handle"
             } else if !mac_ok {
                 "receipt.mac"
-            } else {
-                assert!(!status_ok, "rejected a good receipt: {s:?}");
+            } else if !status_ok {
                 "receipt.purge_status"
+            } else {
+                assert!(!subject_ok, "rejected a good receipt: {s:?}");
+                "receipt.subject"
             };
             check_status(&s, field);
         }
@@ -442,6 +463,127 @@ fn user_request(bytes: &[u8]) {
     }
 }
 
+fn conversation_id_ok(id: &[u8]) -> bool {
+    (1..=MAX_CONVERSATION_ID_LEN).contains(&id.len())
+}
+
+fn conversation_append(bytes: &[u8], limits: &RequestLimits) {
+    let Some(r) = decode::<ConversationAppendRequest>(bytes) else {
+        return;
+    };
+    let payload_ok = r.payload.len() <= limits.max_payload;
+    let id_len = r.client_message_id.len();
+    let id_ok = id_len <= MAX_CLIENT_MESSAGE_ID_LEN;
+    let conv_ok = conversation_id_ok(&r.conversation_id);
+    let author_ok = user_id_ok(&r.author_id);
+    let want = r.clone();
+    match validate_conversation_append(r, limits) {
+        Ok(a) => {
+            assert!(
+                payload_ok && id_ok && conv_ok && author_ok,
+                "accepted a bad conversation append"
+            );
+            assert_eq!(a.conversation.as_bytes(), want.conversation_id.as_slice());
+            assert_eq!(a.author.as_bytes(), want.author_id.as_slice());
+            assert_eq!(a.payload, want.payload);
+            // An empty id is no id.
+            assert_eq!(
+                a.client_message_id,
+                (id_len > 0).then_some(want.client_message_id)
+            );
+        }
+        Err(s) => {
+            // Checked in this order: payload, client_message_id,
+            // conversation_id, author_id.
+            let field = if !payload_ok {
+                "payload"
+            } else if !id_ok {
+                "client message id"
+            } else if !conv_ok {
+                "conversation_id"
+            } else {
+                assert!(!author_ok, "rejected a good conversation append: {s:?}");
+                "author_id"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn conversation_read(bytes: &[u8], limits: &RequestLimits) {
+    let Some(r) = decode::<ConversationReadRequest>(bytes) else {
+        return;
+    };
+    let conv_ok = conversation_id_ok(&r.conversation_id);
+    let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
+    let limit_ok = (1..=limits.max_read_limit).contains(&limit);
+    let want = r.clone();
+    match validate_conversation_read(r, limits) {
+        Ok(a) => {
+            assert!(conv_ok && limit_ok, "accepted a bad conversation read");
+            assert_eq!(a.conversation.as_bytes(), want.conversation_id.as_slice());
+            assert_eq!(
+                (a.from_seq, a.limit, a.backward),
+                (want.from_seq, limit, want.backward)
+            );
+        }
+        Err(s) => {
+            let field = if !conv_ok {
+                "conversation_id"
+            } else {
+                assert!(!limit_ok, "rejected a good conversation read: {s:?}");
+                "limit"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn conversation_redact(bytes: &[u8]) {
+    let Some(r) = decode::<ConversationRedactRequest>(bytes) else {
+        return;
+    };
+    let conv_ok = conversation_id_ok(&r.conversation_id);
+    let seq_ok = r.seq >= 1;
+    let text_ok = reason_ok(&r.reason);
+    match validate_conversation_redact(r.clone()) {
+        Ok(a) => {
+            assert!(conv_ok && seq_ok && text_ok, "accepted a bad redaction");
+            assert_eq!(a.conversation.as_bytes(), r.conversation_id.as_slice());
+            assert_eq!((a.seq, a.reason.as_str()), (r.seq, r.reason.as_str()));
+        }
+        Err(s) => {
+            // Checked in this order: conversation_id, seq, reason.
+            let field = if !conv_ok {
+                "conversation_id"
+            } else if !seq_ok {
+                "seq"
+            } else {
+                assert!(!text_ok, "rejected a good redaction: {s:?}");
+                "reason"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
+fn conversation_request(bytes: &[u8]) {
+    let Some(r) = decode::<ConversationRequest>(bytes) else {
+        return;
+    };
+    let id = r.conversation_id.clone();
+    match validate_conversation(r) {
+        Ok(c) => {
+            assert!(conversation_id_ok(&id), "accepted a bad conversation id");
+            assert_eq!(c.as_bytes(), id.as_slice());
+        }
+        Err(s) => {
+            assert!(!conversation_id_ok(&id), "rejected a good conversation id: {s:?}");
+            check_status(&s, "conversation_id");
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
@@ -463,6 +605,10 @@ fuzz_target!(|data: &[u8]| {
     set_retention(bytes);
     set_legal_hold(bytes);
     user_request(bytes);
+    conversation_append(bytes, &limits);
+    conversation_read(bytes, &limits);
+    conversation_redact(bytes);
+    conversation_request(bytes);
     // Purge and Stats carry no fields: decoding (unknown fields skipped) is
     // all there is before the store.
     let _ = decode::<PurgeRequest>(bytes);

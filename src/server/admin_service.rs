@@ -114,6 +114,7 @@ impl proto::admin_server::Admin for AdminService {
                 complete: p.complete,
                 duration_ms: u64::try_from(p.duration.as_millis()).unwrap_or(u64::MAX),
                 redactions_purged: p.redactions_purged as u64,
+                conversations_purged: p.conversations_purged as u64,
             }))
         }
         .await;
@@ -174,10 +175,14 @@ impl proto::admin_server::Admin for AdminService {
             let store = Arc::clone(&self.store);
             let (valid, now) = blocking(move || {
                 let valid = store.verify_receipt(&receipt);
-                let now = if valid {
-                    store.purge_status(&receipt.handle).map_err(status)?
-                } else {
-                    None
+                let now = match (valid, receipt.subject) {
+                    (false, _) => None,
+                    (true, crate::ReceiptSubject::User) => {
+                        store.purge_status(&receipt.handle).map_err(status)?
+                    }
+                    (true, crate::ReceiptSubject::Conversation) => store
+                        .conversation_purge_status(&receipt.handle)
+                        .map_err(status)?,
                 };
                 store
                     .record_audit(

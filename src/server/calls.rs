@@ -150,3 +150,106 @@ pub(super) fn log_outcome<T>(
         ),
     }
 }
+
+/// An append that a stream answers: whether it was a duplicate (not
+/// counted as appended).
+pub(super) trait StreamAck {
+    fn duplicate(&self) -> bool;
+}
+
+impl StreamAck for super::proto::AppendResponse {
+    fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+}
+
+impl StreamAck for super::proto::ConversationAppendResponse {
+    fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+}
+
+/// Drives an append stream (Store.AppendStream, Conversations.AppendStream)
+/// in a task of its own: waits for one request, takes whatever else is
+/// ready (up to `window`), validates up to the first bad request (which
+/// ends the stream after the good ones), has `run` append the chunk (one
+/// result per request, in order), and answers in request order; the first
+/// failure ends the stream with its status. Returns the response stream.
+pub(super) fn drive_append_stream<Req, Args, Resp, Fut>(
+    mut inbound: tonic::Streaming<Req>,
+    window: usize,
+    metrics: Arc<super::metrics::Metrics>,
+    method: &'static str,
+    started: std::time::Instant,
+    validate: impl Fn(Req) -> Result<Args, Status> + Send + 'static,
+    run: impl Fn(Vec<Args>) -> Fut + Send + 'static,
+) -> BoxStream<Resp>
+where
+    Req: Send + 'static,
+    Args: Send + 'static,
+    Resp: StreamAck + Send + 'static,
+    Fut: std::future::Future<Output = Vec<Option<Result<Resp, Status>>>> + Send,
+{
+    let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(window);
+    tokio::spawn(async move {
+        let mut code = tonic::Code::Ok;
+        'stream: loop {
+            let first = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) => {
+                    code = s.code();
+                    let _ = tx.send(Err(s)).await;
+                    break;
+                }
+            };
+            let mut raw = vec![first];
+            let mut stream_error = None;
+            while raw.len() < window {
+                match tokio::time::timeout(Duration::ZERO, inbound.message()).await {
+                    Ok(Ok(Some(m))) => raw.push(m),
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(s)) => {
+                        stream_error = Some(s);
+                        break;
+                    }
+                }
+            }
+            let mut chunk = Vec::with_capacity(raw.len());
+            for r in raw {
+                match validate(r) {
+                    Ok(a) => chunk.push(a),
+                    Err(s) => {
+                        stream_error = Some(s);
+                        break;
+                    }
+                }
+            }
+            for r in run(chunk).await {
+                match r.unwrap_or_else(|| Err(Status::internal("append worker failed"))) {
+                    Ok(resp) => {
+                        if !resp.duplicate() {
+                            metrics.appended(1);
+                        }
+                        if tx.send(Ok(resp)).await.is_err() {
+                            code = tonic::Code::Cancelled;
+                            break 'stream;
+                        }
+                    }
+                    Err(s) => {
+                        code = s.code();
+                        let _ = tx.send(Err(s)).await;
+                        break 'stream;
+                    }
+                }
+            }
+            if let Some(s) = stream_error {
+                code = s.code();
+                let _ = tx.send(Err(s)).await;
+                break;
+            }
+        }
+        metrics.observe(method, started, code);
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

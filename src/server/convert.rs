@@ -68,6 +68,10 @@ pub(super) fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureRecei
         messages_erased: r.messages_erased,
         purge_status: purge_status_to_proto(r.purge_status) as i32,
         mac: r.mac.to_vec(),
+        subject: match r.subject {
+            crate::ReceiptSubject::User => proto::ReceiptSubject::User,
+            crate::ReceiptSubject::Conversation => proto::ReceiptSubject::Conversation,
+        } as i32,
     }
 }
 
@@ -137,5 +141,39 @@ pub(super) fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManif
         redacted_count: m.redacted_count,
         rights: Some(rights_to_proto(&m.rights)),
         consents: m.consents.iter().map(consent_to_proto).collect(),
+    }
+}
+
+pub(super) fn conversation_item_to_proto(item: crate::ConversationItem) -> proto::ConversationItem {
+    use proto::conversation_item::Body;
+    match item {
+        crate::ConversationItem::Message(m) => proto::ConversationItem {
+            seq: m.seq,
+            timestamp_ms: m.timestamp_ms,
+            body: Some(Body::Message(proto::ConversationMessage {
+                author_id: m.author.as_bytes().to_vec(),
+                payload: m.payload,
+            })),
+        },
+        crate::ConversationItem::Tombstone(t) => {
+            let (cause, reason, redacted_at_ms) = match t.cause {
+                crate::TombstoneCause::AuthorErased => {
+                    (proto::TombstoneCause::AuthorErased, String::new(), 0)
+                }
+                crate::TombstoneCause::Redacted {
+                    reason,
+                    redacted_at_ms,
+                } => (proto::TombstoneCause::Redacted, reason, redacted_at_ms),
+            };
+            proto::ConversationItem {
+                seq: t.seq,
+                timestamp_ms: t.timestamp_ms,
+                body: Some(Body::Tombstone(proto::Tombstone {
+                    cause: cause as i32,
+                    reason,
+                    redacted_at_ms,
+                })),
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ mod admin_service;
 mod auth;
 mod calls;
 mod config;
+mod conversation_service;
 mod convert;
 mod gate;
 mod metrics;
@@ -220,7 +221,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         use proto::admin_server::AdminServer;
+        use proto::conversations_server::ConversationsServer;
         use proto::store_server::StoreServer;
+        type ConvServer = ConversationsServer<conversation_service::ConversationService>;
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -229,6 +232,7 @@ impl Server {
         health_reporter
             .set_serving::<AdminServer<admin_service::AdminService>>()
             .await;
+        health_reporter.set_serving::<ConvServer>().await;
         // Reflection v1 and v1alpha: many clients (grpcurl before 1.9,
         // grpcui, Postman, Evans) speak only v1alpha. Each lists both.
         let reflection_builder = || {
@@ -249,6 +253,12 @@ impl Server {
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
 
         let store_svc = store_service::StoreService::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.metrics),
+            self.stream_window,
+        );
+        let conv_svc = conversation_service::ConversationService::new(
             Arc::clone(&self.store),
             Arc::clone(&self.auth),
             Arc::clone(&self.metrics),
@@ -293,6 +303,7 @@ impl Server {
             reporter
                 .set_not_serving::<AdminServer<admin_service::AdminService>>()
                 .await;
+            reporter.set_not_serving::<ConvServer>().await;
             let _ = fired_tx.send(true);
         };
         let grace = async move {
@@ -311,6 +322,11 @@ impl Server {
                     self.store.limits().max_payload.saturating_add(4096),
                 ))
                 .add_service(AdminServer::new(admin_svc))
+                .add_service(
+                    ConversationsServer::new(conv_svc).max_decoding_message_size(
+                        self.store.limits().max_payload.saturating_add(4096),
+                    ),
+                )
                 .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
             r = serving => r,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Auth, Role};
 use super::calls::{
-    BoxStream, READ_PAGE, blocking, log_outcome, read_page, record_restricted_read, require,
-    send_bounded,
+    BoxStream, READ_PAGE, blocking, drive_append_stream, log_outcome, read_page,
+    record_restricted_read, require, send_bounded,
 };
 use super::convert::{manifest_to_proto, message_to_proto, read_response, receipt_to_proto};
 use super::metrics::Metrics;
@@ -208,77 +208,20 @@ impl proto::store_server::Store for StoreService {
             self.metrics.observe("AppendStream", started, e.code());
             return Err(e);
         }
-        let mut inbound = request.into_inner();
-        let window = self.stream_window;
-        let (tx, rx) = mpsc::channel::<Result<AppendResponse, Status>>(window);
         let store = Arc::clone(&self.store);
-        let metrics = Arc::clone(&self.metrics);
         let limits = RequestLimits::from(store.limits());
-        tokio::spawn(async move {
-            let mut code = tonic::Code::Ok;
-            'stream: loop {
-                // Wait for one request, then take whatever else is ready.
-                let first = match inbound.message().await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(s) => {
-                        code = s.code();
-                        let _ = tx.send(Err(s)).await;
-                        break;
-                    }
-                };
-                let mut raw = vec![first];
-                let mut stream_error = None;
-                while raw.len() < window {
-                    match tokio::time::timeout(Duration::ZERO, inbound.message()).await {
-                        Ok(Ok(Some(m))) => raw.push(m),
-                        Ok(Ok(None)) | Err(_) => break,
-                        Ok(Err(s)) => {
-                            stream_error = Some(s);
-                            break;
-                        }
-                    }
-                }
-                // Validate up to the first bad request; it ends the stream.
-                let mut chunk = Vec::with_capacity(raw.len());
-                for r in raw {
-                    match validate_append(r, &limits) {
-                        Ok(a) => chunk.push(a),
-                        Err(s) => {
-                            stream_error = Some(s);
-                            break;
-                        }
-                    }
-                }
-                let results = append_chunk(&store, chunk).await;
-                for r in results {
-                    let r = r.unwrap_or_else(|| Err(Status::internal("append worker failed")));
-                    match r {
-                        Ok(resp) => {
-                            if !resp.duplicate {
-                                metrics.appended(1);
-                            }
-                            if tx.send(Ok(resp)).await.is_err() {
-                                code = tonic::Code::Cancelled;
-                                break 'stream;
-                            }
-                        }
-                        Err(s) => {
-                            code = s.code();
-                            let _ = tx.send(Err(s)).await;
-                            break 'stream;
-                        }
-                    }
-                }
-                if let Some(s) = stream_error {
-                    code = s.code();
-                    let _ = tx.send(Err(s)).await;
-                    break;
-                }
-            }
-            metrics.observe("AppendStream", started, code);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(drive_append_stream(
+            request.into_inner(),
+            self.stream_window,
+            Arc::clone(&self.metrics),
+            "AppendStream",
+            started,
+            move |r| validate_append(r, &limits),
+            move |chunk| {
+                let store = Arc::clone(&store);
+                async move { append_chunk(&store, chunk).await }
+            },
+        )))
     }
 
     type ReadStream = BoxStream<proto::ReadResponse>;

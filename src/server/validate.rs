@@ -7,13 +7,17 @@
 use tonic::Status;
 
 use super::proto::{
-    self, AppendRequest, AuditRequest, EraseRequest, GetRightsRequest, LiftLegalHoldRequest,
-    ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest, SetLegalHoldRequest,
-    SetRetentionRequest, UnrestrictRequest, VerifyReceiptRequest, set_retention_request::Policy,
+    self, AppendRequest, AuditRequest, ConversationAppendRequest, ConversationReadRequest,
+    ConversationRedactRequest, ConversationRequest, EraseRequest, GetRightsRequest,
+    LiftLegalHoldRequest, ReadRequest, RecordConsentRequest, RedactRequest, RestrictRequest,
+    SetLegalHoldRequest, SetRetentionRequest, UnrestrictRequest, VerifyReceiptRequest,
+    set_retention_request::Policy,
 };
 use super::status;
 use crate::codec::MAX_REASON_LEN;
-use crate::{Consent, EraseOptions, LegalBasis, Restriction, Retention, StoreLimits, UserId};
+use crate::{
+    Consent, ConversationId, EraseOptions, LegalBasis, Restriction, Retention, StoreLimits, UserId,
+};
 
 /// The limits request validation enforces (a store's [`StoreLimits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,8 +195,19 @@ pub fn validate_receipt(r: &VerifyReceiptRequest) -> Result<crate::ErasureReceip
             ));
         }
     };
+    let subject = match proto::ReceiptSubject::try_from(p.subject) {
+        Ok(proto::ReceiptSubject::Unspecified | proto::ReceiptSubject::User) => {
+            crate::ReceiptSubject::User
+        }
+        Ok(proto::ReceiptSubject::Conversation) => crate::ReceiptSubject::Conversation,
+        Err(_) => {
+            return Err(Status::invalid_argument(
+                "receipt.subject must be USER or CONVERSATION",
+            ));
+        }
+    };
     Ok(crate::ErasureReceipt {
-        subject: crate::ReceiptSubject::User,
+        subject,
         handle: crate::Handle::from_bytes(handle),
         epoch: p.epoch,
         erased_at_ms: p.erased_at_ms,
@@ -450,4 +465,171 @@ pub fn validate_lift_legal_hold(r: LiftLegalHoldRequest) -> Result<UserId, Statu
 /// `INVALID_ARGUMENT` for a bad `user_id`.
 pub fn validate_get_rights(r: GetRightsRequest) -> Result<UserId, Status> {
     user_id(r.user_id)
+}
+
+/// Validates a request's `conversation_id` field.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for an empty or over-long id.
+pub fn conversation_id(bytes: Vec<u8>) -> Result<ConversationId, Status> {
+    ConversationId::new(bytes).map_err(|e| match e {
+        crate::Error::InvalidArgument(a) => {
+            Status::invalid_argument(format!("conversation_id: {a}"))
+        }
+        other => status(other),
+    })
+}
+
+/// Validates a request's `author_id` field.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for an empty or over-long id.
+pub fn author_id(bytes: Vec<u8>) -> Result<UserId, Status> {
+    UserId::new(bytes).map_err(|e| match e {
+        crate::Error::InvalidArgument(a) => Status::invalid_argument(format!("author_id: {a}")),
+        other => status(other),
+    })
+}
+
+/// A validated `ConversationAppendRequest` (also each request of
+/// `Conversations.AppendStream`). `Debug` shows lengths only.
+pub struct ConversationAppendArgs {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The author.
+    pub author: UserId,
+    /// The payload, at most `max_payload` bytes.
+    pub payload: Vec<u8>,
+    /// The idempotency key, if given (an empty string is none).
+    pub client_message_id: Option<String>,
+}
+
+impl std::fmt::Debug for ConversationAppendArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationAppendArgs")
+            .field("conversation", &self.conversation)
+            .field("author", &self.author)
+            .field("payload_len", &self.payload.len())
+            .field(
+                "client_message_id_len",
+                &self.client_message_id.as_ref().map(String::len),
+            )
+            .finish()
+    }
+}
+
+/// Validates a `ConversationAppendRequest`: payload size, then
+/// `client_message_id`, then `conversation_id`, then `author_id`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_append(
+    r: ConversationAppendRequest,
+    limits: &RequestLimits,
+) -> Result<ConversationAppendArgs, Status> {
+    let max_payload = limits.max_payload;
+    if r.payload.len() > max_payload {
+        return Err(Status::invalid_argument(format!(
+            "payload is {} bytes, the maximum is {max_payload}",
+            r.payload.len()
+        )));
+    }
+    let client_message_id = (!r.client_message_id.is_empty()).then_some(r.client_message_id);
+    if let Some(id) = &client_message_id {
+        crate::validate_client_message_id(id.as_bytes()).map_err(status)?;
+    }
+    Ok(ConversationAppendArgs {
+        conversation: conversation_id(r.conversation_id)?,
+        author: author_id(r.author_id)?,
+        payload: r.payload,
+        client_message_id,
+    })
+}
+
+/// A validated `ConversationReadRequest`.
+#[derive(Debug)]
+pub struct ConversationReadArgs {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// First seq wanted (inclusive; with `backward`, 0 is the newest).
+    pub from_seq: u64,
+    /// Most items, 1..=`max_read_limit`.
+    pub limit: usize,
+    /// Newest first.
+    pub backward: bool,
+}
+
+/// Validates a `ConversationReadRequest`: `conversation_id`, then `limit`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_read(
+    r: ConversationReadRequest,
+    limits: &RequestLimits,
+) -> Result<ConversationReadArgs, Status> {
+    let conversation = conversation_id(r.conversation_id)?;
+    let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
+    let max = limits.max_read_limit;
+    if limit == 0 || limit > max {
+        return Err(Status::invalid_argument(format!("limit must be 1..={max}")));
+    }
+    Ok(ConversationReadArgs {
+        conversation,
+        from_seq: r.from_seq,
+        limit,
+        backward: r.backward,
+    })
+}
+
+/// A validated `ConversationRedactRequest`.
+pub struct ConversationRedactArgs {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The slot.
+    pub seq: u64,
+    /// Why (at most 256 bytes).
+    pub reason: String,
+}
+
+impl std::fmt::Debug for ConversationRedactArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationRedactArgs")
+            .field("conversation", &self.conversation)
+            .field("seq", &self.seq)
+            .field("reason_len", &self.reason.len())
+            .finish()
+    }
+}
+
+/// Validates a `ConversationRedactRequest`: `conversation_id`, `seq` (not
+/// 0), then `reason`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_redact(
+    r: ConversationRedactRequest,
+) -> Result<ConversationRedactArgs, Status> {
+    let conversation = conversation_id(r.conversation_id)?;
+    if r.seq == 0 {
+        return Err(Status::invalid_argument("seq must be at least 1"));
+    }
+    if r.reason.len() > MAX_REASON_LEN {
+        return Err(Status::invalid_argument(format!(
+            "reason is {} bytes, the maximum is {MAX_REASON_LEN}",
+            r.reason.len()
+        )));
+    }
+    Ok(ConversationRedactArgs {
+        conversation,
+        seq: r.seq,
+        reason: r.reason,
+    })
+}
+
+/// Validates a `ConversationRequest`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a bad `conversation_id`.
+pub fn validate_conversation(r: ConversationRequest) -> Result<ConversationId, Status> {
+    conversation_id(r.conversation_id)
 }

@@ -490,6 +490,21 @@ impl Store {
         }))
     }
 
+    /// The current purge status of the latest deletion of the conversation
+    /// with `handle`, or `None` if it was never deleted.
+    ///
+    /// # Errors
+    /// A storage error or a damaged marker.
+    pub fn conversation_purge_status(&self, handle: &Handle) -> Result<Option<PurgeStatus>> {
+        Ok(self.inner.conv_marker(handle)?.map(|m| {
+            if m.purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            }
+        }))
+    }
+
     /// Flushes all memtables to SST files.
     ///
     /// # Errors

@@ -135,3 +135,18 @@ impl tonic::service::Interceptor for Bearer {
         Ok(req)
     }
 }
+
+/// A Conversations client with a bearer token.
+pub type ConversationsClientT =
+    shredstore::server::proto::conversations_client::ConversationsClient<
+        tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+    >;
+
+impl TestServer {
+    pub async fn conversations(&self, token: Option<&'static str>) -> ConversationsClientT {
+        shredstore::server::proto::conversations_client::ConversationsClient::with_interceptor(
+            self.channel().await,
+            Bearer(token),
+        )
+    }
+}
