@@ -651,3 +651,111 @@ fn a_format_2_store_is_upgraded_in_place() {
         1
     );
 }
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+struct TestClock(Arc<AtomicU64>);
+
+impl shredstore::Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn retention_and_legal_hold_per_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock(Arc::new(AtomicU64::new(1_000)));
+    let open_at = |retention: Option<std::time::Duration>| {
+        Store::open(
+            options(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .retention(retention),
+        )
+        .unwrap()
+    };
+    let store = open_at(Some(std::time::Duration::from_secs(10)));
+    let short = store.conversation(&conv("short-lived"));
+    let kept = store.conversation(&conv("kept-forever"));
+    let held = store.conversation(&conv("on-hold"));
+    let plain = store.conversation(&conv("store-default"));
+    short
+        .set_retention_as(shredstore::Retention::After { ms: 2_000 }, "admin")
+        .unwrap();
+    kept.set_retention_as(shredstore::Retention::Forever, "admin")
+        .unwrap();
+    for c in [&short, &kept, &held, &plain] {
+        c.append(&user(A), b"old message, t = 1 s").unwrap();
+    }
+    clock.0.store(2_500, Ordering::SeqCst);
+    let rights = held.set_legal_hold_as("case 42", None, "admin").unwrap();
+    assert_eq!(rights.legal_hold.as_ref().unwrap().reason, "case 42");
+    for c in [&short, &kept, &held, &plain] {
+        c.append(&user(B), b"new message, t = 2.5 s").unwrap();
+    }
+    // At 4 s, the short-lived room's first message (1 s + 2 s) expired.
+    clock.0.store(4_000, Ordering::SeqCst);
+    assert_eq!(seqs(&short.read(0, 10).unwrap()), vec![2]);
+    assert!(matches!(short.redact(1, "gone"), Err(Error::NoSuchMessage)));
+    // At 20 s the store default (10 s) expired everything of plain; the
+    // held room keeps everything; forever keeps everything.
+    clock.0.store(20_000, Ordering::SeqCst);
+    assert!(plain.read(0, 10).unwrap().is_empty());
+    assert!(short.read(0, 10).unwrap().is_empty());
+    assert_eq!(kept.read(0, 10).unwrap().len(), 2);
+    assert_eq!(held.read(0, 10).unwrap().len(), 2);
+    // A hold refuses deletion and redaction (and records the refusal).
+    assert!(matches!(held.delete(), Err(Error::LegalHold)));
+    assert!(matches!(held.redact(1, "no"), Err(Error::LegalHold)));
+    let trail = store.audit_log(0, u64::MAX, 1000).unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.op == shredstore::AuditOp::ConversationDelete
+                && r.outcome == shredstore::AuditOutcome::Refused
+                && r.handle == Some(*held.handle().as_bytes()))
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.op == shredstore::AuditOp::ConversationSetLegalHold
+                && r.outcome == shredstore::AuditOutcome::Ok)
+    );
+    // Compaction drops what expired; seqs still continue (never reused).
+    store.compact().unwrap();
+    store.close().unwrap();
+    let store = open_at(Some(std::time::Duration::from_secs(10)));
+    let plain = store.conversation(&conv("store-default"));
+    assert_eq!(plain.append(&user(C), b"after expiry").unwrap().seq, 3);
+    let held = store.conversation(&conv("on-hold"));
+    // The hold survives the restart; lifting it resumes retention (the
+    // floor frozen at 2.5 s - 10 s keeps both until the period passes).
+    assert!(held.rights_state().unwrap().legal_hold.is_some());
+    held.lift_legal_hold_as("admin").unwrap();
+    assert!(
+        held.read(0, 10).unwrap().is_empty(),
+        "expired once the hold is lifted"
+    );
+    assert_eq!(held.delete().unwrap().messages_deleted, 2);
+    assert!(matches!(
+        held.set_retention_as(shredstore::Retention::After { ms: 0 }, "admin"),
+        Err(Error::InvalidArgument(InvalidArgument::ZeroRetention))
+    ));
+    let handles: Vec<_> = ["short-lived", "store-default", "kept-forever"]
+        .iter()
+        .map(|n| store.conversation(&conv(n)).handle())
+        .collect();
+    store.compact().unwrap();
+    store.close().unwrap();
+    // Expired slots are gone from the files, not only hidden.
+    let db = raw_db(dir.path());
+    let slots: Vec<usize> = handles
+        .iter()
+        .map(|h| raw_entries(&db, CF_CONV_MESSAGES, h.as_bytes()).len())
+        .collect();
+    assert_eq!(
+        slots,
+        vec![0, 1, 2],
+        "short-lived, store default (+1 new), forever"
+    );
+}

@@ -386,3 +386,92 @@ async fn roles_and_bad_input() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_and_legal_hold_over_grpc() {
+    use shredstore::server::proto::{
+        ConversationsLiftLegalHoldRequest, ConversationsSetLegalHoldRequest,
+        ConversationsSetRetentionRequest, RetentionMode,
+        conversations_set_retention_request::Policy,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut appender = server.conversations(Some(APPENDER)).await;
+    let mut eraser = server.conversations(Some(ERASER)).await;
+    let mut admin = server.conversations(Some(ADMIN)).await;
+    appender
+        .append(append("held", "alice", "evidence"))
+        .await
+        .unwrap();
+    let retention = ConversationsSetRetentionRequest {
+        conversation_id: b"held".to_vec(),
+        policy: Some(Policy::AfterMs(86_400_000)),
+    };
+    // Admin role only.
+    let e = eraser.set_retention(retention.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let rights = admin
+        .set_retention(retention)
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
+    assert_eq!(rights.retention, RetentionMode::After as i32);
+    assert_eq!(rights.retention_ms, 86_400_000);
+    let e = admin
+        .set_retention(ConversationsSetRetentionRequest {
+            conversation_id: b"held".to_vec(),
+            policy: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let hold = admin
+        .set_legal_hold(ConversationsSetLegalHoldRequest {
+            conversation_id: b"held".to_vec(),
+            reason: "case 7".into(),
+            until_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
+    assert!(hold.legal_hold);
+    assert_eq!(hold.legal_hold_reason, "case 7");
+    let del = ConversationRequest {
+        conversation_id: b"held".to_vec(),
+    };
+    let e = eraser.delete(del.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = eraser
+        .redact(ConversationRedactRequest {
+            conversation_id: b"held".to_vec(),
+            seq: 1,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let lifted = admin
+        .lift_legal_hold(ConversationsLiftLegalHoldRequest {
+            conversation_id: b"held".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rights
+        .unwrap();
+    assert!(!lifted.legal_hold);
+    assert_eq!(
+        eraser
+            .delete(del)
+            .await
+            .unwrap()
+            .into_inner()
+            .messages_deleted,
+        1
+    );
+    server.stop().await;
+}

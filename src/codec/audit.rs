@@ -47,6 +47,12 @@ pub enum AuditOp {
     /// Redacting one conversation message (the handle is the
     /// conversation's).
     ConversationRedact,
+    /// Setting a conversation's retention period.
+    ConversationSetRetention,
+    /// Placing (or changing) a legal hold on a conversation.
+    ConversationSetLegalHold,
+    /// Lifting a conversation's legal hold.
+    ConversationLiftLegalHold,
 }
 
 impl AuditOp {
@@ -70,6 +76,9 @@ impl AuditOp {
             AuditOp::GetRights => "get_rights",
             AuditOp::ConversationDelete => "conversation_delete",
             AuditOp::ConversationRedact => "conversation_redact",
+            AuditOp::ConversationSetRetention => "conversation_set_retention",
+            AuditOp::ConversationSetLegalHold => "conversation_set_legal_hold",
+            AuditOp::ConversationLiftLegalHold => "conversation_lift_legal_hold",
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{LegalHold, Retention};
+use super::policy::{Restriction, UserPolicy};
 use super::{corrupt_encoding, decode_record, encode_record, push_crc, split_checked};
 use crate::crypto::{NONCE_LEN, TAG_LEN, WRAPPED_LEN};
 use crate::error::Result;
@@ -197,6 +197,14 @@ impl<'a> ConvRecord<'a> {
         }
     }
 
+    /// The message's append time (kept by markers and tombstones).
+    pub fn timestamp_ms(&self) -> u64 {
+        match self {
+            ConvRecord::Sealed(s) => s.timestamp_ms,
+            ConvRecord::Tombstone { timestamp_ms, .. } => *timestamp_ms,
+        }
+    }
+
     /// Re-encodes the record (the fuzz targets' round-trip check).
     #[cfg(any(test, feature = "internals"))]
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -341,19 +349,6 @@ pub fn decode_message_body(body: &[u8]) -> Result<(&[u8], &[u8])> {
     rest.split_at_checked(len).ok_or_else(corrupt_encoding)
 }
 
-/// A conversation's rights policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationPolicy {
-    /// How long its messages are kept.
-    pub retention: Retention,
-    /// A legal hold: blocks deletion, redaction and expiry.
-    pub hold: Option<LegalHold>,
-    /// Handles of the users whose erasure may delete it, sorted.
-    pub subjects: Vec<[u8; Handle::LEN]>,
-    /// Redactions not yet made physical by a purge.
-    pub purge_pending: bool,
-}
-
 /// A conversation's key record, stored in `conv_keys` under its handle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvKeyRecord {
@@ -368,8 +363,12 @@ pub struct ConvKeyRecord {
     pub created_ms: u64,
     /// First seq of this epoch.
     pub first_seq: u64,
-    /// Its rights policy.
-    pub policy: ConversationPolicy,
+    /// Its rights policy: retention, legal hold, the expiry floor and
+    /// pending redactions (a user's policy; its restriction is unused and
+    /// always off).
+    pub policy: UserPolicy,
+    /// Handles of the users whose erasure may delete it, sorted.
+    pub subjects: Vec<[u8; Handle::LEN]>,
 }
 
 impl ConvKeyRecord {
@@ -389,7 +388,9 @@ impl ConvKeyRecord {
         if r.wrapped_secret.len() != WRAPPED_LEN
             || r.epoch == 0
             || !id_len.is_some_and(|n| (1..=MAX_USER_ID_LEN).contains(&n))
-            || !r.policy.subjects.is_sorted_by(|a, b| a < b)
+            || !r.subjects.is_sorted_by(|a, b| a < b)
+            || !r.policy.is_valid()
+            || r.policy.restriction != Restriction::default()
         {
             return Err(corrupt_encoding());
         }

@@ -13,7 +13,7 @@ use super::auth::{Auth, Role};
 use super::calls::{
     BoxStream, READ_PAGE, blocking, drive_append_stream, log_outcome, require, send_bounded,
 };
-use super::convert::{conversation_item_to_proto, receipt_to_proto};
+use super::convert::{conversation_item_to_proto, receipt_to_proto, rights_to_proto};
 use super::metrics::Metrics;
 use super::proto::{
     self, ConversationAppendRequest, ConversationAppendResponse, ConversationReadRequest,
@@ -23,7 +23,8 @@ use super::proto::{
 use super::status;
 use super::validate::{
     ConversationAppendArgs, RequestLimits, validate_conversation, validate_conversation_append,
-    validate_conversation_read, validate_conversation_redact,
+    validate_conversation_read, validate_conversation_redact, validate_conversation_set_legal_hold,
+    validate_conversation_set_retention,
 };
 use crate::{AuditOp, Store};
 
@@ -156,6 +157,42 @@ pub struct ConversationService {
 }
 
 impl ConversationService {
+    /// A conversation rights call (admin role): audited refusal, validation,
+    /// the store call on the blocking pool, the state as the response.
+    async fn rights_call<R, A, T>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        op: AuditOp,
+        validate: impl FnOnce(R) -> Result<(crate::ConversationId, A), Status> + Send,
+        call: impl FnOnce(&crate::Conversation<'_>, A, &str) -> crate::Result<crate::RightsState>
+        + Send
+        + 'static,
+    ) -> Result<Response<T>, Status>
+    where
+        R: Send,
+        A: Send + 'static,
+        T: From<proto::RightsState>,
+    {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let (id, args) = validate(request.into_inner())?;
+            let handle = self.store.conversation(&id).handle();
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result =
+                blocking(move || call(&store.conversation(&id), args, &who).map_err(status)).await;
+            log_outcome(&actor, op, Some(handle), &result);
+            Ok(Response::new(T::from(rights_to_proto(&result?))))
+        }
+        .await;
+        self.done(method, started, &r);
+        r
+    }
+
     pub(crate) fn new(
         store: Arc<Store>,
         auth: Arc<Auth>,
@@ -374,5 +411,55 @@ impl proto::conversations_server::Conversations for ConversationService {
         .await;
         self.done("ConversationDelete", started, &r);
         r
+    }
+
+    async fn set_retention(
+        &self,
+        request: Request<proto::ConversationsSetRetentionRequest>,
+    ) -> Result<Response<proto::ConversationsSetRetentionResponse>, Status> {
+        self.rights_call(
+            "ConversationSetRetention",
+            request,
+            AuditOp::ConversationSetRetention,
+            validate_conversation_set_retention,
+            |c, retention, actor| c.set_retention_as(retention, actor),
+        )
+        .await
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<proto::ConversationsSetLegalHoldRequest>,
+    ) -> Result<Response<proto::ConversationsSetLegalHoldResponse>, Status> {
+        self.rights_call(
+            "ConversationSetLegalHold",
+            request,
+            AuditOp::ConversationSetLegalHold,
+            |r| {
+                validate_conversation_set_legal_hold(r)
+                    .map(|(c, reason, until)| (c, (reason, until)))
+            },
+            |c, (reason, until_ms), actor| c.set_legal_hold_as(&reason, until_ms, actor),
+        )
+        .await
+    }
+
+    async fn lift_legal_hold(
+        &self,
+        request: Request<proto::ConversationsLiftLegalHoldRequest>,
+    ) -> Result<Response<proto::ConversationsLiftLegalHoldResponse>, Status> {
+        self.rights_call(
+            "ConversationLiftLegalHold",
+            request,
+            AuditOp::ConversationLiftLegalHold,
+            |r| {
+                validate_conversation(ConversationRequest {
+                    conversation_id: r.conversation_id,
+                })
+                .map(|c| (c, ()))
+            },
+            |c, (), actor| c.lift_legal_hold_as(actor),
+        )
+        .await
     }
 }

@@ -50,7 +50,10 @@ rights_responses!(
     SetRetentionResponse,
     SetLegalHoldResponse,
     LiftLegalHoldResponse,
-    GetRightsResponse
+    GetRightsResponse,
+    ConversationsSetRetentionResponse,
+    ConversationsSetLegalHoldResponse,
+    ConversationsLiftLegalHoldResponse
 );
 
 pub(super) fn purge_status_to_proto(p: crate::PurgeStatus) -> proto::PurgeStatus {

@@ -394,7 +394,15 @@ pub struct RetentionArgs {
 /// `INVALID_ARGUMENT` naming the first bad field.
 pub fn validate_set_retention(r: SetRetentionRequest) -> Result<RetentionArgs, Status> {
     let user = user_id(r.user_id)?;
-    let retention = match r.policy {
+    Ok(RetentionArgs {
+        user,
+        retention: retention_policy(r.policy)?,
+    })
+}
+
+/// The retention a request's `policy` oneof asks for.
+fn retention_policy(policy: Option<Policy>) -> Result<Retention, Status> {
+    Ok(match policy {
         None => {
             return Err(Status::invalid_argument(
                 "policy must be set: store_default, forever or after_ms",
@@ -412,8 +420,7 @@ pub fn validate_set_retention(r: SetRetentionRequest) -> Result<RetentionArgs, S
             return Err(Status::invalid_argument("after_ms must be at least 1"));
         }
         Some(Policy::AfterMs(ms)) => Retention::After { ms },
-    };
-    Ok(RetentionArgs { user, retention })
+    })
 }
 
 /// A validated `SetLegalHoldRequest`. `Debug` shows the reason's length only.
@@ -632,4 +639,39 @@ pub fn validate_conversation_redact(
 /// `INVALID_ARGUMENT` for a bad `conversation_id`.
 pub fn validate_conversation(r: ConversationRequest) -> Result<ConversationId, Status> {
     conversation_id(r.conversation_id)
+}
+
+/// Validates a `ConversationsSetRetentionRequest`: `conversation_id`, then
+/// the policy (as `SetRetention`'s).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_set_retention(
+    r: proto::ConversationsSetRetentionRequest,
+) -> Result<(ConversationId, Retention), Status> {
+    use proto::conversations_set_retention_request::Policy as C;
+    let conversation = conversation_id(r.conversation_id)?;
+    let policy = r.policy.map(|p| match p {
+        C::StoreDefault(b) => Policy::StoreDefault(b),
+        C::Forever(b) => Policy::Forever(b),
+        C::AfterMs(ms) => Policy::AfterMs(ms),
+    });
+    Ok((conversation, retention_policy(policy)?))
+}
+
+/// Validates a `ConversationsSetLegalHoldRequest`: `conversation_id`, then
+/// `reason`; `until_ms` 0 is none.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_set_legal_hold(
+    r: proto::ConversationsSetLegalHoldRequest,
+) -> Result<(ConversationId, String, Option<u64>), Status> {
+    let conversation = conversation_id(r.conversation_id)?;
+    text_field("reason", &r.reason, true)?;
+    Ok((
+        conversation,
+        r.reason,
+        (r.until_ms != 0).then_some(r.until_ms),
+    ))
 }

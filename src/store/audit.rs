@@ -57,6 +57,9 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::LiftLegalHold
             | AuditOp::ConversationDelete
             | AuditOp::ConversationRedact
+            | AuditOp::ConversationSetRetention
+            | AuditOp::ConversationSetLegalHold
+            | AuditOp::ConversationLiftLegalHold
     )
 }
 

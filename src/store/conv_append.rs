@@ -115,6 +115,10 @@ impl Inner {
         if let Some(key) = &dedup_key {
             self.put_dedup(&mut batch, key, first, now)?;
         }
+        // Retention may remove the newest slot, which tells the next seq.
+        if self.retention_may_apply(&conv.policy) {
+            self.put_seq_floor(&mut batch, handle, end)?;
+        }
         self.engine
             .write(batch, self.durability == Durability::Sync)?;
         if new_author.is_some() {
@@ -157,8 +161,14 @@ impl Inner {
                 Ok(Some(earlier))
             }
             Some(super::ConversationItem::Tombstone(t)) if t.seq == seq => Ok(Some(earlier)),
-            // Deletion removes the conversation's idempotency entries with
-            // its key record, so an entry always has its slot.
+            // Retention removed (or hides) the original: the retry is still
+            // a duplicate of it. Otherwise an entry always has its slot
+            // (deletion removes the entries with the key record).
+            _ if self.retention_may_apply(&conv.policy)
+                || self.engine.get(Cf::SeqFloors, handle.as_bytes())?.is_some() =>
+            {
+                Ok(Some(earlier))
+            }
             _ => Err(Error::Corrupt(Corruption::MissingKeyRecord)),
         }
     }

@@ -25,7 +25,7 @@ impl Inner {
         let now = self.clock.now_ms();
         let (live, old_marker, next) = match self.load_conv(handle)? {
             ConvState::Live(c) => {
-                if c.policy.hold.as_ref().is_some_and(|h| h.active_at(now)) {
+                if c.policy.active_hold(now).is_some() {
                     tracing::info!(conversation = %handle, "delete refused: legal hold");
                     return self.audit_refusal(
                         actor,
@@ -70,6 +70,8 @@ impl Inner {
         // index entries stay (unreadable) until purge, which needs them to
         // find the authors' index ranges.
         batch.delete_handle_range(Cf::Dedup, handle)?;
+        // The marker keeps the next seq.
+        batch.delete(Cf::SeqFloors, handle.as_bytes())?;
         self.put_audit_at(
             &mut batch,
             now,
@@ -130,7 +132,7 @@ impl Inner {
         let ConvState::Live(conv) = self.load_conv(handle)? else {
             return Err(Error::NoSuchMessage);
         };
-        if conv.policy.hold.as_ref().is_some_and(|h| h.active_at(now)) {
+        if conv.policy.active_hold(now).is_some() {
             return Err(Error::LegalHold);
         }
         if seq < conv.first_seq {
@@ -141,6 +143,11 @@ impl Inner {
             .engine
             .get(Cf::ConvMessages, &key)?
             .ok_or(Error::NoSuchMessage)?;
+        let horizon = conv.policy.horizon(now, self.default_retention_ms);
+        if ConvRecord::decode(&stored)?.timestamp_ms() < horizon {
+            // Expired by retention: hidden already, dropped at compaction.
+            return Err(Error::NoSuchMessage);
+        }
         let (timestamp_ms, author) = match ConvRecord::decode(&stored)? {
             ConvRecord::Sealed(s) if s.conv_epoch != conv.epoch => {
                 return Err(Error::Corrupt(Corruption::EpochMismatch));

@@ -60,6 +60,10 @@ impl Inner {
     ) -> Result<Vec<ConversationItem>> {
         let mut out = Vec::with_capacity(limit.min(MAX_PAGE));
         let mut authors: HashMap<Handle, AuthorView> = HashMap::new();
+        // Expired by retention: hidden now, dropped at compaction.
+        let horizon = conv
+            .policy
+            .horizon(self.clock.now_ms(), self.default_retention_ms);
         // Seqs below the epoch's first belong to deleted epochs.
         let mut next = if backward {
             if from < conv.first_seq {
@@ -75,7 +79,11 @@ impl Inner {
             let exhausted = raw.len() < want;
             let last = raw.last().map(|(s, _)| *s);
             for (seq, value) in raw {
-                out.push(self.open_slot(handle, conv, seq, &value, &mut authors)?);
+                if let Some(item) =
+                    self.open_slot(handle, conv, seq, &value, horizon, &mut authors)?
+                {
+                    out.push(item);
+                }
             }
             let step = match (last, backward) {
                 (Some(l), false) => l.checked_add(1),
@@ -140,16 +148,34 @@ impl Inner {
         })
     }
 
-    /// Opens one slot.
+    /// Opens one slot; `None` if it expired (its timestamp is below
+    /// `horizon`).
     fn open_slot(
         &self,
         handle: &Handle,
         conv: &CachedConv,
         seq: u64,
         value: &[u8],
+        horizon: u64,
+        authors: &mut HashMap<Handle, AuthorView>,
+    ) -> Result<Option<ConversationItem>> {
+        let record = ConvRecord::decode(value)?;
+        if record.timestamp_ms() < horizon {
+            return Ok(None);
+        }
+        self.open_record(handle, conv, seq, record, authors)
+            .map(Some)
+    }
+
+    fn open_record(
+        &self,
+        handle: &Handle,
+        conv: &CachedConv,
+        seq: u64,
+        record: ConvRecord<'_>,
         authors: &mut HashMap<Handle, AuthorView>,
     ) -> Result<ConversationItem> {
-        let sealed = match ConvRecord::decode(value)? {
+        let sealed = match record {
             ConvRecord::Tombstone {
                 conv_epoch,
                 timestamp_ms,

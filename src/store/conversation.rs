@@ -162,6 +162,14 @@ impl Store {
 }
 
 impl Conversation<'_> {
+    pub(super) fn inner(&self) -> &super::Inner {
+        &self.store.inner
+    }
+
+    pub(super) fn id(&self) -> &ConversationId {
+        &self.id
+    }
+
     /// The conversation's handle (its pseudonym on disk; safe to log).
     pub fn handle(&self) -> Handle {
         self.handle

@@ -19,7 +19,7 @@ use super::Inner;
 use super::engine::{Cf, Scope};
 use super::users::{CachedUser, Last, next_seq};
 use crate::codec::{
-    ConvHeader, ConvKeyRecord, ConversationPolicy, EraseMarker, message_key, parse_message_key,
+    ConvHeader, ConvKeyRecord, EraseMarker, UserPolicy, message_key, parse_message_key,
 };
 use crate::crypto::{self, NONCE_LEN, Secret32, SivCipher};
 use crate::error::{Corruption, Error, Result};
@@ -40,7 +40,7 @@ pub(super) struct CachedConv {
     pub(super) cipher: Arc<SivCipher>,
     pub(super) first_seq: u64,
     pub(super) next_seq: u64,
-    pub(super) policy: Arc<ConversationPolicy>,
+    pub(super) policy: Arc<UserPolicy>,
 }
 
 /// A conversation's state as loaded under its lock.
@@ -80,7 +80,7 @@ pub(crate) fn conversation_cache_entry_bytes() -> usize {
     std::mem::size_of::<CachedConv>()
         + std::mem::size_of::<SivCipher>()
         + std::mem::size_of::<Secret32>()
-        + std::mem::size_of::<ConversationPolicy>()
+        + std::mem::size_of::<UserPolicy>()
         + 6 * std::mem::size_of::<usize>()
         + std::mem::size_of::<Handle>()
         + 64
@@ -244,7 +244,12 @@ impl Inner {
                 )),
                 secret: Arc::new(secret),
                 first_seq: rec.first_seq,
-                next_seq: next_seq(last.as_ref(), 1, None, Some(rec.first_seq)),
+                next_seq: next_seq(
+                    last.as_ref(),
+                    self.seq_floor(handle)?,
+                    None,
+                    Some(rec.first_seq),
+                ),
                 policy: Arc::new(rec.policy),
             };
             self.convs.remember(*handle, state.clone());
@@ -259,7 +264,12 @@ impl Inner {
         {
             return Err(Error::Corrupt(Corruption::MissingKeyRecord));
         }
-        let next_seq = next_seq(last.as_ref(), 1, marker.as_ref(), None);
+        let next_seq = next_seq(
+            last.as_ref(),
+            self.seq_floor(handle)?,
+            marker.as_ref(),
+            None,
+        );
         Ok(ConvState::Absent { marker, next_seq })
     }
 
@@ -303,7 +313,8 @@ impl Inner {
             sealed_id,
             created_ms: self.clock.now_ms(),
             first_seq,
-            policy: ConversationPolicy::default(),
+            policy: UserPolicy::default(),
+            subjects: Vec::new(),
         };
         let state = CachedConv {
             epoch,
@@ -311,7 +322,7 @@ impl Inner {
             cipher: Arc::new(cipher),
             first_seq,
             next_seq: first_seq,
-            policy: Arc::new(ConversationPolicy::default()),
+            policy: Arc::new(UserPolicy::default()),
         };
         Ok((state, rec))
     }

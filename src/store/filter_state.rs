@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::codec::{Envelope, EnvelopeHeader, MESSAGE_KEY_LEN, Retention, UserPolicy};
+use crate::codec::{ConvRecord, Envelope, EnvelopeHeader, MESSAGE_KEY_LEN, Retention, UserPolicy};
 use crate::types::Handle;
 
 /// Shards per map.
@@ -266,6 +266,33 @@ impl Judge {
     }
 }
 
+impl Judge {
+    /// The decision on a conversation slot: `Remove` only if its
+    /// conversation's retention expired it and its CRC holds. (Erased
+    /// authors' slots become tombstones by purge's own writes, and deleted
+    /// conversations go by range deletion: nothing else is judged here.)
+    pub(crate) fn decide_conv(&self, key: &[u8], value: &[u8]) -> Decision {
+        if key.len() != MESSAGE_KEY_LEN || !self.retention {
+            return Decision::Keep;
+        }
+        let mut h = [0u8; Handle::LEN];
+        h.copy_from_slice(&key[..Handle::LEN]);
+        let handle = Handle(h);
+        let Ok(record) = ConvRecord::decode(value) else {
+            return Decision::Keep;
+        };
+        let horizon = match self.snapshot.policies[shard_of(&handle)].get(&handle) {
+            Some(p) => p.horizon(self.now_ms, self.default_ms),
+            None => self.default_horizon,
+        };
+        if record.timestamp_ms() < horizon {
+            Decision::Remove
+        } else {
+            Decision::Keep
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +319,47 @@ mod tests {
 
     fn removes(j: &Judge, h: &Handle, seq: u64, v: &[u8]) -> bool {
         j.decide(&message_key(h, seq), v) == Decision::Remove
+    }
+
+    #[test]
+    fn conversation_slots_expire_by_their_conversations_policy() {
+        let state = FilterState::new(Some(1_000));
+        let (a, b) = (Handle([1; 16]), Handle([2; 16]));
+        state.set_policy(
+            b,
+            Some(&UserPolicy {
+                retention: Retention::Forever,
+                ..UserPolicy::default()
+            }),
+        );
+        let slot = |ts| {
+            let mut out = Vec::new();
+            crate::codec::encode_tombstone(
+                &mut out,
+                1,
+                ts,
+                crate::codec::StoredCause::AuthorErased,
+            );
+            out
+        };
+        // Not ready: nothing expires.
+        let j = Judge::new(&state, 5_000);
+        assert_eq!(j.decide_conv(&message_key(&a, 1), &slot(1)), Decision::Keep);
+        state.set_ready();
+        let j = Judge::new(&state, 5_000);
+        assert_eq!(
+            j.decide_conv(&message_key(&a, 1), &slot(3_999)),
+            Decision::Remove
+        );
+        assert_eq!(
+            j.decide_conv(&message_key(&a, 2), &slot(4_000)),
+            Decision::Keep
+        );
+        assert_eq!(j.decide_conv(&message_key(&b, 1), &slot(1)), Decision::Keep);
+        // A damaged record is kept (it surfaces as corruption).
+        let mut bad = slot(1);
+        bad[3] ^= 1;
+        assert_eq!(j.decide_conv(&message_key(&a, 3), &bad), Decision::Keep);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod conv_append;
 mod conv_delete;
 mod conv_purge;
 mod conv_read;
+mod conv_rights;
 mod conversation;
 mod conversations;
 mod engine;

@@ -196,10 +196,24 @@ impl Inner {
         let mut redactions = self.pending_conv_redactions.lock();
         while let Some((k, v)) = it.item() {
             count += 1;
-            if let (Ok(h), Ok(rec)) = (<[u8; Handle::LEN]>::try_from(k), ConvKeyRecord::decode(v))
-                && rec.policy.purge_pending
-            {
-                redactions.insert(Handle(h), 0);
+            if let Ok(h) = <[u8; Handle::LEN]>::try_from(k) {
+                match ConvKeyRecord::decode(v) {
+                    Ok(rec) => {
+                        if rec.policy.purge_pending {
+                            redactions.insert(Handle(h), 0);
+                        }
+                        self.filter.set_policy(Handle(h), Some(&rec.policy));
+                    }
+                    // Unsure of its policy (it may be on hold): retention
+                    // keeps everything of this conversation.
+                    Err(_) => self.filter.set_policy(
+                        Handle(h),
+                        Some(&UserPolicy {
+                            retention: codec::Retention::Forever,
+                            ..UserPolicy::default()
+                        }),
+                    ),
+                }
             }
             it.next();
         }
@@ -220,19 +234,24 @@ impl Inner {
         match (self.default_retention_ms.is_some(), flagged) {
             (false, true) => batch.delete(Cf::Meta, layout::META_SEQ_FLOORS)?,
             (true, false) => {
-                let mut it = self.engine.cursor(Cf::Keys, Scope::All)?;
-                it.seek_to_first();
-                while let Some(k) = it.key() {
-                    let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
-                    let next = self
-                        .last_in(Cf::Messages, &h)?
-                        .map_or(1, |l| l.seq.saturating_add(1));
-                    if next > self.seq_floor(&h)? {
-                        self.put_seq_floor(&mut batch, &h, next)?;
+                // Users and conversations alike: the next seq above their
+                // newest record.
+                for (keys, records) in [(Cf::Keys, Cf::Messages), (Cf::ConvKeys, Cf::ConvMessages)]
+                {
+                    let mut it = self.engine.cursor(keys, Scope::All)?;
+                    it.seek_to_first();
+                    while let Some(k) = it.key() {
+                        let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+                        let next = self
+                            .last_in(records, &h)?
+                            .map_or(1, |l| l.seq.saturating_add(1));
+                        if next > self.seq_floor(&h)? {
+                            self.put_seq_floor(&mut batch, &h, next)?;
+                        }
+                        it.next();
                     }
-                    it.next();
+                    it.status()?;
                 }
-                it.status()?;
                 batch.put(Cf::Meta, layout::META_SEQ_FLOORS, &[1u8])?;
             }
             _ => return Ok(()),

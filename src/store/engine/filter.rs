@@ -33,6 +33,40 @@ impl CompactionFilterFactory for MessagesFilterFactory {
     }
 }
 
+/// Builds one [`ConvMessagesFilter`] per compaction of `conv_messages`.
+pub(super) struct ConvMessagesFilterFactory {
+    pub(super) state: Arc<FilterState>,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl CompactionFilterFactory for ConvMessagesFilterFactory {
+    type Filter = ConvMessagesFilter;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> Self::Filter {
+        ConvMessagesFilter(Judge::new(&self.state, self.clock.now_ms()))
+    }
+
+    fn name(&self) -> &CStr {
+        c"shredstore.conv_messages.retention.factory"
+    }
+}
+
+/// Filter for one compaction run of `conv_messages` (retention only).
+pub(super) struct ConvMessagesFilter(Judge);
+
+impl CompactionFilter for ConvMessagesFilter {
+    fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> CompactionDecision {
+        match catch_unwind(AssertUnwindSafe(|| self.0.decide_conv(key, value))) {
+            Ok(Decision::Remove) => CompactionDecision::Remove,
+            Ok(Decision::Keep) | Err(_) => CompactionDecision::Keep,
+        }
+    }
+
+    fn name(&self) -> &CStr {
+        c"shredstore.conv_messages.retention"
+    }
+}
+
 /// Filter for one compaction run.
 pub(super) struct MessagesFilter(Judge);
 

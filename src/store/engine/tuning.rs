@@ -8,7 +8,7 @@ use rocksdb::{
 };
 
 use super::Cf;
-use super::filter::MessagesFilterFactory;
+use super::filter::{ConvMessagesFilterFactory, MessagesFilterFactory};
 use crate::codec::FORMAT_VERSION;
 use crate::error::{Corruption, Error, Result};
 use crate::store::filter_state::FilterState;
@@ -91,14 +91,18 @@ pub(super) fn open_db(
         messages.set_target_file_size_base(size);
         messages.set_max_bytes_for_level_base(size.saturating_mul(10));
     }
-    // Conversation slots: the same layout and tuning as `messages`, without
-    // its compaction filter (purge writes tombstones and range deletions
-    // there; nothing is dropped by judgement).
-    let conversations = messages.clone();
+    // Conversation slots: the same layout and tuning as `messages`, with a
+    // filter of their own that only applies retention (purge writes the
+    // tombstones and range deletions of erasures itself).
+    let mut conversations = messages.clone();
     if options.hooks.disable_erasure_filter {
         tracing::warn!("TEST HOOK: the compaction filter is off; erasures will not be purged");
     } else {
         messages.set_compaction_filter_factory(MessagesFilterFactory {
+            state: Arc::clone(filter),
+            clock: Arc::clone(&options.clock),
+        });
+        conversations.set_compaction_filter_factory(ConvMessagesFilterFactory {
             state: Arc::clone(filter),
             clock: Arc::clone(&options.clock),
         });
