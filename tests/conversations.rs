@@ -162,6 +162,12 @@ fn batches_are_atomic_and_idempotent_retries_store_nothing() {
     let retry = cv.append_idempotent(&a, b"client-1", b"hello").unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.appended.seq, 4);
+    // Another author's retry with that id is a conflict, although the
+    // original can no longer be read (review of step 1).
+    assert!(matches!(
+        cv.append_idempotent(&user("bob"), b"client-1", b"hello"),
+        Err(Error::IdempotencyConflict)
+    ));
     assert!(matches!(
         ConversationId::new(""),
         Err(Error::InvalidArgument(InvalidArgument::EmptyConversationId))
@@ -758,4 +764,58 @@ fn retention_and_legal_hold_per_conversation() {
         vec![0, 1, 2],
         "short-lived, store default (+1 new), forever"
     );
+}
+
+/// Review of step 1: a purge interrupted after writing an erased author's
+/// tombstones (it used to delete the author-index entries in the same
+/// batch) left the retry nothing to find, and the retry reported the
+/// erasure complete with the ciphertext still in the SST files. The index
+/// entries now stay until their conversations are checked clean.
+#[test]
+fn a_purge_interrupted_after_its_tombstones_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let expected = three_authors_five_rooms(&store);
+    let a_handle = store.handle(&user(A));
+    store.flush().unwrap();
+    store.close().unwrap();
+    let db = raw_db(dir.path());
+    let captured: Vec<Vec<u8>> = raw_entries(&db, CF_AUTHORS, a_handle.as_bytes())
+        .iter()
+        .map(|(k, _)| {
+            let v = db
+                .get_cf(db.cf_handle(CF_CONV_MESSAGES).unwrap(), &k[16..])
+                .unwrap()
+                .unwrap();
+            v[45..v.len() - 4].to_vec()
+        })
+        .collect();
+    assert!(!captured.is_empty());
+    drop(db);
+
+    let interrupt = Arc::new(AtomicBool::new(true));
+    let hooks = shredstore::TestHooks {
+        interrupt_purge: Some(Arc::clone(&interrupt)),
+        ..shredstore::TestHooks::default()
+    };
+    let store = Store::open(options(dir.path()).test_hooks(hooks)).unwrap();
+    store.erase(&user(A)).unwrap();
+    assert!(store.purge().is_err(), "the hook interrupts the purge");
+    assert_rooms(&store, &expected, A);
+    // The tombstones were written; the old versions are still in the files.
+    store.close().unwrap();
+    assert!(!scan(dir.path(), &captured).is_empty(), "not purged yet");
+    let store = open(dir.path());
+    let report = store.purge().unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.erasures_purged, 1);
+    assert_rooms(&store, &expected, A);
+    store.close().unwrap();
+    assert_eq!(
+        scan(dir.path(), &captured),
+        vec![],
+        "A's ciphertext after the retry"
+    );
+    let db = raw_db(dir.path());
+    assert!(raw_entries(&db, CF_AUTHORS, a_handle.as_bytes()).is_empty());
 }

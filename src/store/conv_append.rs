@@ -11,7 +11,7 @@ use super::conversations::ConvState;
 use super::engine::Cf;
 use super::options::Durability;
 use super::users::UserState;
-use crate::codec::{ConvKind, ConvSlot, author_key, encode_message_body, message_key};
+use crate::codec::{ConvHeader, ConvKind, ConvSlot, author_key, encode_message_body, message_key};
 use crate::crypto::{DEDUP_KEY_LEN, NONCE_LEN};
 use crate::error::{Corruption, Error, Result};
 use crate::types::{ConversationId, Handle, UserId};
@@ -152,6 +152,19 @@ impl Inner {
         let ConvState::Live(conv) = self.load_conv(handle)? else {
             return Err(Error::Corrupt(Corruption::MissingKeyRecord));
         };
+        // Another author's message under this id is a conflict, even when
+        // it can no longer be read (its author erased).
+        if let Some(v) = self
+            .engine
+            .get(Cf::ConvMessages, &message_key(handle, seq))?
+            && let Ok(ConvHeader {
+                author: Some((a, _)),
+                ..
+            }) = ConvHeader::parse(&v)
+            && a != self.handle(author)
+        {
+            return Err(Error::IdempotencyConflict);
+        }
         let items = self.conv_page(handle, &conv, seq, 1, false)?;
         match items.first() {
             Some(super::ConversationItem::Message(m)) if m.seq == seq => {

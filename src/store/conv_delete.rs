@@ -34,7 +34,15 @@ impl Inner {
                         Err(Error::LegalHold),
                     );
                 }
-                let marker = self.conv_marker(handle)?;
+                // An unreadable earlier marker is rewritten, as erase does.
+                let marker = match self.conv_marker(handle) {
+                    Err(e @ Error::Corrupt(_)) => {
+                        tracing::warn!(conversation = %handle, error = %e,
+                            "unreadable deletion marker; rewriting it");
+                        None
+                    }
+                    other => other?,
+                };
                 let next = c.next_seq;
                 (Some(c), marker, next)
             }

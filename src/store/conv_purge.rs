@@ -45,6 +45,8 @@ pub(super) struct ConvWork {
     pub(super) deletion_authors: BTreeSet<Handle>,
     /// Conversations with pending redactions, with their counters.
     pub(super) redactions: Vec<(Handle, u64)>,
+    /// Pending deletions whose marker did not decode.
+    pub(super) unreadable_markers: usize,
 }
 
 impl ConvWork {
@@ -104,8 +106,17 @@ impl Inner {
             .map(|(h, p)| (*h, *p))
             .collect();
         for (conv, pending) in deletions {
-            let Some(marker) = self.conv_marker(&conv)? else {
-                continue;
+            let marker = match self.conv_marker(&conv) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // Left pending (the purge is then incomplete) rather than
+                // failing every other erasure's purge.
+                Err(e) => {
+                    tracing::error!(conversation = %conv, error = %e,
+                        "undecodable deletion marker; delete the conversation again to repair it");
+                    work.unreadable_markers += 1;
+                    continue;
+                }
             };
             let authors = self.slot_authors(&conv, marker.next_seq)?;
             let mut batch = self.engine.batch();
@@ -131,7 +142,10 @@ impl Inner {
         let mut it = self.engine.cursor(Cf::ConvMessages, Scope::Handle(conv))?;
         it.seek(&message_key(conv, 0));
         while let Some((k, v)) = it.item() {
-            let (h, seq) = parse_message_key(k)?;
+            let Ok((h, seq)) = parse_message_key(k) else {
+                it.next();
+                continue;
+            };
             if h != *conv || seq >= end {
                 break;
             }
@@ -148,53 +162,96 @@ impl Inner {
         Ok(authors)
     }
 
-    /// Puts tombstones over the slots of `author`'s erased epochs (<=
-    /// `epoch`) and deletes their index entries, in bounded batches.
-    fn tombstone_author(&self, author: &Handle, epoch: u32, work: &mut ConvWork) -> Result<()> {
-        let mut from = author_key(author, &Handle([0; Handle::LEN]), 0).to_vec();
+    /// Walks `author`'s index entries of epochs <= `epoch`, a page of at
+    /// most [`BATCH`] entries at a time (grouped by conversation), with a
+    /// cursor dropped before `f` runs: `f` may write.
+    fn author_pages(
+        &self,
+        author: &Handle,
+        epoch: u32,
+        mut f: impl FnMut(&BTreeMap<Handle, Vec<u64>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut from: Option<Vec<u8>> = None;
         loop {
-            // One page of entries, with a cursor dropped before writing.
             let mut page: BTreeMap<Handle, Vec<u64>> = BTreeMap::new();
             let mut seen = 0usize;
             let mut last = None;
             {
                 let mut it = self.engine.cursor(Cf::Authors, Scope::Handle(author))?;
-                it.seek(&from);
+                match &from {
+                    // Past the previous page's last key (which `f` may
+                    // have deleted).
+                    Some(k) => {
+                        it.seek(k);
+                        if it.key() == Some(k.as_slice()) {
+                            it.next();
+                        }
+                    }
+                    None => it.seek(author.as_bytes()),
+                }
                 while seen < BATCH {
                     let Some((k, v)) = it.item() else {
                         break;
                     };
-                    let (a, conv, seq) = parse_author_key(k)?;
+                    let Ok((a, conv, seq)) = parse_author_key(k) else {
+                        // Not an index key: skipped (it holds no slot).
+                        tracing::warn!(author = %author, "malformed author-index key skipped");
+                        it.next();
+                        continue;
+                    };
                     if a != *author {
                         break;
                     }
-                    if last.as_deref() != Some(k) {
-                        seen += 1;
-                        // An unreadable epoch counts as erased.
-                        let e = <[u8; 4]>::try_from(v).map_or(0, u32::from_be_bytes);
-                        if e <= epoch {
-                            page.entry(conv).or_default().push(seq);
-                        }
+                    seen += 1;
+                    // An unreadable epoch counts as erased.
+                    let e = <[u8; 4]>::try_from(v).map_or(0, u32::from_be_bytes);
+                    if e <= epoch {
+                        page.entry(conv).or_default().push(seq);
                     }
                     last = Some(k.to_vec());
                     it.next();
                 }
                 it.status()?;
             }
-            for (conv, seqs) in &page {
+            f(&page)?;
+            match last {
+                Some(k) if seen == BATCH => from = Some(k),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Puts tombstones over the slots of `author`'s erased epochs (<=
+    /// `epoch`), keeping their index entries: a purge interrupted before
+    /// the conversations are checked finds them again. The entries go only
+    /// once every conversation they name is clean
+    /// ([`Inner::delete_author_entries`]).
+    fn tombstone_author(&self, author: &Handle, epoch: u32, work: &mut ConvWork) -> Result<()> {
+        self.author_pages(author, epoch, |page| {
+            for (conv, seqs) in page {
                 self.tombstone_slots(author, epoch, conv, seqs)?;
                 work.touched
                     .entry(*conv)
                     .or_default()
                     .push((*author, epoch));
             }
-            match last {
-                Some(k) if seen == BATCH => {
-                    from = k;
+            Ok(())
+        })
+    }
+
+    /// Deletes `author`'s index entries of epochs <= `epoch` (their
+    /// conversations are clean).
+    pub(super) fn delete_author_entries(&self, author: &Handle, epoch: u32) -> Result<()> {
+        self.author_pages(author, epoch, |page| {
+            let mut batch = self.engine.batch();
+            for (conv, seqs) in page {
+                for &seq in seqs {
+                    batch.delete(Cf::Authors, &author_key(author, conv, seq))?;
                 }
-                _ => return Ok(()),
             }
-        }
+            // Not synced: a crash loses nothing the next purge cannot redo.
+            self.engine.write(batch, false)
+        })
     }
 
     fn tombstone_slots(
@@ -223,7 +280,6 @@ impl Inner {
                 );
                 batch.put(Cf::ConvMessages, &key, &tomb)?;
             }
-            batch.delete(Cf::Authors, &author_key(author, conv, seq))?;
         }
         // Not synced: a crash loses nothing the next purge cannot redo.
         self.engine.write(batch, false)

@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     pub(super) purges_incomplete: AtomicU64,
     pub(super) purge_lock: Mutex<()>,
     pub(super) purge_interval: Option<Duration>,
+    /// The `interrupt_purge` test hook.
+    pub(super) interrupt_purge: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(super) purger_signal: purger::Signal,
 }
 

@@ -83,6 +83,7 @@ impl Inner {
             purges_incomplete: AtomicU64::new(0),
             purge_lock: Mutex::new(()),
             purge_interval: options.purge_interval,
+            interrupt_purge: options.hooks.interrupt_purge.clone(),
             purger_signal: purger::Signal::default(),
         });
         inner.load_markers()?;
@@ -173,18 +174,30 @@ impl Inner {
         let mut pending = self.pending_conv_deletions.lock();
         while let Some((k, v)) = it.item() {
             let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
-            // An undecodable marker fails closed when the conversation is
-            // used (its state does not load).
-            if let Ok(m) = EraseMarker::decode(v)
-                && !m.purged
-            {
-                pending.insert(
-                    h,
-                    Pending {
-                        epoch: m.epoch,
-                        erased_at_ms: m.erased_at_ms,
-                    },
-                );
+            match EraseMarker::decode(v) {
+                Ok(m) if !m.purged => {
+                    pending.insert(
+                        h,
+                        Pending {
+                            epoch: m.epoch,
+                            erased_at_ms: m.erased_at_ms,
+                        },
+                    );
+                }
+                Ok(_) => {}
+                // Fails closed: the conversation's state does not load, and
+                // purges stay incomplete until it is deleted again.
+                Err(e) => {
+                    tracing::error!(conversation = %h, error = %e,
+                        "undecodable deletion marker: purges stay incomplete until the conversation is deleted again");
+                    pending.insert(
+                        h,
+                        Pending {
+                            epoch: 0,
+                            erased_at_ms: 0,
+                        },
+                    );
+                }
             }
             it.next();
         }

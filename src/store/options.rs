@@ -72,6 +72,10 @@ pub struct TestHooks {
     /// small files give a small store the many-file layout of a large one
     /// (the purge benchmark).
     pub target_file_size: Option<u64>,
+    /// While the flag is set, a purge stops with an I/O error right after
+    /// its conversation writes (tombstones), before anything is compacted
+    /// or checked: an interrupted purge, which the next one must finish.
+    pub interrupt_purge: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// RocksDB's in-memory filesystem, shared by the stores opened with it.

@@ -41,6 +41,14 @@ pub struct PurgeReport {
     pub duration: Duration,
 }
 
+/// Adds to `held` the files of `files` that meet one of the `targets`
+/// (column families and sorted handles).
+fn held_files(files: &[LiveSst], targets: &[(&[Cf], &Vec<Handle>)], held: &mut Vec<u64>) {
+    for (cfs, handles) in targets {
+        held.extend(overlapping_in(files, cfs, handles).iter().map(|f| f.number));
+    }
+}
+
 /// The handle prefixes of the keys in `[smallest, largest]`: a handle's
 /// records lie in that file's range iff `lo <= handle <= hi`.
 fn prefix_range(f: &LiveSst) -> (&[u8], &[u8]) {
@@ -166,35 +174,52 @@ impl Inner {
         // deleted conversations' author-index ranges): the flush below
         // takes them along.
         let work = self.prepare_conv_purge(&erasures)?;
+        if self
+            .interrupt_purge
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+        {
+            tracing::warn!("TEST HOOK: purge interrupted after its conversation writes");
+            return Err(crate::Error::Io(std::io::Error::other(
+                "injected purge interruption",
+            )));
+        }
         let conv_phase1 = work.phase1_convs();
         let deleted_convs = work.deleted_convs();
         let deletion_authors: Vec<Handle> = work.deletion_authors.iter().copied().collect();
-        let live_before = self.engine.live_files()?;
-        let mut held_before: Vec<u64> = overlapping(&live_before, &sorted)
-            .iter()
-            .map(|f| f.number)
-            .collect();
-        for (cfs, handles) in [
+        // Every file that holds a purged range before a compaction must be
+        // gone before the purge is confirmed: those listed before the first
+        // flush, and those each flush creates (a compaction of this purge
+        // makes them obsolete too).
+        let targets = [
+            (&Cf::USER_DATA[..], &sorted),
             (&Cf::CONVERSATION_DATA[..], &conv_phase1),
             (&Cf::CONVERSATION_DATA[..], &deleted_convs),
             (&[Cf::Authors][..], &deletion_authors),
-        ] {
-            held_before.extend(
-                overlapping_in(&live_before, cfs, handles)
-                    .iter()
-                    .map(|f| f.number),
-            );
-        }
-        held_before.sort_unstable();
-        held_before.dedup();
+        ];
+        let mut held_before = Vec::new();
+        held_files(&self.engine.live_files()?, &targets, &mut held_before);
         self.engine.flush_all()?;
         let flushed = self.engine.live_files()?;
+        held_files(&flushed, &targets, &mut held_before);
         let mut compactions = self.compact_ranges(&flushed, &Cf::USER_DATA, &sorted)?;
         compactions += self.compact_ranges(&flushed, &[Cf::ConvMessages], &conv_phase1)?;
         compactions += self.compact_ranges(&flushed, &[Cf::Authors], &deletion_authors)?;
         let (dirty_convs, dirty_deletions) = self.conv_remnants_phase1(&work)?;
-        // Phase 2: the slots of deleted conversations whose authors' index
-        // is clean.
+        // Phase 2: erased authors' index entries once every conversation
+        // they name is clean, and the slots of deleted conversations whose
+        // authors' index is clean.
+        let clean_authors: Vec<(Handle, u32)> = work
+            .authors_erased
+            .iter()
+            .copied()
+            .filter(|(a, _)| {
+                !work
+                    .touched
+                    .iter()
+                    .any(|(c, v)| dirty_convs.contains(c) && v.iter().any(|(x, _)| x == a))
+            })
+            .collect();
         let phase2: Vec<(Handle, u32, u64)> = work
             .deletions
             .iter()
@@ -202,13 +227,25 @@ impl Inner {
             .filter(|(h, _, _)| !dirty_deletions.contains(h))
             .collect();
         let mut dirty_phase2 = HashSet::new();
-        if !phase2.is_empty() {
+        if !phase2.is_empty() || !clean_authors.is_empty() {
+            for (author, epoch) in &clean_authors {
+                self.delete_author_entries(author, *epoch)?;
+            }
             self.delete_conv_slots(&phase2)?;
             self.engine.flush_all()?;
             let flushed = self.engine.live_files()?;
+            held_files(&flushed, &targets, &mut held_before);
+            let authors: Vec<Handle> = {
+                let mut v: Vec<Handle> = clean_authors.iter().map(|(a, _)| *a).collect();
+                v.sort_unstable();
+                v
+            };
+            compactions += self.compact_ranges(&flushed, &[Cf::Authors], &authors)?;
             compactions += self.compact_ranges(&flushed, &Cf::CONVERSATION_DATA, &deleted_convs)?;
             dirty_phase2 = self.conv_remnants_phase2(&phase2)?;
         }
+        held_before.sort_unstable();
+        held_before.dedup();
         // A failed compaction shows up as a background error.
         let compacted = self.engine.background_errors()? == errors_before;
         let mut dirty = self.remnants(&erasures, &redactions, &sorted)?;
@@ -247,6 +284,7 @@ impl Inner {
         }
         let complete = compacted
             && deleted
+            && work.unreadable_markers == 0
             && dirty.is_empty()
             && dirty_convs.is_empty()
             && dirty_deletions.is_empty()
