@@ -124,6 +124,14 @@ pub enum InvalidArgument {
         /// The maximum.
         max: usize,
     },
+    /// A conversation declares more subjects than the maximum.
+    #[error("{len} subjects, the maximum is {max}")]
+    TooManySubjects {
+        /// How many were given.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// A payload is larger than the configured maximum.
     #[error("payload is {len} bytes, the maximum is {max}")]
     PayloadTooLarge {

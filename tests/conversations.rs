@@ -615,6 +615,7 @@ fn a_format_2_store_is_upgraded_in_place() {
             CF_CONV_MESSAGES,
             shredstore::layout::CF_CONV_DELETED,
             CF_AUTHORS,
+            shredstore::layout::CF_SUBJECTS,
         ] {
             db.drop_cf(cf).unwrap();
         }
@@ -646,7 +647,7 @@ fn a_format_2_store_is_upgraded_in_place() {
         .append(&user(A), b"first conversation message")
         .unwrap();
     store.close().unwrap();
-    assert_eq!(cfs(dir.path()).len(), 13);
+    assert_eq!(cfs(dir.path()).len(), 14);
     let store = open(dir.path());
     assert_eq!(
         store
@@ -818,4 +819,85 @@ fn a_purge_interrupted_after_its_tombstones_is_finished_by_the_next() {
     );
     let db = raw_db(dir.path());
     assert!(raw_entries(&db, CF_AUTHORS, a_handle.as_bytes()).is_empty());
+}
+
+#[test]
+fn erasing_a_subject_deletes_their_conversations_on_request() {
+    use shredstore::EraseOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let dm = store.conversation(&conv("dm:alice:bob"));
+    let support = store.conversation(&conv("support:alice"));
+    let group = store.conversation(&conv("group:everyone"));
+    for c in [&dm, &support, &group] {
+        c.append(&user(A), b"alice writes here").unwrap();
+        c.append(&user(B), b"bob writes here too").unwrap();
+    }
+    assert_eq!(
+        dm.set_subjects_as(&[user(A), user(B), user(A)], "admin")
+            .unwrap(),
+        2
+    );
+    assert_eq!(support.set_subjects_as(&[user(A)], "admin").unwrap(), 1);
+    let too_many: Vec<UserId> = (0..=shredstore::MAX_SUBJECTS)
+        .map(|i| user(&format!("u{i}")))
+        .collect();
+    assert!(matches!(
+        group.set_subjects_as(&too_many, "admin"),
+        Err(Error::InvalidArgument(
+            InvalidArgument::TooManySubjects { .. }
+        ))
+    ));
+    // A hold on one of them refuses the erase as a whole.
+    support.set_legal_hold_as("case 9", None, "admin").unwrap();
+    let opts = EraseOptions::default().with_subject_conversations();
+    assert!(matches!(
+        store.erase_with(&user(A), opts),
+        Err(Error::LegalHold)
+    ));
+    assert_eq!(dm.read(0, 10).unwrap().len(), 2);
+    assert!(matches!(
+        &dm.read(0, 10).unwrap()[0],
+        ConversationItem::Message(_)
+    ));
+    support.lift_legal_hold_as("admin").unwrap();
+    // Erasing alice with the option deletes both conversations she is a
+    // subject of, in the same write; the group keeps bob's message.
+    let erased = store.erase_with(&user(A), opts).unwrap();
+    assert_eq!(erased.conversations_deleted.len(), 2);
+    for d in &erased.conversations_deleted {
+        assert!(store.verify_receipt(&d.receipt));
+        assert_eq!(d.messages_deleted, 2);
+    }
+    assert!(dm.read(0, 10).unwrap().is_empty());
+    assert!(support.read(0, 10).unwrap().is_empty());
+    let g = group.read(0, 10).unwrap();
+    assert!(matches!(&g[0], ConversationItem::Tombstone(_)));
+    assert!(matches!(&g[1], ConversationItem::Message(m) if m.author == user(B)));
+    // Without the option, erasing bob leaves his conversations.
+    let dm2 = store.conversation(&conv("dm:bob:carol"));
+    dm2.append(&user(B), b"bob to carol, hello").unwrap();
+    dm2.set_subjects_as(&[user(B), user(C)], "admin").unwrap();
+    let erased = store.erase(&user(B)).unwrap();
+    assert!(erased.conversations_deleted.is_empty());
+    assert!(matches!(
+        &dm2.read(0, 10).unwrap()[0],
+        ConversationItem::Tombstone(_)
+    ));
+    let report = store.purge().unwrap();
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.conversations_purged, 2);
+    let (a_handle, b_handle) = (store.handle(&user(A)), store.handle(&user(B)));
+    let dm2_handle = dm2.handle();
+    store.close().unwrap();
+    // No subject entry of an erased user is left, and bob left dm2's list.
+    let db = raw_db(dir.path());
+    assert!(raw_entries(&db, shredstore::layout::CF_SUBJECTS, a_handle.as_bytes()).is_empty());
+    assert!(raw_entries(&db, shredstore::layout::CF_SUBJECTS, b_handle.as_bytes()).is_empty());
+    let rec = raw_entries(&db, CF_CONV_KEYS, dm2_handle.as_bytes());
+    assert_eq!(rec.len(), 1);
+    assert!(
+        !rec[0].1.windows(16).any(|w| w == b_handle.as_bytes()),
+        "bob's handle in dm2's record"
+    );
 }

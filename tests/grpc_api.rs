@@ -77,6 +77,7 @@ async fn append_read_erase_end_to_end() {
         .erase(EraseRequest {
             user_id: b"alice".to_vec(),
             block_new: false,
+            delete_subject_conversations: false,
         })
         .await
         .unwrap()
@@ -233,7 +234,8 @@ async fn bad_input_gets_clear_codes_and_server_keeps_serving() {
     assert_eq!(
         c.erase(EraseRequest {
             user_id: vec![],
-            block_new: false
+            block_new: false,
+            delete_subject_conversations: false,
         })
         .await
         .unwrap_err()
@@ -256,6 +258,7 @@ async fn bad_input_gets_clear_codes_and_server_keeps_serving() {
     c.erase(EraseRequest {
         user_id: b"gone".to_vec(),
         block_new: true,
+        delete_subject_conversations: false,
     })
     .await
     .unwrap();

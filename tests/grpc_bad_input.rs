@@ -93,6 +93,7 @@ fn er(user_id: Vec<u8>) -> EraseRequest {
     EraseRequest {
         user_id,
         block_new: false,
+        delete_subject_conversations: false,
     }
 }
 
@@ -732,6 +733,7 @@ fn cases() -> Vec<Case> {
         case("erase: as reader", PermissionDenied, |ch| async move {
             let block = EraseRequest {
                 block_new: true,
+                delete_subject_conversations: false,
                 ..er(uid("alice"))
             };
             erase(ch, RE, block).await
@@ -1013,6 +1015,7 @@ async fn grpc_bad_input_catalogue() {
     let e = EraseRequest {
         user_id: uid("blocked"),
         block_new: true,
+        delete_subject_conversations: false,
     };
     assert_eq!(erase(ch.clone(), ER, e).await.summary, "erased 1");
     // The erase wakes the background purger at once; let it finish so it does

@@ -135,6 +135,7 @@ async fn append_read_redact_delete_end_to_end() {
         .erase(EraseRequest {
             user_id: b"alice".to_vec(),
             block_new: false,
+            delete_subject_conversations: false,
         })
         .await
         .unwrap();
@@ -472,6 +473,66 @@ async fn retention_and_legal_hold_over_grpc() {
             .into_inner()
             .messages_deleted,
         1
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_deletes_the_subjects_conversations_on_request() {
+    use shredstore::server::proto::ConversationsSetSubjectsRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut appender = server.conversations(Some(APPENDER)).await;
+    let mut reader = server.conversations(Some(READER)).await;
+    let mut admin = server.conversations(Some(ADMIN)).await;
+    let mut store_eraser = server.store(Some(ERASER)).await;
+    appender
+        .append(append("dm:alice:bot", "alice", "help me"))
+        .await
+        .unwrap();
+    appender
+        .append(append("dm:alice:bot", "bot", "sure"))
+        .await
+        .unwrap();
+    let set = ConversationsSetSubjectsRequest {
+        conversation_id: b"dm:alice:bot".to_vec(),
+        subject_ids: vec![b"alice".to_vec()],
+    };
+    assert_eq!(
+        appender.set_subjects(set.clone()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        admin.set_subjects(set).await.unwrap().into_inner().subjects,
+        1
+    );
+    let e = admin
+        .set_subjects(ConversationsSetSubjectsRequest {
+            conversation_id: b"dm:alice:bot".to_vec(),
+            subject_ids: vec![Vec::new()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("subject_ids"), "{}", e.message());
+    let erased = store_eraser
+        .erase(EraseRequest {
+            user_id: b"alice".to_vec(),
+            block_new: false,
+            delete_subject_conversations: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.conversation_receipts.len(), 1);
+    assert_eq!(
+        erased.conversation_receipts[0].subject,
+        ReceiptSubject::Conversation as i32
+    );
+    assert!(
+        collect(&mut reader, read("dm:alice:bot", 0, 10, false))
+            .await
+            .is_empty()
     );
     server.stop().await;
 }

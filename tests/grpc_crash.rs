@@ -105,6 +105,7 @@ async fn client(url: String, u: u64, first_n: u64, log: Log) {
                 .erase(EraseRequest {
                     user_id: user(u),
                     block_new: false,
+                    delete_subject_conversations: false,
                 })
                 .await;
             if r.is_err() {

@@ -129,6 +129,7 @@ async fn erase_over_grpc_then_purge_leaves_no_bytes() {
         .erase(EraseRequest {
             user_id: user_a.as_bytes().to_vec(),
             block_new: false,
+            delete_subject_conversations: false,
         })
         .await
         .unwrap()
@@ -216,6 +217,7 @@ async fn a_stalled_export_does_not_hold_off_purge() {
     c.erase(EraseRequest {
         user_id: b"alice".to_vec(),
         block_new: false,
+        delete_subject_conversations: false,
     })
     .await
     .unwrap();

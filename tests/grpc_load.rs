@@ -225,6 +225,7 @@ async fn a_failing_stream_is_counted_and_replaced() {
     c.erase(EraseRequest {
         user_id: b"blk-0".to_vec(),
         block_new: true,
+        delete_subject_conversations: false,
     })
     .await
     .unwrap();

@@ -202,6 +202,7 @@ async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
             .erase(EraseRequest {
                 user_id: b.as_bytes().to_vec(),
                 block_new: false,
+                delete_subject_conversations: false,
             })
             .await
             .is_err()
@@ -220,6 +221,7 @@ async fn no_log_line_holds_a_user_id_payload_reason_or_token() {
             .erase(EraseRequest {
                 user_id: u.as_bytes().to_vec(),
                 block_new: false,
+                delete_subject_conversations: false,
             })
             .await
             .unwrap();

@@ -47,6 +47,7 @@ async fn erase_returns_a_receipt_that_verifies_and_the_trail_records_it() {
         .erase(EraseRequest {
             user_id: b"alice@example.com".to_vec(),
             block_new: false,
+            delete_subject_conversations: false,
         })
         .await
         .unwrap()

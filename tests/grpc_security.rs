@@ -29,6 +29,7 @@ fn erase(user: &str) -> EraseRequest {
     EraseRequest {
         user_id: user.as_bytes().to_vec(),
         block_new: false,
+        delete_subject_conversations: false,
     }
 }
 

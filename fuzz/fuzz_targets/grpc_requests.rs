@@ -19,14 +19,15 @@ use shredstore::MAX_REASON_LEN;
 use shredstore::server::proto::set_retention_request::Policy;
 use shredstore::server::proto::{
     AppendRequest, AuditRequest, ConversationAppendRequest, ConversationReadRequest,
-    ConversationRedactRequest, ConversationRequest, ReceiptSubject, EraseRequest, ErasureReceipt, ExportRequest, GetRightsRequest,
+    ConversationRedactRequest, ConversationRequest, ConversationsSetSubjectsRequest,
+    ReceiptSubject, EraseRequest, ErasureReceipt, ExportRequest, GetRightsRequest,
     LegalBasis, LiftLegalHoldRequest, PurgeRequest, PurgeStatus, ReadRequest, RecordConsentRequest,
     RedactRequest, RestrictRequest, SetLegalHoldRequest, SetRetentionRequest, StatsRequest,
     UnrestrictRequest, VerifyReceiptRequest,
 };
 use shredstore::server::validate::{
     RequestLimits, validate_append, validate_conversation, validate_conversation_append,
-    validate_conversation_read, validate_conversation_redact, validate_audit, validate_erase, validate_export,
+    validate_conversation_read, validate_conversation_redact, validate_conversation_set_subjects, validate_audit, validate_erase, validate_export,
     validate_get_rights, validate_lift_legal_hold, validate_read, validate_receipt,
     validate_record_consent, validate_redact, validate_restrict, validate_set_legal_hold,
     validate_set_retention, validate_unrestrict,
@@ -53,6 +54,9 @@ const TEMPLATES: &[&str] = &[
     "conversation_id: conversation id is  bytes, the maximum is ",
     "author_id: user id is empty",
     "author_id: user id is  bytes, the maximum is ",
+    "subject_ids:  subjects, the maximum is ",
+    "subject_ids: user id is empty",
+    "subject_ids: user id is  bytes, the maximum is ",
     "from_ms must be below to_ms",
     "seq must be at least ",
     "reason is  bytes, the maximum is ",
@@ -160,13 +164,14 @@ fn erase(bytes: &[u8]) {
         return;
     };
     let user_ok = user_id_ok(&r.user_id);
-    let (user, block_new) = (r.user_id.clone(), r.block_new);
+    let (user, block_new, subjects) = (r.user_id.clone(), r.block_new, r.delete_subject_conversations);
     match validate_erase(r) {
         Ok(a) => {
             assert!(user_ok, "accepted a bad erase");
             assert_eq!(a.user.as_bytes(), user.as_slice());
             assert_eq!(a.block_new, block_new);
             assert_eq!(a.options().block_new, block_new);
+            assert_eq!(a.options().delete_subject_conversations, subjects);
         }
         Err(s) => {
             assert!(!user_ok, "rejected a good erase: {s:?}");
@@ -584,6 +589,33 @@ fn conversation_request(bytes: &[u8]) {
     }
 }
 
+fn conversation_set_subjects(bytes: &[u8]) {
+    let Some(r) = decode::<ConversationsSetSubjectsRequest>(bytes) else {
+        return;
+    };
+    let conv_ok = conversation_id_ok(&r.conversation_id);
+    let count_ok = r.subject_ids.len() <= shredstore::MAX_SUBJECTS;
+    let ids_ok = r.subject_ids.iter().all(|id| user_id_ok(id));
+    match validate_conversation_set_subjects(r.clone()) {
+        Ok((c, subjects)) => {
+            assert!(conv_ok && count_ok && ids_ok, "accepted bad subjects");
+            assert_eq!(c.as_bytes(), r.conversation_id.as_slice());
+            let got: Vec<&[u8]> = subjects.iter().map(|u| u.as_bytes()).collect();
+            let want: Vec<&[u8]> = r.subject_ids.iter().map(Vec::as_slice).collect();
+            assert_eq!(got, want);
+        }
+        Err(s) => {
+            let field = if !conv_ok {
+                "conversation_id"
+            } else {
+                assert!(!(count_ok && ids_ok), "rejected good subjects: {s:?}");
+                "subject_ids"
+            };
+            check_status(&s, field);
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
@@ -609,6 +641,7 @@ fuzz_target!(|data: &[u8]| {
     conversation_read(bytes, &limits);
     conversation_redact(bytes);
     conversation_request(bytes);
+    conversation_set_subjects(bytes);
     // Purge and Stats carry no fields: decoding (unknown fields skipped) is
     // all there is before the store.
     let _ = decode::<PurgeRequest>(bytes);

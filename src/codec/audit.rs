@@ -53,6 +53,8 @@ pub enum AuditOp {
     ConversationSetLegalHold,
     /// Lifting a conversation's legal hold.
     ConversationLiftLegalHold,
+    /// Declaring a conversation's subjects.
+    ConversationSetSubjects,
 }
 
 impl AuditOp {
@@ -79,6 +81,7 @@ impl AuditOp {
             AuditOp::ConversationSetRetention => "conversation_set_retention",
             AuditOp::ConversationSetLegalHold => "conversation_set_legal_hold",
             AuditOp::ConversationLiftLegalHold => "conversation_lift_legal_hold",
+            AuditOp::ConversationSetSubjects => "conversation_set_subjects",
         }
     }
 }

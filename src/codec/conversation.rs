@@ -449,6 +449,18 @@ pub fn parse_author_key(key: &[u8]) -> Result<(Handle, Handle, u64)> {
     Ok((Handle(a), Handle(c), u64::from_be_bytes(s)))
 }
 
+/// Length of a subjects-index key.
+pub const SUBJECT_KEY_LEN: usize = 2 * Handle::LEN;
+
+/// Key of a subjects-index entry: `user handle || conv handle` (empty
+/// value): the user is a declared subject of the conversation.
+pub fn subject_key(user: &Handle, conv: &Handle) -> [u8; SUBJECT_KEY_LEN] {
+    let mut k = [0u8; SUBJECT_KEY_LEN];
+    k[..16].copy_from_slice(user.as_bytes());
+    k[16..].copy_from_slice(conv.as_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -393,6 +393,7 @@ impl Worker {
         let req = EraseRequest {
             user_id: user,
             block_new: false,
+            delete_subject_conversations: false,
         };
         let since = self.since(due);
         let result = match &mut self.client {

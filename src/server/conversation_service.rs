@@ -24,7 +24,7 @@ use super::status;
 use super::validate::{
     ConversationAppendArgs, RequestLimits, validate_conversation, validate_conversation_append,
     validate_conversation_read, validate_conversation_redact, validate_conversation_set_legal_hold,
-    validate_conversation_set_retention,
+    validate_conversation_set_retention, validate_conversation_set_subjects,
 };
 use crate::{AuditOp, Store};
 
@@ -461,5 +461,36 @@ impl proto::conversations_server::Conversations for ConversationService {
             |c, (), actor| c.lift_legal_hold_as(actor),
         )
         .await
+    }
+
+    async fn set_subjects(
+        &self,
+        request: Request<proto::ConversationsSetSubjectsRequest>,
+    ) -> Result<Response<proto::ConversationsSetSubjectsResponse>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            let op = AuditOp::ConversationSetSubjects;
+            require(&self.store, &caller, Role::Admin, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let (id, subjects) = validate_conversation_set_subjects(request.into_inner())?;
+            let handle = self.store.conversation(&id).handle();
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || {
+                store
+                    .conversation(&id)
+                    .set_subjects_as(&subjects, &who)
+                    .map_err(status)
+            })
+            .await;
+            log_outcome(&actor, op, Some(handle), &result);
+            Ok(Response::new(proto::ConversationsSetSubjectsResponse {
+                subjects: u32::try_from(result?).unwrap_or(u32::MAX),
+            }))
+        }
+        .await;
+        self.done("ConversationSetSubjects", started, &r);
+        r
     }
 }

@@ -323,6 +323,11 @@ impl proto::store_server::Store for StoreService {
                 epoch: e.epoch,
                 handle: e.handle.to_string(),
                 receipt: Some(receipt_to_proto(&e.receipt)),
+                conversation_receipts: e
+                    .conversations_deleted
+                    .iter()
+                    .map(|d| receipt_to_proto(&d.receipt))
+                    .collect(),
             }))
         }
         .await;

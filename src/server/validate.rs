@@ -132,15 +132,22 @@ pub struct EraseArgs {
     pub user: UserId,
     /// Also refuse the user's later appends.
     pub block_new: bool,
+    /// Also delete the conversations the user is a declared subject of.
+    pub delete_subject_conversations: bool,
 }
 
 impl EraseArgs {
     /// The store options of this erasure.
     pub fn options(&self) -> EraseOptions {
-        if self.block_new {
+        let o = if self.block_new {
             EraseOptions::block_new()
         } else {
             EraseOptions::default()
+        };
+        if self.delete_subject_conversations {
+            o.with_subject_conversations()
+        } else {
+            o
         }
     }
 }
@@ -153,6 +160,7 @@ pub fn validate_erase(r: EraseRequest) -> Result<EraseArgs, Status> {
     Ok(EraseArgs {
         user: user_id(r.user_id)?,
         block_new: r.block_new,
+        delete_subject_conversations: r.delete_subject_conversations,
     })
 }
 
@@ -674,4 +682,35 @@ pub fn validate_conversation_set_legal_hold(
         r.reason,
         (r.until_ms != 0).then_some(r.until_ms),
     ))
+}
+
+/// Validates a `ConversationsSetSubjectsRequest`: `conversation_id`, the
+/// number of `subject_ids`, then each (as a user id).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the first bad field.
+pub fn validate_conversation_set_subjects(
+    r: proto::ConversationsSetSubjectsRequest,
+) -> Result<(ConversationId, Vec<UserId>), Status> {
+    let conversation = conversation_id(r.conversation_id)?;
+    let max = crate::MAX_SUBJECTS;
+    if r.subject_ids.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "subject_ids: {} subjects, the maximum is {max}",
+            r.subject_ids.len()
+        )));
+    }
+    let subjects = r
+        .subject_ids
+        .into_iter()
+        .map(|id| {
+            UserId::new(id).map_err(|e| match e {
+                crate::Error::InvalidArgument(a) => {
+                    Status::invalid_argument(format!("subject_ids: {a}"))
+                }
+                other => status(other),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((conversation, subjects))
 }

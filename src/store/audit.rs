@@ -60,6 +60,7 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::ConversationSetRetention
             | AuditOp::ConversationSetLegalHold
             | AuditOp::ConversationLiftLegalHold
+            | AuditOp::ConversationSetSubjects
     )
 }
 

@@ -12,27 +12,61 @@ use super::redact::Redacted;
 use super::{Inner, Pending};
 use crate::codec::{
     AuditOp, AuditOutcome, ConvKind, ConvRecord, ConvSlot, EraseMarker, ErasureReceipt,
-    PurgeStatus, ReceiptSubject, RedactionBody, author_key, message_key,
+    PurgeStatus, ReceiptSubject, RedactionBody, author_key, message_key, subject_key,
 };
 use crate::crypto::NONCE_LEN;
 use crate::error::{Corruption, Error, Result};
 use crate::types::Handle;
+
+/// A deletion written into a batch, to be finished once the batch is
+/// written ([`Inner::finish_conv_delete`]).
+pub(super) struct ConvDeletion {
+    handle: Handle,
+    was_live: bool,
+    purged: bool,
+    pub(super) deleted: ConversationDeleted,
+}
 
 impl Inner {
     pub(super) fn conv_delete(&self, handle: &Handle, actor: &str) -> Result<ConversationDeleted> {
         self.engine.check_writable()?;
         let _guard = self.convs.lock(handle);
         let now = self.clock.now_ms();
+        let mut batch = self.engine.batch();
+        let deletion = match self.conv_delete_into(&mut batch, handle, actor, now) {
+            Err(Error::LegalHold) => {
+                tracing::info!(conversation = %handle, "delete refused: legal hold");
+                return self.audit_refusal(
+                    actor,
+                    AuditOp::ConversationDelete,
+                    *handle,
+                    Err(Error::LegalHold),
+                );
+            }
+            other => other?,
+        };
+        self.engine.write(batch, true)?;
+        Ok(self.finish_conv_delete(deletion))
+    }
+
+    /// Writes the deletion of a conversation into `batch`: its key record
+    /// deleted, its marker, its idempotency entries and seq high-water mark
+    /// deleted, the audit record. Caller holds the conversation's lock.
+    ///
+    /// # Errors
+    /// [`Error::LegalHold`] under an active hold (nothing is added), a
+    /// damaged record or a storage error.
+    pub(super) fn conv_delete_into(
+        &self,
+        batch: &mut super::engine::Batch<'_>,
+        handle: &Handle,
+        actor: &str,
+        now: u64,
+    ) -> Result<ConvDeletion> {
         let (live, old_marker, next) = match self.load_conv(handle)? {
             ConvState::Live(c) => {
                 if c.policy.active_hold(now).is_some() {
-                    tracing::info!(conversation = %handle, "delete refused: legal hold");
-                    return self.audit_refusal(
-                        actor,
-                        AuditOp::ConversationDelete,
-                        *handle,
-                        Err(Error::LegalHold),
-                    );
+                    return Err(Error::LegalHold);
                 }
                 // An unreadable earlier marker is rewritten, as erase does.
                 let marker = match self.conv_marker(handle) {
@@ -71,7 +105,6 @@ impl Inner {
         };
         let mut encoded = Vec::new();
         marker.encode(&mut encoded);
-        let mut batch = self.engine.batch();
         batch.delete(Cf::ConvKeys, handle.as_bytes())?;
         batch.put(Cf::ConvDeleted, handle.as_bytes(), &encoded)?;
         // The client message ids go with the key; the slots and the author
@@ -80,31 +113,22 @@ impl Inner {
         batch.delete_handle_range(Cf::Dedup, handle)?;
         // The marker keeps the next seq.
         batch.delete(Cf::SeqFloors, handle.as_bytes())?;
+        // Its subjects' index entries.
+        if live.is_some()
+            && let Some(rec) = self.conv_key_record(handle)?
+        {
+            for s in &rec.subjects {
+                batch.delete(Cf::Subjects, &subject_key(&Handle(*s), handle))?;
+            }
+        }
         self.put_audit_at(
-            &mut batch,
+            batch,
             now,
             actor,
             AuditOp::ConversationDelete,
             Some(*handle),
             AuditOutcome::Ok,
         )?;
-        self.engine.write(batch, true)?;
-        self.convs.forget(handle);
-        self.pending_conv_redactions.lock().remove(handle);
-        if live.is_some() {
-            self.convs.count.fetch_sub(1, Ordering::Relaxed);
-        }
-        if !purged {
-            self.pending_conv_deletions.lock().insert(
-                *handle,
-                Pending {
-                    epoch,
-                    erased_at_ms: now,
-                },
-            );
-            self.purger_signal.notify();
-        }
-        tracing::info!(conversation = %handle, epoch, messages_deleted, "conversation deleted");
         let receipt = self.receipt(ErasureReceipt {
             subject: ReceiptSubject::Conversation,
             handle: *handle,
@@ -118,13 +142,46 @@ impl Inner {
             },
             mac: [0; 32],
         });
-        Ok(ConversationDeleted {
+        Ok(ConvDeletion {
             handle: *handle,
-            epoch,
-            messages_deleted,
-            deleted_at_ms: now,
-            receipt,
+            was_live: live.is_some(),
+            purged,
+            deleted: ConversationDeleted {
+                handle: *handle,
+                epoch,
+                messages_deleted,
+                deleted_at_ms: now,
+                receipt,
+            },
         })
+    }
+
+    /// Updates the in-memory state after a deletion's batch was written.
+    /// Caller still holds the conversation's lock.
+    pub(super) fn finish_conv_delete(&self, d: ConvDeletion) -> ConversationDeleted {
+        let handle = d.handle;
+        self.convs.forget(&handle);
+        self.pending_conv_redactions.lock().remove(&handle);
+        if d.was_live {
+            self.convs.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !d.purged {
+            self.pending_conv_deletions.lock().insert(
+                handle,
+                Pending {
+                    epoch: d.deleted.epoch,
+                    erased_at_ms: d.deleted.deleted_at_ms,
+                },
+            );
+            self.purger_signal.notify();
+        }
+        tracing::info!(
+            conversation = %handle,
+            epoch = d.deleted.epoch,
+            messages_deleted = d.deleted.messages_deleted,
+            "conversation deleted"
+        );
+        d.deleted
     }
 
     pub(super) fn conv_redact(

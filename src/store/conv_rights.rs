@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use super::Inner;
 use super::conversation::Conversation;
 use super::conversations::ConvState;
+use super::engine::Cf;
 use super::rights::{RightsState, check_text};
-use crate::codec::{AuditOp, LegalHold, Retention, UserPolicy};
+use crate::codec::{AuditOp, LegalHold, Retention, UserPolicy, subject_key};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
 use crate::types::{ConversationId, Handle};
 
@@ -88,6 +89,39 @@ impl Conversation<'_> {
         })
     }
 
+    /// Declares the conversation's data subjects (replacing earlier ones):
+    /// the users whose erasure may delete it, such as the two people of a
+    /// direct chat or the customer of a support chat. `Store::erase_with`
+    /// with [`EraseOptions::with_subject_conversations`] deletes it with
+    /// any of them. Returns how many are declared.
+    ///
+    /// [`EraseOptions::with_subject_conversations`]: crate::EraseOptions::with_subject_conversations
+    ///
+    /// # Errors
+    /// [`InvalidArgument::TooManySubjects`] (more than [`MAX_SUBJECTS`]) or
+    /// a storage error.
+    pub fn set_subjects_as(&self, subjects: &[crate::UserId], actor: &str) -> Result<usize> {
+        let inner = self.inner();
+        let handle = self.handle();
+        let r = (|| {
+            if subjects.len() > MAX_SUBJECTS {
+                return Err(InvalidArgument::TooManySubjects {
+                    len: subjects.len(),
+                    max: MAX_SUBJECTS,
+                }
+                .into());
+            }
+            let mut handles: Vec<[u8; Handle::LEN]> = subjects
+                .iter()
+                .map(|u| *inner.handle(u).as_bytes())
+                .collect();
+            handles.sort_unstable();
+            handles.dedup();
+            inner.counted(inner.set_conv_subjects(self.id(), &handle, handles, actor))
+        })();
+        inner.audit_refusal(actor, AuditOp::ConversationSetSubjects, handle, r)
+    }
+
     /// The conversation's retention and legal-hold state (the restriction
     /// fields are always off).
     ///
@@ -116,7 +150,58 @@ impl Conversation<'_> {
     }
 }
 
+/// Most subjects a conversation may declare.
+pub const MAX_SUBJECTS: usize = 64;
+
 impl Inner {
+    fn set_conv_subjects(
+        &self,
+        id: &ConversationId,
+        handle: &Handle,
+        subjects: Vec<[u8; Handle::LEN]>,
+        actor: &str,
+    ) -> Result<usize> {
+        self.engine.check_writable()?;
+        let _guard = self.convs.lock(handle);
+        let (conv, mut rec, is_new) = match self.load_conv(handle)? {
+            ConvState::Live(c) => {
+                let rec = self
+                    .conv_key_record(handle)?
+                    .ok_or(Error::Corrupt(Corruption::MissingKeyRecord))?;
+                (c, rec, false)
+            }
+            ConvState::Absent { .. } if subjects.is_empty() => return Ok(0),
+            ConvState::Absent { marker, next_seq } => {
+                let (c, r) = self.create_conv_key(handle, id, marker.as_ref(), next_seq)?;
+                (c, r, true)
+            }
+        };
+        let mut batch = self.engine.batch();
+        for old in rec.subjects.iter().filter(|h| !subjects.contains(h)) {
+            batch.delete(Cf::Subjects, &subject_key(&Handle(*old), handle))?;
+        }
+        for new in subjects.iter().filter(|h| !rec.subjects.contains(h)) {
+            batch.put(Cf::Subjects, &subject_key(&Handle(*new), handle), &[])?;
+        }
+        let n = subjects.len();
+        rec.subjects = subjects;
+        self.put_conv_key_record(&mut batch, handle, &rec)?;
+        self.put_audit(
+            &mut batch,
+            actor,
+            AuditOp::ConversationSetSubjects,
+            Some(*handle),
+            crate::codec::AuditOutcome::Ok,
+        )?;
+        self.engine.write(batch, true)?;
+        if is_new {
+            self.convs.count.fetch_add(1, Ordering::Relaxed);
+            self.convs.remember(*handle, conv);
+        }
+        tracing::info!(conversation = %handle, subjects = n, "conversation subjects set");
+        Ok(n)
+    }
+
     /// Applies `change` to a conversation's policy under its lock and
     /// commits it with its audit record. Without `create`, a conversation
     /// without a key is left alone.

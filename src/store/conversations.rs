@@ -104,10 +104,22 @@ impl Conversations {
         }
     }
 
+    fn stripe(&self, handle: &Handle) -> usize {
+        usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len()
+    }
+
     /// The lock of `handle`'s stripe.
     pub(super) fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
-        let idx = usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len();
-        self.locks[idx].lock()
+        self.locks[self.stripe(handle)].lock()
+    }
+
+    /// The locks of several conversations' stripes, each once, in stripe
+    /// order (so two callers never wait on each other in a cycle).
+    pub(super) fn lock_many(&self, handles: &[Handle]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = handles.iter().map(|h| self.stripe(h)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.locks[i].lock()).collect()
     }
 
     /// Caches `state` (caller holds the conversation's lock).
@@ -179,6 +191,27 @@ impl Inner {
             );
         }
         cipher
+    }
+
+    /// The conversations `user` is a declared subject of, in key order.
+    pub(super) fn subject_conversations(&self, user: &Handle) -> Result<Vec<Handle>> {
+        let mut it = self.engine.cursor(Cf::Subjects, Scope::Handle(user))?;
+        it.seek(user.as_bytes());
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            if !k.starts_with(user.as_bytes()) {
+                break;
+            }
+            if let Some(c) = k
+                .get(Handle::LEN..)
+                .and_then(|c| <[u8; Handle::LEN]>::try_from(c).ok())
+            {
+                out.push(Handle(c));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     /// The newest slot of a conversation: its seq and conversation epoch.

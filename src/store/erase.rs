@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::types::{Handle, UserId};
 
 /// What `erase` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Erased {
     /// The user's handle (safe to log).
     pub handle: Handle,
@@ -28,6 +28,10 @@ pub struct Erased {
     pub erased_at_ms: u64,
     /// The signed receipt of this erasure ([`Store::verify_receipt`](crate::Store::verify_receipt)).
     pub receipt: ErasureReceipt,
+    /// The conversations deleted with the user (those it was a declared
+    /// subject of, with [`EraseOptions::with_subject_conversations`]), each
+    /// with its receipt.
+    pub conversations_deleted: Vec<crate::ConversationDeleted>,
 }
 
 /// Options of one erasure.
@@ -37,12 +41,28 @@ pub struct EraseOptions {
     /// Refuse later appends for this user with [`Error::Blocked`]. Sticky: a
     /// later erase without it does not lift the block.
     pub block_new: bool,
+    /// Also delete the conversations the user is a declared subject of
+    /// ([`Conversation::set_subjects_as`](crate::Conversation::set_subjects_as)),
+    /// in the same atomic write. Without it, the user's messages there
+    /// become tombstones and the conversations stay (the user is removed
+    /// from their subjects).
+    pub delete_subject_conversations: bool,
 }
 
 impl EraseOptions {
     /// Erase and block new data for the user.
     pub fn block_new() -> Self {
-        EraseOptions { block_new: true }
+        EraseOptions {
+            block_new: true,
+            ..EraseOptions::default()
+        }
+    }
+
+    /// These options, also deleting the conversations the user is a
+    /// declared subject of.
+    pub fn with_subject_conversations(mut self) -> Self {
+        self.delete_subject_conversations = true;
+        self
     }
 }
 
@@ -55,7 +75,32 @@ impl Inner {
     ) -> Result<Erased> {
         self.engine.check_writable()?;
         let handle = self.handle(user);
-        let _guard = self.users.lock(&handle);
+        // Lock order: the subject conversations' stripes, then the user's.
+        // Their list is read again under the locks; a change meanwhile (a
+        // concurrent SetSubjects) starts over.
+        loop {
+            let convs = self.subject_conversations(&handle)?;
+            let conv_guards = self.convs.lock_many(&convs);
+            let guard = self.users.lock(&handle);
+            if self.subject_conversations(&handle)? != convs {
+                drop(guard);
+                drop(conv_guards);
+                continue;
+            }
+            return self.erase_locked(&handle, options, actor, &convs);
+        }
+    }
+
+    /// [`Inner::erase`] with the user's lock and its subject conversations'
+    /// held.
+    fn erase_locked(
+        &self,
+        user_handle: &Handle,
+        options: EraseOptions,
+        actor: &str,
+        subject_convs: &[Handle],
+    ) -> Result<Erased> {
+        let handle = *user_handle;
         let now = self.clock.now_ms();
 
         // Erase must work on a damaged user too: an unreadable marker is
@@ -152,6 +197,30 @@ impl Inner {
         if self.erase_delete_range {
             batch.delete_handle_range(Cf::Messages, &handle)?;
         }
+        // The conversations it is a subject of: deleted with it, or it
+        // leaves their subjects; its index entries go either way.
+        let mut deletions = Vec::new();
+        for conv in subject_convs {
+            if options.delete_subject_conversations {
+                match self.conv_delete_into(&mut batch, conv, actor, now) {
+                    Err(Error::LegalHold) => {
+                        tracing::info!(%handle, conversation = %conv,
+                            "erase refused: a subject conversation is on legal hold");
+                        return self.audit_refusal(
+                            actor,
+                            AuditOp::Erase,
+                            handle,
+                            Err(Error::LegalHold),
+                        );
+                    }
+                    other => deletions.push(other?),
+                }
+            } else if let Some(mut rec) = self.conv_key_record(conv)? {
+                rec.subjects.retain(|h| h != handle.as_bytes());
+                self.put_conv_key_record(&mut batch, conv, &rec)?;
+            }
+        }
+        batch.delete_handle_range(Cf::Subjects, &handle)?;
         // The audit record commits with the erasure, or neither does.
         self.put_audit_at(
             &mut batch,
@@ -162,6 +231,10 @@ impl Inner {
             AuditOutcome::Ok,
         )?;
         self.engine.write(batch, true)?;
+        let conversations_deleted: Vec<crate::ConversationDeleted> = deletions
+            .into_iter()
+            .map(|d| self.finish_conv_delete(d))
+            .collect();
 
         self.users.forget(&handle);
         // Every conversation cipher derived from the destroyed secret goes too.
@@ -207,6 +280,7 @@ impl Inner {
             epoch,
             erased_at_ms: now,
             receipt,
+            conversations_deleted,
         })
     }
 

@@ -42,6 +42,7 @@ pub use append::{
 };
 pub use audit::AuditCursor;
 pub use consent::ConsentEntry;
+pub use conv_rights::MAX_SUBJECTS;
 pub use conversation::{
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, Tombstone,
     TombstoneCause,
@@ -99,8 +100,10 @@ pub mod layout {
     /// The author index: `author handle || conv handle || seq_be64` to the
     /// author's key epoch (u32 BE).
     pub const CF_AUTHORS: &str = "authors";
+    /// The subjects index: `user handle || conv handle` (empty values).
+    pub const CF_SUBJECTS: &str = "subjects";
     /// Every column family shredstore creates (besides RocksDB's `default`).
-    pub const ALL_CFS: [&str; 12] = [
+    pub const ALL_CFS: [&str; 13] = [
         CF_META,
         CF_KEYS,
         CF_MESSAGES,
@@ -113,6 +116,7 @@ pub mod layout {
         CF_CONV_MESSAGES,
         CF_CONV_DELETED,
         CF_AUTHORS,
+        CF_SUBJECTS,
     ];
     /// The column families of a format-2 store (before conversations); it
     /// is upgraded in place by adding the others.

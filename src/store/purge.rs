@@ -387,7 +387,7 @@ impl Inner {
                 <[u8; 4]>::try_from(value).map_or(true, |e| u32::from_be_bytes(e) <= epoch)
             }
             // No epoch: only the current version may remain.
-            Some(Cf::Dedup | Cf::SeqFloors) => !self.is_current(rec)?,
+            Some(Cf::Dedup | Cf::SeqFloors | Cf::Subjects) => !self.is_current(rec)?,
             // Not keyed by a user's handle.
             Some(
                 Cf::Meta

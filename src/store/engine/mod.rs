@@ -66,11 +66,13 @@ pub(crate) enum Cf {
     /// The author index: `author handle || conv handle || seq` to the
     /// author's key epoch.
     Authors,
+    /// The subjects index: `user handle || conv handle`.
+    Subjects,
 }
 
 impl Cf {
     /// Every column family, in the order of [`layout::ALL_CFS`].
-    pub(crate) const ALL: [Cf; 12] = [
+    pub(crate) const ALL: [Cf; 13] = [
         Cf::Meta,
         Cf::Keys,
         Cf::Messages,
@@ -83,6 +85,7 @@ impl Cf {
         Cf::ConvMessages,
         Cf::ConvDeleted,
         Cf::Authors,
+        Cf::Subjects,
     ];
 
     /// The column families whose keys start with a user's handle and hold
@@ -90,13 +93,14 @@ impl Cf {
     /// `erased` is keyed by handle too, but holds the erasure marker, which
     /// outlives the data by design. The author index is keyed by the
     /// author's handle: an erased author's entries go at their purge.
-    pub(crate) const USER_DATA: [Cf; 6] = [
+    pub(crate) const USER_DATA: [Cf; 7] = [
         Cf::Messages,
         Cf::Keys,
         Cf::Dedup,
         Cf::SeqFloors,
         Cf::Consent,
         Cf::Authors,
+        Cf::Subjects,
     ];
 
     /// The column families whose keys start with a conversation's handle
@@ -118,6 +122,7 @@ impl Cf {
             Cf::ConvMessages => layout::CF_CONV_MESSAGES,
             Cf::ConvDeleted => layout::CF_CONV_DELETED,
             Cf::Authors => layout::CF_AUTHORS,
+            Cf::Subjects => layout::CF_SUBJECTS,
         }
     }
 
