@@ -388,6 +388,23 @@ fn export_line(record: shredstore::server::proto::export_response::Record) -> se
             }
             v
         }
+        Record::ConversationMessage(m) => {
+            let mut v = json!({
+                "type": "conversation_message",
+                "seq": m.seq,
+                "timestamp_ms": m.timestamp_ms,
+            });
+            for (key, bytes) in [("conversation", m.conversation_id), ("payload", m.payload)] {
+                match String::from_utf8(bytes) {
+                    Ok(text) => v[format!("{key}_utf8")] = json!(text),
+                    Err(e) => {
+                        v[format!("{key}_base64")] =
+                            json!(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()))
+                    }
+                }
+            }
+            v
+        }
         Record::Manifest(m) => json!({
             "type": "manifest",
             "handle": m.handle,
@@ -399,6 +416,7 @@ fn export_line(record: shredstore::server::proto::export_response::Record) -> se
             "erased_at_ms": m.erased_at_ms,
             "appends_blocked": m.appends_blocked,
             "redacted_count": m.redacted_count,
+            "conversation_message_count": m.conversation_message_count,
             "rights": m.rights.as_ref().map(rights_json),
             "consents": m.consents.iter().map(|c| json!({
                 "index": c.index,
@@ -483,7 +501,7 @@ async fn export(args: &ExportArgs) -> Result<u64, String> {
     {
         let Some(record) = rec.record else { continue };
         match &record {
-            Record::Message(_) => messages += 1,
+            Record::Message(_) | Record::ConversationMessage(_) => messages += 1,
             Record::Manifest(_) => manifest = true,
         }
         writeln!(out, "{}", export_line(record)).map_err(|e| e.to_string())?;

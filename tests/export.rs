@@ -4,7 +4,7 @@
 mod common;
 
 use common::{open, user};
-use shredstore::{AuditOp, AuditOutcome, EraseOptions, Error, Message};
+use shredstore::{AuditOp, AuditOutcome, ConversationId, EraseOptions, Error, ExportItem, Message};
 
 #[test]
 fn export_round_trips_what_was_appended_after_the_last_erasure() {
@@ -31,7 +31,8 @@ fn export_round_trips_what_was_appended_after_the_last_erasure() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(got, appended);
+    let want: Vec<ExportItem> = appended.iter().cloned().map(ExportItem::Message).collect();
+    assert_eq!(got, want);
     assert_eq!(manifest.handle, store.handle(&alice));
     assert_eq!(manifest.message_count, 3);
     assert_eq!(manifest.first_seq, Some(appended[0].seq));
@@ -94,4 +95,84 @@ fn a_failing_sink_stops_the_export_and_is_audited_as_failed() {
     let log = store.audit_log(0, u64::MAX, 100).unwrap();
     assert_eq!(log.last().unwrap().op, AuditOp::Export);
     assert_eq!(log.last().unwrap().outcome, AuditOutcome::Failed);
+}
+
+/// Issue 12: an export includes what the user wrote in conversations (under
+/// their current key), each with the conversation's id; not the others'
+/// messages, not what an erasure shredded, not redacted or deleted ones.
+#[test]
+fn export_includes_what_the_user_wrote_in_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (alice, bob) = (user("alice"), user("bob"));
+    let room = ConversationId::new("room:1").unwrap();
+    let dm = ConversationId::new("dm:alice:bob").unwrap();
+    let gone = ConversationId::new("room:deleted").unwrap();
+    store
+        .conversation(&room)
+        .append(&alice, b"shredded by the erasure")
+        .unwrap();
+    store.erase(&alice).unwrap();
+    store.append(&alice, b"own log").unwrap();
+    let r1 = store
+        .conversation(&room)
+        .append(&alice, b"in room 1")
+        .unwrap();
+    store
+        .conversation(&room)
+        .append(&bob, b"bob's, not alice's")
+        .unwrap();
+    let d1 = store
+        .conversation(&dm)
+        .append(&alice, b"in the dm")
+        .unwrap();
+    let red = store
+        .conversation(&dm)
+        .append(&alice, b"redacted later")
+        .unwrap();
+    store.conversation(&dm).redact(red.seq, "oops").unwrap();
+    store
+        .conversation(&gone)
+        .append(&alice, b"in a deleted room")
+        .unwrap();
+    store.conversation(&gone).delete().unwrap();
+    let mut items = Vec::new();
+    let manifest = store
+        .export_as(&alice, "dpo", |i| {
+            items.push(i);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(manifest.message_count, 1);
+    assert_eq!(manifest.conversation_message_count, 2);
+    assert!(matches!(&items[0], ExportItem::Message(m) if m.payload == b"own log"));
+    let authored: Vec<(Vec<u8>, u64, Vec<u8>)> = items[1..]
+        .iter()
+        .map(|i| match i {
+            ExportItem::Authored(a) => {
+                (a.conversation.as_bytes().to_vec(), a.seq, a.payload.clone())
+            }
+            other => panic!("not authored: {other:?}"),
+        })
+        .collect();
+    let mut want = vec![
+        (room.as_bytes().to_vec(), r1.seq, b"in room 1".to_vec()),
+        (dm.as_bytes().to_vec(), d1.seq, b"in the dm".to_vec()),
+    ];
+    let mut got = authored.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Page by page, as the server streams it, with a page of one.
+    let mut cursor = store.export_begin(&alice, shredstore::Access::Subject);
+    while !cursor.is_done() {
+        store.export_page(&mut cursor, 1).unwrap();
+    }
+    let mut n = 0;
+    while !cursor.is_authored_done() {
+        n += store.export_authored_page(&mut cursor, 1).unwrap().len();
+    }
+    assert_eq!(n, 2);
+    let m = store.export_end(cursor, "dpo", Ok(())).unwrap();
+    assert_eq!(m.conversation_message_count, 2);
 }

@@ -536,3 +536,50 @@ async fn erase_deletes_the_subjects_conversations_on_request() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_what_the_user_wrote_in_conversations() {
+    use shredstore::server::proto::{ExportRequest, export_response::Record};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut appender = server.conversations(Some(APPENDER)).await;
+    let mut store_reader = server.store(Some(READER)).await;
+    appender
+        .append(append("room-a", "alice", "alice in a"))
+        .await
+        .unwrap();
+    appender
+        .append(append("room-a", "bob", "bob in a"))
+        .await
+        .unwrap();
+    appender
+        .append(append("room-b", "alice", "alice in b"))
+        .await
+        .unwrap();
+    let mut s = store_reader
+        .export(ExportRequest {
+            user_id: b"alice".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut authored = Vec::new();
+    let mut manifest = None;
+    while let Some(r) = s.next().await {
+        match r.unwrap().record.unwrap() {
+            Record::ConversationMessage(m) => authored.push((m.conversation_id, m.payload)),
+            Record::Manifest(m) => manifest = Some(m),
+            Record::Message(_) => panic!("alice has no own log here"),
+        }
+    }
+    authored.sort();
+    assert_eq!(
+        authored,
+        vec![
+            (b"room-a".to_vec(), b"alice in a".to_vec()),
+            (b"room-b".to_vec(), b"alice in b".to_vec())
+        ]
+    );
+    assert_eq!(manifest.unwrap().conversation_message_count, 2);
+    server.stop().await;
+}

@@ -237,6 +237,7 @@ async fn a_stalled_export_does_not_hold_off_purge() {
         match rec.record.unwrap() {
             Record::Message(_) => messages += 1,
             Record::Manifest(m) => manifest = Some(m),
+            Record::ConversationMessage(_) => panic!("no conversation messages here"),
         }
     }
     assert_eq!(messages, 29_900);

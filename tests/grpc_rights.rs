@@ -266,6 +266,7 @@ async fn export_streams_messages_then_the_manifest_and_the_command_writes_ndjson
         .map(|r| match r {
             Record::Message(m) => m.payload,
             Record::Manifest(_) => panic!("two manifests"),
+            Record::ConversationMessage(_) => panic!("a conversation message: there are none"),
         })
         .collect();
     assert_eq!(

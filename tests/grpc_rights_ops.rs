@@ -126,6 +126,7 @@ async fn export_all(
     while let Some(r) = stream.message().await? {
         match r.record.expect("a record") {
             Record::Message(m) => messages.push(m),
+            Record::ConversationMessage(_) => panic!("no conversation messages here"),
             Record::Manifest(m) => {
                 assert!(
                     stream.message().await?.is_none(),

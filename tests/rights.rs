@@ -262,7 +262,12 @@ fn redaction_keeps_seq_and_time_and_purge_removes_the_ciphertext() {
         })
         .unwrap();
     assert_eq!(m.redacted_count, 1);
-    assert_eq!(exported, msgs);
+    let want: Vec<shredstore::ExportItem> = msgs
+        .iter()
+        .cloned()
+        .map(shredstore::ExportItem::Message)
+        .collect();
+    assert_eq!(exported, want);
 
     // Errors: no such seq, unknown user, over-long reason.
     assert!(matches!(

@@ -1169,8 +1169,12 @@ impl Harness {
         let mut sunk = Vec::new();
         let got = self
             .store()
-            .export_with(&user_id(user), ACTOR, access, |m| {
-                sunk.push(m);
+            .export_with(&user_id(user), ACTOR, access, |item| {
+                match item {
+                    shredstore::ExportItem::Message(m) => sunk.push(m),
+                    // The model writes no conversations.
+                    other => panic!("{op:?}: exported {other:?}"),
+                }
                 Ok(())
             });
         let now = self.now();

@@ -144,6 +144,17 @@ pub(super) fn manifest_to_proto(m: &crate::ExportManifest) -> proto::ExportManif
         redacted_count: m.redacted_count,
         rights: Some(rights_to_proto(&m.rights)),
         consents: m.consents.iter().map(consent_to_proto).collect(),
+        conversation_message_count: m.conversation_message_count,
+    }
+}
+
+/// A message the user wrote in a conversation, as Export carries it.
+pub(super) fn authored_to_proto(m: crate::AuthoredMessage) -> proto::ConversationExportMessage {
+    proto::ConversationExportMessage {
+        conversation_id: m.conversation.as_bytes().to_vec(),
+        seq: m.seq,
+        timestamp_ms: m.timestamp_ms,
+        payload: m.payload,
     }
 }
 

@@ -14,7 +14,9 @@ use super::calls::{
     BoxStream, READ_PAGE, blocking, drive_append_stream, log_outcome, read_page,
     record_restricted_read, require, send_bounded,
 };
-use super::convert::{manifest_to_proto, message_to_proto, read_response, receipt_to_proto};
+use super::convert::{
+    authored_to_proto, manifest_to_proto, message_to_proto, read_response, receipt_to_proto,
+};
 use super::metrics::Metrics;
 use super::proto::{
     self, AppendRequest, AppendResponse, EraseRequest, EraseResponse, ExportRequest, ReadRequest,
@@ -506,6 +508,48 @@ async fn export_task(
         if cursor.is_done() {
             break Ok(());
         }
+    };
+    // Then what the user wrote in conversations, page by page the same way.
+    let result = match result {
+        Ok(()) => 'authored: loop {
+            if cursor.is_authored_done() {
+                break Ok(());
+            }
+            let s = Arc::clone(&store);
+            let paged = tokio::task::spawn_blocking(move || {
+                let page = s.export_authored_page(&mut cursor, READ_PAGE);
+                (cursor, page)
+            })
+            .await;
+            let page = match paged {
+                Ok((c, page)) => {
+                    cursor = c;
+                    page
+                }
+                Err(_) => {
+                    send_bounded(&tx, Err(Status::internal("worker task failed"))).await;
+                    return;
+                }
+            };
+            match page {
+                Err(e) => break Err(e),
+                Ok(messages) => {
+                    for m in messages {
+                        let rec = proto::ExportResponse {
+                            record: Some(proto::export_response::Record::ConversationMessage(
+                                authored_to_proto(m),
+                            )),
+                        };
+                        if !send_bounded(&tx, Ok(rec)).await {
+                            break 'authored Err(crate::Error::Io(
+                                std::io::ErrorKind::BrokenPipe.into(),
+                            ));
+                        }
+                    }
+                }
+            }
+        },
+        Err(e) => Err(e),
     };
     let client_gone = result.is_err() && tx.is_closed();
     let s = Arc::clone(&store);

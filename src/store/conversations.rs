@@ -360,6 +360,26 @@ impl Inner {
         Ok((state, rec))
     }
 
+    /// Opens the conversation id sealed in its key record.
+    pub(super) fn open_conversation_id(
+        &self,
+        handle: &Handle,
+        conv: &CachedConv,
+        rec: &ConvKeyRecord,
+    ) -> Result<ConversationId> {
+        let (nonce, sealed) = rec
+            .sealed_id
+            .split_at_checked(NONCE_LEN)
+            .ok_or(Error::Corrupt(Corruption::Encoding))?;
+        let nonce: &[u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
+        let id = conv
+            .cipher
+            .open(nonce, &ConvKeyRecord::id_aad(handle, rec.epoch), sealed)?;
+        ConversationId::new(id).map_err(|_| Error::Corrupt(Corruption::Encoding))
+    }
+
     /// Stores `rec` as the conversation's key record in `batch`.
     pub(super) fn put_conv_key_record(
         &self,

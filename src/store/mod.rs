@@ -49,7 +49,7 @@ pub use conversation::{
 };
 pub use engine::open_plain_baseline;
 pub use erase::{EraseOptions, Erased};
-pub use export::{ExportCursor, ExportManifest};
+pub use export::{AuthoredMessage, ExportCursor, ExportItem, ExportManifest};
 pub use inner::StoreLimits;
 pub use options::{DEFAULT_MAX_PAYLOAD, Durability, MemoryBudget, MemoryEnv, Options, TestHooks};
 pub use purge::PurgeReport;
@@ -302,10 +302,12 @@ impl Store {
     }
 
     /// Exports everything the store holds about `user` (GDPR Art. 15 and 20):
-    /// every readable message, in seq order, handed to `sink`, then a
-    /// manifest describing them. `actor` is named in the export's audit
-    /// record (written when the export completes; a refused or failed export
-    /// is recorded as such).
+    /// every readable message of their own log, in seq order, then every
+    /// message they wrote in a conversation (under their current key, with
+    /// the conversation's id), each handed to `sink`, then a manifest
+    /// describing them. `actor` is named in the export's audit record
+    /// (written when the export completes; a refused or failed export is
+    /// recorded as such).
     ///
     /// # Errors
     /// A damaged record, a storage error, or the first error `sink` returns
@@ -314,7 +316,7 @@ impl Store {
         &self,
         user: &UserId,
         actor: &str,
-        sink: impl FnMut(Message) -> Result<()>,
+        sink: impl FnMut(ExportItem) -> Result<()>,
     ) -> Result<ExportManifest> {
         self.export_with(user, actor, Access::Subject, sink)
     }
@@ -329,13 +331,18 @@ impl Store {
         user: &UserId,
         actor: &str,
         access: Access,
-        mut sink: impl FnMut(Message) -> Result<()>,
+        mut sink: impl FnMut(ExportItem) -> Result<()>,
     ) -> Result<ExportManifest> {
         let mut cursor = self.export_begin(user, access);
         let result = (|| {
             while !cursor.is_done() {
                 for m in self.export_page(&mut cursor, read::ITER_PAGE)? {
-                    sink(m)?;
+                    sink(ExportItem::Message(m))?;
+                }
+            }
+            while !cursor.is_authored_done() {
+                for m in self.export_authored_page(&mut cursor, read::ITER_PAGE)? {
+                    sink(ExportItem::Authored(m))?;
                 }
             }
             Ok(())
@@ -358,6 +365,22 @@ impl Store {
     /// [`Error::Restricted`], a damaged record or a storage error.
     pub fn export_page(&self, cursor: &mut ExportCursor, limit: usize) -> Result<Vec<Message>> {
         self.inner.counted(self.inner.export_page(cursor, limit))
+    }
+
+    /// The next page of at most `limit` messages the user wrote in
+    /// conversations, each with its conversation's id, once the own log is
+    /// done ([`ExportCursor::is_done`]); empty once
+    /// [`ExportCursor::is_authored_done`].
+    ///
+    /// # Errors
+    /// A damaged record or a storage error.
+    pub fn export_authored_page(
+        &self,
+        cursor: &mut ExportCursor,
+        limit: usize,
+    ) -> Result<Vec<AuthoredMessage>> {
+        self.inner
+            .counted(self.inner.export_authored_page(cursor, limit))
     }
 
     /// Ends an export. `result` is how the caller's page loop ended (`Ok`,
