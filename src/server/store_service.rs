@@ -27,7 +27,7 @@ use super::validate::{
     AppendArgs, RequestLimits, validate_append, validate_erase, validate_export, validate_read,
     validate_record_consent, validate_redact,
 };
-use crate::{Access, AuditOp, Store, UserId};
+use crate::{Access, AuditOp, ExportCursor, Store, UserId};
 
 impl AppendArgs {
     fn run(&self, store: &Store) -> Result<AppendResponse, Status> {
@@ -474,82 +474,37 @@ async fn export_task(
     } else {
         Access::Subject
     };
-    let mut cursor = store.export_begin(&user, access);
-    let result = 'pages: loop {
-        let s = Arc::clone(&store);
-        let paged = tokio::task::spawn_blocking(move || {
-            let page = s.export_page(&mut cursor, READ_PAGE);
-            (cursor, page)
-        })
-        .await;
-        let page = match paged {
-            Ok((c, page)) => {
-                cursor = c;
-                page
-            }
-            Err(_) => {
-                send_bounded(&tx, Err(Status::internal("worker task failed"))).await;
-                return;
-            }
-        };
-        match page {
-            Err(e) => break Err(e),
-            Ok(messages) => {
-                for m in messages {
-                    let rec = proto::ExportResponse {
-                        record: Some(proto::export_response::Record::Message(message_to_proto(m))),
-                    };
-                    if !send_bounded(&tx, Ok(rec)).await {
-                        break 'pages Err(crate::Error::Io(std::io::ErrorKind::BrokenPipe.into()));
-                    }
-                }
-            }
-        }
-        if cursor.is_done() {
-            break Ok(());
-        }
+    let cursor = store.export_begin(&user, access);
+    let Some((cursor, result)) = send_pages(
+        &store,
+        cursor,
+        &tx,
+        ExportCursor::is_done,
+        |s, c| s.export_page(c, READ_PAGE),
+        |m| proto::export_response::Record::Message(message_to_proto(m)),
+    )
+    .await
+    else {
+        return;
     };
     // Then what the user wrote in conversations, page by page the same way.
-    let result = match result {
-        Ok(()) => 'authored: loop {
-            if cursor.is_authored_done() {
-                break Ok(());
-            }
-            let s = Arc::clone(&store);
-            let paged = tokio::task::spawn_blocking(move || {
-                let page = s.export_authored_page(&mut cursor, READ_PAGE);
-                (cursor, page)
-            })
-            .await;
-            let page = match paged {
-                Ok((c, page)) => {
-                    cursor = c;
-                    page
-                }
-                Err(_) => {
-                    send_bounded(&tx, Err(Status::internal("worker task failed"))).await;
-                    return;
-                }
+    let (cursor, result) = match result {
+        Ok(()) => {
+            let Some(sent) = send_pages(
+                &store,
+                cursor,
+                &tx,
+                ExportCursor::is_authored_done,
+                |s, c| s.export_authored_page(c, READ_PAGE),
+                |m| proto::export_response::Record::ConversationMessage(authored_to_proto(m)),
+            )
+            .await
+            else {
+                return;
             };
-            match page {
-                Err(e) => break Err(e),
-                Ok(messages) => {
-                    for m in messages {
-                        let rec = proto::ExportResponse {
-                            record: Some(proto::export_response::Record::ConversationMessage(
-                                authored_to_proto(m),
-                            )),
-                        };
-                        if !send_bounded(&tx, Ok(rec)).await {
-                            break 'authored Err(crate::Error::Io(
-                                std::io::ErrorKind::BrokenPipe.into(),
-                            ));
-                        }
-                    }
-                }
-            }
-        },
-        Err(e) => Err(e),
+            sent
+        }
+        Err(e) => (cursor, Err(e)),
     };
     let client_gone = result.is_err() && tx.is_closed();
     let s = Arc::clone(&store);
@@ -563,4 +518,54 @@ async fn export_task(
         ))),
     });
     send_bounded(&tx, last).await;
+}
+
+/// Sends an export's pages until `done`: each page is fetched on the
+/// blocking pool (the cursor travels there and back) and its records sent
+/// from here. Returns the cursor and how it ended (a failed page, or a
+/// client that went away or stopped reading); `None` if a worker died
+/// (the client was told).
+async fn send_pages<T: Send + 'static>(
+    store: &Arc<Store>,
+    mut cursor: ExportCursor,
+    tx: &mpsc::Sender<Result<proto::ExportResponse, Status>>,
+    done: fn(&ExportCursor) -> bool,
+    fetch: fn(&Store, &mut ExportCursor) -> crate::Result<Vec<T>>,
+    record: fn(T) -> proto::export_response::Record,
+) -> Option<(ExportCursor, crate::Result<()>)> {
+    loop {
+        if done(&cursor) {
+            return Some((cursor, Ok(())));
+        }
+        let s = Arc::clone(store);
+        let paged = tokio::task::spawn_blocking(move || {
+            let page = fetch(&s, &mut cursor);
+            (cursor, page)
+        })
+        .await;
+        let page = match paged {
+            Ok((c, page)) => {
+                cursor = c;
+                page
+            }
+            Err(_) => {
+                send_bounded(tx, Err(Status::internal("worker task failed"))).await;
+                return None;
+            }
+        };
+        match page {
+            Err(e) => return Some((cursor, Err(e))),
+            Ok(items) => {
+                for item in items {
+                    let rec = proto::ExportResponse {
+                        record: Some(record(item)),
+                    };
+                    if !send_bounded(tx, Ok(rec)).await {
+                        let gone = crate::Error::Io(std::io::ErrorKind::BrokenPipe.into());
+                        return Some((cursor, Err(gone)));
+                    }
+                }
+            }
+        }
+    }
 }
