@@ -157,8 +157,45 @@ pub struct ConversationService {
 }
 
 impl ConversationService {
-    /// A conversation rights call (admin role): audited refusal, validation,
-    /// the store call on the blocking pool, the state as the response.
+    /// An audited call on one conversation: the role check (a refusal
+    /// audited), validation, the store call on the blocking pool, its audit
+    /// log line, and `respond` building the response.
+    #[allow(clippy::too_many_arguments, reason = "each step of the call")]
+    async fn audited_call<R, A, V, T>(
+        &self,
+        method: &'static str,
+        request: Request<R>,
+        role: Role,
+        op: AuditOp,
+        validate: impl FnOnce(R) -> Result<(crate::ConversationId, A), Status> + Send,
+        call: impl FnOnce(&crate::Conversation<'_>, A, &str) -> crate::Result<V> + Send + 'static,
+        respond: impl FnOnce(V) -> T + Send,
+    ) -> Result<Response<T>, Status>
+    where
+        R: Send,
+        A: Send + 'static,
+        V: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, role, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let (id, args) = validate(request.into_inner())?;
+            let handle = self.store.conversation(&id).handle();
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result =
+                blocking(move || call(&store.conversation(&id), args, &who).map_err(status)).await;
+            log_outcome(&actor, op, Some(handle), &result);
+            Ok(Response::new(respond(result?)))
+        }
+        .await;
+        self.done(method, started, &r);
+        r
+    }
+
+    /// A conversation rights call (admin role), answered with the state.
     async fn rights_call<R, A, T>(
         &self,
         method: &'static str,
@@ -172,25 +209,12 @@ impl ConversationService {
     where
         R: Send,
         A: Send + 'static,
-        T: From<proto::RightsState>,
+        T: From<proto::RightsState> + Send,
     {
-        let started = Instant::now();
-        let r = async {
-            let caller = self.auth.caller(&request)?;
-            require(&self.store, &caller, Role::Admin, Some(op)).await?;
-            let actor = caller.name().to_owned();
-            let (id, args) = validate(request.into_inner())?;
-            let handle = self.store.conversation(&id).handle();
-            let store = Arc::clone(&self.store);
-            let who = actor.clone();
-            let result =
-                blocking(move || call(&store.conversation(&id), args, &who).map_err(status)).await;
-            log_outcome(&actor, op, Some(handle), &result);
-            Ok(Response::new(T::from(rights_to_proto(&result?))))
-        }
-        .await;
-        self.done(method, started, &r);
-        r
+        self.audited_call(method, request, Role::Admin, op, validate, call, |r| {
+            T::from(rights_to_proto(&r))
+        })
+        .await
     }
 
     pub(crate) fn new(
@@ -341,76 +365,43 @@ impl proto::conversations_server::Conversations for ConversationService {
         &self,
         request: Request<ConversationRedactRequest>,
     ) -> Result<Response<ConversationsRedactResponse>, Status> {
-        let started = Instant::now();
-        let r = async {
-            let caller = self.auth.caller(&request)?;
-            require(
-                &self.store,
-                &caller,
-                Role::Erase,
-                Some(AuditOp::ConversationRedact),
-            )
-            .await?;
-            let actor = caller.name().to_owned();
-            let req = validate_conversation_redact(request.into_inner())?;
-            let handle = self.store.conversation(&req.conversation).handle();
-            let store = Arc::clone(&self.store);
-            let who = actor.clone();
-            let result = blocking(move || {
-                store
-                    .conversation(&req.conversation)
-                    .redact_as(req.seq, &req.reason, &who)
-                    .map_err(status)
-            })
-            .await;
-            log_outcome(&actor, AuditOp::ConversationRedact, Some(handle), &result);
-            let d = result?;
-            Ok(Response::new(ConversationsRedactResponse {
+        self.audited_call(
+            "ConversationRedact",
+            request,
+            Role::Erase,
+            AuditOp::ConversationRedact,
+            |r| validate_conversation_redact(r).map(|a| (a.conversation, (a.seq, a.reason))),
+            |c, (seq, reason), actor| c.redact_as(seq, &reason, actor),
+            |d| ConversationsRedactResponse {
                 seq: d.seq,
                 timestamp_ms: d.timestamp_ms,
                 redacted_at_ms: d.redacted_at_ms,
                 already_redacted: d.already_redacted,
-            }))
-        }
-        .await;
-        self.done("ConversationRedact", started, &r);
-        r
+            },
+        )
+        .await
     }
 
     async fn delete(
         &self,
         request: Request<ConversationRequest>,
     ) -> Result<Response<ConversationsDeleteResponse>, Status> {
-        let started = Instant::now();
-        let r = async {
-            let caller = self.auth.caller(&request)?;
-            require(
-                &self.store,
-                &caller,
-                Role::Erase,
-                Some(AuditOp::ConversationDelete),
-            )
-            .await?;
-            let actor = caller.name().to_owned();
-            let id = validate_conversation(request.into_inner())?;
-            let handle = self.store.conversation(&id).handle();
-            let store = Arc::clone(&self.store);
-            let who = actor.clone();
-            let result =
-                blocking(move || store.conversation(&id).delete_as(&who).map_err(status)).await;
-            log_outcome(&actor, AuditOp::ConversationDelete, Some(handle), &result);
-            let d = result?;
-            Ok(Response::new(ConversationsDeleteResponse {
+        self.audited_call(
+            "ConversationDelete",
+            request,
+            Role::Erase,
+            AuditOp::ConversationDelete,
+            |r| validate_conversation(r).map(|c| (c, ())),
+            |c, (), actor| c.delete_as(actor),
+            |d| ConversationsDeleteResponse {
                 messages_deleted: d.messages_deleted,
                 deleted_at_ms: d.deleted_at_ms,
                 epoch: d.epoch,
                 handle: d.handle.to_string(),
                 receipt: Some(receipt_to_proto(&d.receipt)),
-            }))
-        }
-        .await;
-        self.done("ConversationDelete", started, &r);
-        r
+            },
+        )
+        .await
     }
 
     async fn set_retention(
@@ -467,30 +458,17 @@ impl proto::conversations_server::Conversations for ConversationService {
         &self,
         request: Request<proto::ConversationsSetSubjectsRequest>,
     ) -> Result<Response<proto::ConversationsSetSubjectsResponse>, Status> {
-        let started = Instant::now();
-        let r = async {
-            let caller = self.auth.caller(&request)?;
-            let op = AuditOp::ConversationSetSubjects;
-            require(&self.store, &caller, Role::Admin, Some(op)).await?;
-            let actor = caller.name().to_owned();
-            let (id, subjects) = validate_conversation_set_subjects(request.into_inner())?;
-            let handle = self.store.conversation(&id).handle();
-            let store = Arc::clone(&self.store);
-            let who = actor.clone();
-            let result = blocking(move || {
-                store
-                    .conversation(&id)
-                    .set_subjects_as(&subjects, &who)
-                    .map_err(status)
-            })
-            .await;
-            log_outcome(&actor, op, Some(handle), &result);
-            Ok(Response::new(proto::ConversationsSetSubjectsResponse {
-                subjects: u32::try_from(result?).unwrap_or(u32::MAX),
-            }))
-        }
-        .await;
-        self.done("ConversationSetSubjects", started, &r);
-        r
+        self.audited_call(
+            "ConversationSetSubjects",
+            request,
+            Role::Admin,
+            AuditOp::ConversationSetSubjects,
+            validate_conversation_set_subjects,
+            |c, subjects, actor| c.set_subjects_as(&subjects, actor),
+            |n| proto::ConversationsSetSubjectsResponse {
+                subjects: u32::try_from(n).unwrap_or(u32::MAX),
+            },
+        )
+        .await
     }
 }

@@ -208,12 +208,12 @@ impl Inner {
             .engine
             .get(Cf::ConvMessages, &key)?
             .ok_or(Error::NoSuchMessage)?;
-        let horizon = conv.policy.horizon(now, self.default_retention_ms);
-        if ConvRecord::decode(&stored)?.timestamp_ms() < horizon {
+        let record = ConvRecord::decode(&stored)?;
+        if record.timestamp_ms() < conv.policy.horizon(now, self.default_retention_ms) {
             // Expired by retention: hidden already, dropped at compaction.
             return Err(Error::NoSuchMessage);
         }
-        let (timestamp_ms, author) = match ConvRecord::decode(&stored)? {
+        let (timestamp_ms, author) = match record {
             ConvRecord::Sealed(s) if s.conv_epoch != conv.epoch => {
                 return Err(Error::Corrupt(Corruption::EpochMismatch));
             }
