@@ -6,7 +6,10 @@
 #     loop (= 100% of max load), append only;
 #  3. the same at 50% of the max just measured, open loop (--rate), latency
 #     from the intended send time;
-#  4. the default mix (append 90 / read 9 / erase 1), unary, closed loop.
+#  4. the default mix (append 90 / read 9 / erase 1), unary, closed loop;
+#  5. conversation mode: 1,000 conversations (Zipf) of 5 authors, 90% appends
+#     and 10% backward reads of the newest 50, unary, closed loop; its "vs
+#     embedded" is against an embedded run of the same requests.
 # Client and server share the machine's cores. Needs python3 for the table.
 #   DURATION=20 scripts/grpc-bench.sh
 set -euo pipefail
@@ -28,6 +31,10 @@ COMMON=(--duration "$DURATION" --users 10000 --payload-size 200 --json)
 echo "embedded baseline..." >&2
 "$BIN" load --embedded "$OUT/embedded" --concurrency "$CONCURRENCY" --mix append=1 \
     "${COMMON[@]}" >"$OUT/embedded.json"
+CONV=(--conversations 1000 --authors-per-conversation 5 --mix append=9,read=1)
+echo "embedded conversation baseline..." >&2
+"$BIN" load --embedded "$OUT/embedded-conv" --concurrency "$CONCURRENCY" "${CONV[@]}" \
+    "${COMMON[@]}" >"$OUT/embedded-conv.json"
 
 "$BIN" serve --data-dir "$OUT/data" --listen "127.0.0.1:$PORT" --root-key-file "$OUT/root.key" \
     --insecure-no-auth --durability buffered >"$OUT/server.out" 2>"$OUT/server.log" &
@@ -53,20 +60,26 @@ echo "stream at $HALF_S req/s..." >&2
 load --concurrency "$STREAM_WORKERS" --stream --mix append=1 --rate "$HALF_S" >"$OUT/stream-half.json"
 echo "unary, default mix..." >&2
 load --concurrency "$CONCURRENCY" --plot "$OUT/mix.svg" >"$OUT/mix-max.json"
+echo "unary, conversations..." >&2
+load --concurrency "$CONCURRENCY" "${CONV[@]}" --plot "$OUT/conv.svg" >"$OUT/conv-max.json"
 
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 def r(name): return json.load(open(f"{out}/{name}.json"))
-emb = r("embedded")["throughput"]
+# Each run is compared with the embedded baseline of its own mode.
+baseline = {"user": r("embedded")["throughput"], "conv": r("embedded-conv")["throughput"]}
 print(f"results and plots in {out}\n")
 print("| run | load | req/s | vs embedded | op | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |")
 print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 for name, label in [("embedded", "embedded append (no server)"),
                     ("unary-max", "unary Append"), ("unary-half", "unary Append"),
                     ("stream-max", "AppendStream"), ("stream-half", "AppendStream"),
-                    ("mix-max", "unary mix 90/9/1")]:
+                    ("mix-max", "unary mix 90/9/1"),
+                    ("embedded-conv", "embedded conversations 1000x5, mix 90/10 (no server)"),
+                    ("conv-max", "unary conversations 1000x5, mix 90/10")]:
     j = r(name)
+    emb = baseline["conv" if j.get("conversations") else "user"]
     load = "50% (open loop)" if j.get("rate") else "100% (closed loop)"
     for op in j["ops"]:
         l = op["latency_us"]

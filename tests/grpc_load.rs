@@ -1,6 +1,8 @@
 //! `shredstore load` against an in-process server: unary, streaming and
 //! open-loop runs complete without errors and verify what they read, a
-//! damaged message is caught, and the binary's flags and exit codes work.
+//! damaged message is caught, and the binary's flags and exit codes work;
+//! the conversation mode (`--conversations`) writes to and reads back from
+//! the Conversations service, over gRPC and embedded.
 #![cfg(feature = "server")]
 
 mod grpc_support;
@@ -10,9 +12,13 @@ use std::time::Duration;
 
 use grpc_support::{ADMIN, READER, TestServer, args};
 use shredstore::load::{
-    LoadConfig, LoadError, LoadReport, Op, RunLimit, VERIFY_ERROR, build_payload, run,
+    LoadConfig, LoadError, LoadReport, Op, RunLimit, VERIFY_ERROR, author_id, build_payload,
+    conversation_id, run,
 };
-use shredstore::server::proto::{AppendRequest, EraseRequest};
+use shredstore::server::proto::conversation_item::Body;
+use shredstore::server::proto::{
+    AppendRequest, ConversationAppendRequest, ConversationReadRequest, EraseRequest,
+};
 
 async fn server(dir: &std::path::Path, auth: bool) -> TestServer {
     let mut a = args(dir, auth);
@@ -399,4 +405,239 @@ async fn embedded_run_is_clean_and_refuses_streams_and_used_dirs() {
     })
     .await;
     assert!(matches!(stream, Err(LoadError::Config(m)) if m.contains("--stream")));
+}
+
+fn conversation_config(server: &TestServer, requests: u64) -> LoadConfig {
+    LoadConfig {
+        conversations: 20,
+        authors_per_conversation: 3,
+        mix: "append=9,read=1".parse().unwrap(),
+        ..config(server, requests)
+    }
+}
+
+/// Appends and reads only, no errors, every message read verified.
+fn assert_conversations_clean(r: &LoadReport, requests: u64) {
+    assert_eq!(r.errors, 0, "{r}");
+    assert_eq!((r.total_ops, r.ok_ops), (requests, requests), "{r}");
+    let (appends, reads) = (r.op(Op::Append).unwrap(), r.op(Op::Read).unwrap());
+    assert_eq!(appends.count + reads.count, requests, "{r}");
+    assert!(appends.count > requests * 8 / 10, "{r}");
+    assert!(reads.count > 0, "{r}");
+    assert!(r.messages_verified > 0, "{r}");
+    assert_eq!(r.messages_read, r.messages_verified, "{r}");
+    assert_eq!(r.messages_corrupt, 0, "{r}");
+    assert_eq!(r.tombstones_read, 0, "nothing erased: {r}");
+    assert_eq!(r.conversations, Some(20));
+    assert_eq!(r.authors_per_conversation, Some(3));
+    assert_eq!((r.users, r.read_limit), (60, 50), "{r}");
+    assert_eq!(r.user_prefix, "load-conv-");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conversation_mode_appends_to_conversations_and_reads_the_newest_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    let report = run(conversation_config(&server, 2_000)).await.unwrap();
+    assert_conversations_clean(&report, 2_000);
+    assert_eq!(report.mode, "unary");
+    // A read returns at most the newest 50.
+    let reads = report.op(Op::Read).unwrap().count;
+    assert!(report.messages_read <= reads * 50, "{report}");
+    let text = report.to_string();
+    assert!(text.contains("20 conversations x 3 authors"), "{text}");
+
+    // Every acknowledged append is in its conversation, by one of its
+    // authors, and nothing went to the per-user Store.
+    let mut conv = server.conversations(None).await;
+    let mut stored = 0u64;
+    let mut per_conversation = Vec::new();
+    for c in 0..20 {
+        let id = conversation_id("load-conv-", c);
+        let mut items = conv
+            .read(ConversationReadRequest {
+                conversation_id: id.into_bytes(),
+                from_seq: 0,
+                limit: 10_000,
+                backward: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0u64;
+        while let Some(item) = items.message().await.unwrap() {
+            let Some(Body::Message(m)) = item.body else {
+                panic!("conversation {c}: seq {} is not a message", item.seq)
+            };
+            let authors: Vec<String> = (0..3).map(|a| author_id("load-conv-", c, a)).collect();
+            assert!(
+                authors.iter().any(|a| a.as_bytes() == m.author_id),
+                "conversation {c}: author {}",
+                String::from_utf8_lossy(&m.author_id)
+            );
+            n += 1;
+        }
+        stored += n;
+        per_conversation.push(n);
+    }
+    assert_eq!(stored, report.op(Op::Append).unwrap().ok, "{report}");
+    // Zipf: conversation 0 is the hottest.
+    assert!(
+        per_conversation[0] > per_conversation[19],
+        "{per_conversation:?}"
+    );
+    let mut store = server.store(None).await;
+    let mut own = store
+        .read(shredstore::server::proto::ReadRequest {
+            user_id: author_id("load-conv-", 0, 0).into_bytes(),
+            from_seq: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        own.message().await.unwrap().is_none(),
+        "no per-user appends"
+    );
+
+    // AppendStream, and erases of authors: their slots read as tombstones.
+    let report = run(LoadConfig {
+        stream: true,
+        stream_window: 16,
+        ..conversation_config(&server, 1_500)
+    })
+    .await
+    .unwrap();
+    assert_conversations_clean(&report, 1_500);
+    assert_eq!(report.mode, "stream");
+    let report = run(LoadConfig {
+        mix: "append=6,read=3,erase=1".parse().unwrap(),
+        ..conversation_config(&server, 1_500)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{report}");
+    assert!(report.op(Op::Erase).unwrap().ok > 0, "{report}");
+    assert!(report.tombstones_read > 0, "{report}");
+    assert!(report.messages_verified > 0, "{report}");
+    assert_eq!(report.messages_corrupt, 0, "{report}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conversation_reads_catch_foreign_damaged_and_misplaced_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    let mut conv = server.conversations(None).await;
+    let (a0, a1) = (author_id("bad-", 0, 0), author_id("bad-", 0, 1));
+    // Another conversation's author, with a payload intact for that author.
+    let stranger = author_id("bad-", 1, 0);
+    let mut rng = rand::rng();
+    let mut flipped = build_payload(a0.as_bytes(), 64, &mut rng).unwrap();
+    flipped[40] ^= 0x01;
+    for (author, payload) in [
+        (&a0, build_payload(a0.as_bytes(), 64, &mut rng).unwrap()),
+        (&a1, build_payload(a0.as_bytes(), 64, &mut rng).unwrap()),
+        (
+            &stranger,
+            build_payload(stranger.as_bytes(), 64, &mut rng).unwrap(),
+        ),
+        (&a0, flipped),
+        (&a1, b"not ours".to_vec()),
+    ] {
+        conv.append(ConversationAppendRequest {
+            conversation_id: conversation_id("bad-", 0).into_bytes(),
+            author_id: author.clone().into_bytes(),
+            payload,
+            client_message_id: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    let report = run(LoadConfig {
+        conversations: 1,
+        authors_per_conversation: 2,
+        conversation_prefix: "bad-".into(),
+        mix: "read=1".parse().unwrap(),
+        ..config(&server, 10)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.errors_with(VERIFY_ERROR), 10, "{report}");
+    assert_eq!(report.op(Op::Read).unwrap().errors, 10);
+    assert_eq!(report.messages_read, 50, "{report}");
+    assert_eq!(report.messages_verified, 10, "{report}");
+    assert_eq!(report.messages_corrupt, 40, "{report}");
+
+    // A read limit of 2 sees only the two newest (both bad).
+    let report = run(LoadConfig {
+        conversations: 1,
+        conversation_prefix: "bad-".into(),
+        conversation_read_limit: 2,
+        mix: "read=1".parse().unwrap(),
+        ..config(&server, 4)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.messages_read, 8, "{report}");
+    assert_eq!(report.messages_corrupt, 8, "{report}");
+    assert_eq!(report.read_limit, 2);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_conversation_run_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(LoadConfig {
+        concurrency: 4,
+        limit: RunLimit::Requests(600),
+        seed: Some(7),
+        conversations: 20,
+        authors_per_conversation: 3,
+        mix: "append=9,read=1".parse().unwrap(),
+        embedded: Some(dir.path().join("embedded")),
+        ..LoadConfig::new("unused")
+    })
+    .await
+    .unwrap();
+    assert_conversations_clean(&report, 600);
+    assert_eq!(report.mode, "embedded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_binary_runs_conversation_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), false).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args(["load", "--addr", &server.url(), "--requests", "300"])
+        .args(["--concurrency", "2", "--conversations", "10"])
+        .args([
+            "--authors-per-conversation",
+            "4",
+            "--mix",
+            "append=9,read=1",
+        ])
+        .args(["--json", "--fail-on-error"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(json["total_ops"], 300);
+    assert_eq!(json["errors"], 0);
+    assert_eq!(json["conversations"], 10);
+    assert_eq!(json["authors_per_conversation"], 4);
+    assert!(json["messages_verified"].as_u64().unwrap() > 0, "{json}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args(["load", "--addr", &server.url(), "--conversations", "10"])
+        .args(["--authors-per-conversation", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--authors-per-conversation"));
+    server.stop().await;
 }

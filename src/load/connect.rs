@@ -12,6 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Status};
 
 use super::{LoadConfig, LoadError};
+use crate::server::proto::conversations_client::ConversationsClient;
 use crate::server::proto::store_client::StoreClient;
 
 /// How long to wait for a connection.
@@ -38,36 +39,59 @@ pub async fn connect_client(config: &LoadConfig) -> Result<Client, LoadError> {
     Ok(StoreClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
 }
 
-/// Where requests go: a server over gRPC, or (`--embedded`) a store opened
+/// A Conversations client that sends the configured bearer token.
+pub(super) type ConversationsGrpc = ConversationsClient<InterceptedService<Channel, Bearer>>;
+
+/// Where requests go: a server over gRPC (its Store and Conversations
+/// services on one connection), or (`--embedded`) a store opened
 /// in-process, called on the blocking pool as the server itself does.
 #[derive(Clone)]
 pub(super) enum Target {
-    Grpc(Client),
+    Grpc(Box<Grpc>),
     Embedded(Arc<crate::Store>),
 }
 
-impl Target {
-    pub(super) fn grpc(&mut self) -> Option<&mut Client> {
-        match self {
-            Target::Grpc(c) => Some(c),
-            Target::Embedded(_) => None,
-        }
-    }
+/// The clients of one connection.
+#[derive(Clone)]
+pub(super) struct Grpc {
+    pub(super) store: Client,
+    pub(super) conversations: ConversationsGrpc,
 }
 
-/// Runs one store call on the blocking pool; errors become the status code
-/// the server would have answered with.
+/// Runs one store call for `user` on the blocking pool; errors become the
+/// status code the server would have answered with.
 pub(super) async fn embedded<T: Send + 'static>(
     store: &Arc<crate::Store>,
     user: Vec<u8>,
     call: impl FnOnce(&crate::Store, &crate::UserId) -> crate::Result<T> + Send + 'static,
 ) -> Result<T, &'static str> {
-    let store = Arc::clone(store);
-    let joined = tokio::task::spawn_blocking(move || {
+    on_pool(store, move |st| {
         let user = crate::UserId::new(user)?;
-        call(&store, &user)
+        call(st, &user)
     })
-    .await;
+    .await
+}
+
+/// Runs one call on conversation `id` on the blocking pool, as
+/// [`embedded`] does for a user.
+pub(super) async fn embedded_conversation<T: Send + 'static>(
+    store: &Arc<crate::Store>,
+    id: Vec<u8>,
+    call: impl FnOnce(&crate::Conversation<'_>) -> crate::Result<T> + Send + 'static,
+) -> Result<T, &'static str> {
+    on_pool(store, move |st| {
+        let id = crate::ConversationId::new(id)?;
+        call(&st.conversation(&id))
+    })
+    .await
+}
+
+async fn on_pool<T: Send + 'static>(
+    store: &Arc<crate::Store>,
+    call: impl FnOnce(&crate::Store) -> crate::Result<T> + Send + 'static,
+) -> Result<T, &'static str> {
+    let store = Arc::clone(store);
+    let joined = tokio::task::spawn_blocking(move || call(&store)).await;
     match joined {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(code_name(crate::server::status(e).code())),
@@ -194,8 +218,18 @@ pub(super) fn bearer(config: &LoadConfig) -> Result<Bearer, LoadError> {
 /// One target per worker, and a description of where requests go.
 pub(super) async fn targets(config: &LoadConfig) -> Result<(Vec<Target>, String), LoadError> {
     let Some(dir) = config.embedded.clone() else {
-        let (clients, addr) = connect(config).await?;
-        return Ok((clients.into_iter().map(Target::Grpc).collect(), addr));
+        // A bad token is refused before any connection is made.
+        let bearer = bearer(config)?;
+        let (channels, addr) = connect(config).await?;
+        let grpc = |ch: Channel| {
+            Target::Grpc(Box::new(Grpc {
+                store: StoreClient::with_interceptor(ch.clone(), bearer.clone())
+                    .max_decoding_message_size(MAX_DECODING),
+                conversations: ConversationsClient::with_interceptor(ch, bearer.clone())
+                    .max_decoding_message_size(MAX_DECODING),
+            }))
+        };
+        return Ok((channels.into_iter().map(grpc).collect(), addr));
     };
     let described = format!("embedded store in {}", dir.display());
     let store = tokio::task::spawn_blocking(move || -> Result<crate::Store, LoadError> {
@@ -220,9 +254,8 @@ pub(super) async fn targets(config: &LoadConfig) -> Result<(Vec<Target>, String)
 }
 
 /// One connection per worker (fails if any cannot be made), and the URL.
-pub(super) async fn connect(config: &LoadConfig) -> Result<(Vec<Client>, String), LoadError> {
+pub(super) async fn connect(config: &LoadConfig) -> Result<(Vec<Channel>, String), LoadError> {
     let (ep, addr) = endpoint(config)?;
-    let bearer = bearer(config)?;
     let failed = |e: tonic::transport::Error| LoadError::Connect {
         addr: addr.clone(),
         reason: chain(&e),
@@ -238,12 +271,5 @@ pub(super) async fn connect(config: &LoadConfig) -> Result<(Vec<Client>, String)
         let ch = r.map_err(|e| LoadError::Internal(format!("connect task: {e}")))?;
         channels.push(ch.map_err(failed)?);
     }
-    let clients = channels
-        .into_iter()
-        .map(|ch| {
-            StoreClient::with_interceptor(ch, bearer.clone())
-                .max_decoding_message_size(MAX_DECODING)
-        })
-        .collect();
-    Ok((clients, addr))
+    Ok((channels, addr))
 }

@@ -7,6 +7,32 @@
 //! with a bounded in-flight window. Every payload carries a checksum over the
 //! user id and its contents, and every message read back is verified.
 //!
+//! Conversation mode (`--conversations N`, [`LoadConfig::conversations`];
+//! 0, the default, keeps the per-user mode above) sends the mix to the
+//! Conversations service instead: each request is for one of `N`
+//! conversations picked with the same Zipf exponent (`--zipf`) and one of
+//! its `K` authors (`--authors-per-conversation`, default 5) picked
+//! uniformly; conversation `c` is `{prefix}{c}` and its author `a` the user
+//! `{prefix}{c}-author-{a}` (`--conversation-prefix`, default `load-conv-`;
+//! see [`ConversationPicker`]). The operations keep their names in the
+//! report and the JSON:
+//! - `append`: `Conversations.Append` by the author (one request on a
+//!   per-worker `Conversations.AppendStream` with `--stream`), the payload
+//!   checksummed over the author id;
+//! - `read`: `Conversations.Read` backward from the newest (`from_seq` 0) of
+//!   `--conversation-read-limit` items (default 50). The read fails as a
+//!   `VERIFY` error unless its items come newest first (seqs strictly
+//!   decreasing), at most the limit, and every message is by one of that
+//!   conversation's authors with an intact payload; tombstones are allowed
+//!   and counted ([`LoadReport::tombstones_read`]);
+//! - `erase`: `Store.Erase` of the author (not blocked), so their messages
+//!   in every conversation read as tombstones from then on.
+//!
+//! `--users`, `--user-prefix` and `--read-limit` do not apply there; the
+//! report's `users` is then the number of distinct authors (`N * K`).
+//! `--embedded` works in both modes (conversation mode through
+//! [`Store::conversation`](crate::Store::conversation)).
+//!
 //! Latency is recorded in HdrHistograms (microseconds, 1 µs..60 s, 3
 //! significant figures):
 //! - closed loop, unary: from just before the call to its last response
@@ -32,6 +58,7 @@
 //! ```
 
 mod connect;
+mod conversations;
 mod mix;
 mod payload;
 mod plot;
@@ -43,6 +70,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use connect::{Bearer, Client, code_name, connect_client};
+pub use conversations::{ConversationPicker, author_id, conversation_id};
 pub use mix::{Mix, MixError, Op};
 pub use payload::{PAYLOAD_HEADER_LEN, PAYLOAD_MAGIC, VerifyError, build_payload, verify_payload};
 pub use plot::{render_svg, write_svg};
@@ -141,12 +169,26 @@ pub struct LoadConfig {
     /// the embedded baseline of the gRPC figures. `addr`, TLS and token are
     /// ignored; `stream` is refused.
     pub embedded: Option<PathBuf>,
+    /// Conversation mode: this many conversations (picked with `zipf`),
+    /// `authors_per_conversation` authors each, on the Conversations
+    /// service; 0 = off (the per-user mode on Store).
+    pub conversations: u64,
+    /// Authors per conversation, picked uniformly (conversation mode).
+    pub authors_per_conversation: u32,
+    /// Conversation `c` is `{conversation_prefix}{c}`, its author `a`
+    /// `{conversation_prefix}{c}-author-{a}` (conversation mode).
+    pub conversation_prefix: String,
+    /// Items asked for per backward read, the newest first (conversation
+    /// mode; `read_limit` is the per-user mode's).
+    pub conversation_read_limit: u32,
 }
 
 impl LoadConfig {
     /// The defaults of `shredstore load` against `addr`: 16 workers, 10 s,
     /// 200-byte payloads, 10,000 users with Zipf exponent 1, mix
-    /// `append=90,read=9,erase=1`, unary, closed loop, reads of 100.
+    /// `append=90,read=9,erase=1`, unary, closed loop, reads of 100; the
+    /// conversation mode off (5 authors per conversation and reads of the
+    /// newest 50 when it is turned on).
     pub fn new(addr: impl Into<String>) -> LoadConfig {
         LoadConfig {
             addr: addr.into(),
@@ -170,7 +212,30 @@ impl LoadConfig {
             plot: None,
             progress: false,
             embedded: None,
+            conversations: 0,
+            authors_per_conversation: 5,
+            conversation_prefix: "load-conv-".to_owned(),
+            conversation_read_limit: 50,
         }
+    }
+
+    /// The conversation picker of conversation mode, `None` in the per-user
+    /// mode.
+    ///
+    /// # Errors
+    /// [`LoadError::Config`] naming the bad setting.
+    pub fn conversation_picker(&self) -> Result<Option<ConversationPicker>, LoadError> {
+        if self.conversations == 0 {
+            return Ok(None);
+        }
+        ConversationPicker::new(
+            self.conversations,
+            self.authors_per_conversation,
+            self.zipf,
+            &self.conversation_prefix,
+        )
+        .map(Some)
+        .map_err(LoadError::Config)
     }
 
     /// Checks the settings that do not need the network.
@@ -222,6 +287,22 @@ impl LoadConfig {
         }
         if self.read_limit == 0 {
             return bad("--read-limit must be at least 1".into());
+        }
+        if let Some(p) = self.conversation_picker()? {
+            let last = p.conversations() - 1;
+            let longest = p
+                .conversation_id(last)
+                .len()
+                .max(p.author_id(last, p.authors() - 1).len());
+            let max = crate::MAX_CONVERSATION_ID_LEN.min(crate::MAX_USER_ID_LEN);
+            if longest > max {
+                return bad(format!(
+                    "--conversation-prefix is too long: conversation and author ids must be at most {max} bytes"
+                ));
+            }
+            if self.conversation_read_limit == 0 {
+                return bad("--conversation-read-limit must be at least 1".into());
+            }
         }
         Ok(())
     }
@@ -307,6 +388,25 @@ pub struct LoadArgs {
     /// embedded baseline for the gRPC figures; --stream is refused.
     #[arg(long, value_name = "DIR", conflicts_with = "stream")]
     pub embedded: Option<PathBuf>,
+    /// Conversation mode: this many conversations, picked with --zipf, each
+    /// with --authors-per-conversation authors. Appends go to
+    /// Conversations.Append (AppendStream with --stream), reads are
+    /// backward reads of the newest --conversation-read-limit items, erases
+    /// erase one author (Store.Erase); --users, --user-prefix and
+    /// --read-limit are ignored. 0 = off: per-user requests on Store.
+    #[arg(long, default_value_t = 0)]
+    pub conversations: u64,
+    /// Authors per conversation (conversation mode), picked uniformly.
+    #[arg(long, default_value_t = 5)]
+    pub authors_per_conversation: u32,
+    /// Conversation ids are <prefix><index>, author ids
+    /// <prefix><index>-author-<n> (conversation mode).
+    #[arg(long, default_value = "load-conv-")]
+    pub conversation_prefix: String,
+    /// Items per backward read of a conversation, the newest first
+    /// (conversation mode).
+    #[arg(long, default_value_t = 50)]
+    pub conversation_read_limit: u32,
 }
 
 /// Parses a duration: a non-negative number of seconds, or a number with
@@ -362,6 +462,10 @@ impl LoadArgs {
             plot: self.plot.clone(),
             progress: std::io::stderr().is_terminal(),
             embedded: self.embedded.clone(),
+            conversations: self.conversations,
+            authors_per_conversation: self.authors_per_conversation,
+            conversation_prefix: self.conversation_prefix.clone(),
+            conversation_read_limit: self.conversation_read_limit,
         };
         config.validate()?;
         Ok(config)
@@ -433,6 +537,38 @@ mod tests {
                 },
                 "--stream-window",
             ),
+            (
+                LoadConfig {
+                    conversations: 10,
+                    authors_per_conversation: 0,
+                    ..LoadConfig::new("x")
+                },
+                "--authors-per-conversation",
+            ),
+            (
+                LoadConfig {
+                    conversations: 10,
+                    conversation_prefix: "p".repeat(250),
+                    ..LoadConfig::new("x")
+                },
+                "--conversation-prefix",
+            ),
+            (
+                LoadConfig {
+                    conversations: 10,
+                    conversation_read_limit: 0,
+                    ..LoadConfig::new("x")
+                },
+                "--conversation-read-limit",
+            ),
+            (
+                LoadConfig {
+                    conversations: 10,
+                    zipf: f64::NAN,
+                    ..LoadConfig::new("x")
+                },
+                "--zipf",
+            ),
         ];
         for (c, flag) in cases {
             let e = c.validate().unwrap_err().to_string();
@@ -470,6 +606,41 @@ mod tests {
             .unwrap();
         assert_eq!(c.limit, RunLimit::Duration(Duration::from_secs(10)));
         assert_eq!((c.payload_size, c.users, c.read_limit), (200, 10_000, 100));
+        assert_eq!(c.conversations, 0, "conversation mode is off by default");
+        assert!(c.conversation_picker().unwrap().is_none());
+        let c = Cli::try_parse_from([
+            "x",
+            "--conversations",
+            "1000",
+            "--authors-per-conversation",
+            "3",
+            "--mix",
+            "append=9,read=1",
+        ])
+        .unwrap()
+        .load
+        .to_config()
+        .unwrap();
+        let p = c.conversation_picker().unwrap().unwrap();
+        assert_eq!((p.conversations(), p.authors()), (1000, 3));
+        assert_eq!(p.author_id(999, 2), "load-conv-999-author-2");
+        assert_eq!(c.conversation_read_limit, 50);
+        // The longest ids just fit: 256 bytes.
+        let fits = LoadConfig {
+            conversations: 10,
+            authors_per_conversation: 10,
+            conversation_prefix: "p".repeat(256 - "9-author-9".len()),
+            ..LoadConfig::new("x")
+        };
+        fits.validate().unwrap();
+        // Off: the conversation settings are not looked at.
+        LoadConfig {
+            authors_per_conversation: 0,
+            conversation_read_limit: 0,
+            ..LoadConfig::new("x")
+        }
+        .validate()
+        .unwrap();
         assert!(Cli::try_parse_from(["x", "--mix", "append=0"]).is_err());
         assert!(Cli::try_parse_from(["x", "--duration", "1", "--requests", "2"]).is_err());
         let e = Cli::try_parse_from(["x", "--duration=-1"]).err().unwrap();

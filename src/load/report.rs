@@ -179,12 +179,22 @@ pub struct LoadReport {
     pub concurrency: usize,
     /// Bytes per appended payload.
     pub payload_size: usize,
-    /// Distinct users.
+    /// Distinct users; in conversation mode, the distinct authors
+    /// (`conversations * authors_per_conversation`).
     pub users: u64,
-    /// Zipf exponent of the user choice (0 = uniform).
+    /// Zipf exponent of the user (or conversation) choice (0 = uniform).
     pub zipf: f64,
-    /// Prefix of the user ids.
+    /// Prefix of the user ids (of the conversation and author ids in
+    /// conversation mode).
     pub user_prefix: String,
+    /// Conversation mode: the number of conversations (`None`: the
+    /// per-user mode). Appends, reads and erases are then reported as
+    /// `append` (Conversations.Append/AppendStream), `read` (a backward
+    /// Conversations.Read of the newest `read_limit`) and `erase`
+    /// (Store.Erase of one author).
+    pub conversations: Option<u64>,
+    /// Conversation mode: the authors of each conversation.
+    pub authors_per_conversation: Option<u32>,
     /// The operation mix.
     pub mix: String,
     /// Messages asked for per read.
@@ -212,6 +222,9 @@ pub struct LoadReport {
     /// Of those, messages that failed verification (damaged, foreign or
     /// another user's).
     pub messages_corrupt: u64,
+    /// Conversation mode: tombstones returned by reads (slots of erased
+    /// authors or redacted messages), not counted in `messages_read`.
+    pub tombstones_read: u64,
     /// Open loop only: how late requests were sent after their due time
     /// (waiting for a free worker or window slot, timer wake-up). Large
     /// values mean the generator, not only the server, fell behind: add
@@ -249,10 +262,17 @@ impl fmt::Display for LoadReport {
             None => self.mode.clone(),
         };
         writeln!(f, "shredstore load against {}", self.target)?;
+        let picked = match (self.conversations, self.authors_per_conversation) {
+            (Some(n), Some(k)) => format!(
+                "{n} conversations x {k} authors (zipf {}), reads of the newest {}",
+                self.zipf, self.read_limit
+            ),
+            _ => format!("{} users (zipf {})", self.users, self.zipf),
+        };
         writeln!(
             f,
-            "  {mode}, {schedule}, {} workers, mix {}, {} users (zipf {}), {} B payloads",
-            self.concurrency, self.mix, self.users, self.zipf, self.payload_size
+            "  {mode}, {schedule}, {} workers, mix {}, {picked}, {} B payloads",
+            self.concurrency, self.mix, self.payload_size
         )?;
         if self.warmup_secs > 0.0 {
             writeln!(f, "  warm-up {:.1} s (not counted)", self.warmup_secs)?;
@@ -264,11 +284,15 @@ impl fmt::Display for LoadReport {
             self.total_ops, self.elapsed_secs, self.ok_ops, self.errors
         )?;
         writeln!(f, "  throughput   {:.1} req/s", self.throughput)?;
-        writeln!(
+        write!(
             f,
             "  messages     {} read, {} verified, {} corrupt",
             self.messages_read, self.messages_verified, self.messages_corrupt
         )?;
+        if self.conversations.is_some() {
+            write!(f, "; {} tombstones", self.tombstones_read)?;
+        }
+        writeln!(f)?;
         if let Some(l) = &self.send_lag_us {
             writeln!(
                 f,
@@ -340,6 +364,7 @@ pub(crate) struct Recorder {
     messages_read: u64,
     messages_verified: u64,
     messages_corrupt: u64,
+    tombstones: u64,
     /// Per second: completions of append, read, erase; errors.
     timeline: Vec<[u64; 4]>,
     live: Arc<Live>,
@@ -359,6 +384,7 @@ impl Recorder {
             messages_read: 0,
             messages_verified: 0,
             messages_corrupt: 0,
+            tombstones: 0,
             timeline: Vec::new(),
             live,
         })
@@ -413,6 +439,11 @@ impl Recorder {
         self.messages_corrupt += bad;
     }
 
+    /// Tombstones a conversation read returned.
+    pub(crate) fn tombstones(&mut self, n: u64) {
+        self.tombstones += n;
+    }
+
     pub(crate) fn merge(&mut self, other: Recorder) {
         for i in 0..3 {
             // Same bounds on both sides: adding cannot fail.
@@ -426,6 +457,7 @@ impl Recorder {
         self.messages_read += other.messages_read;
         self.messages_verified += other.messages_verified;
         self.messages_corrupt += other.messages_corrupt;
+        self.tombstones += other.tombstones;
         if self.timeline.len() < other.timeline.len() {
             self.timeline.resize(other.timeline.len(), [0; 4]);
         }
@@ -475,6 +507,7 @@ impl Recorder {
         report.messages_read = self.messages_read;
         report.messages_verified = self.messages_verified;
         report.messages_corrupt = self.messages_corrupt;
+        report.tombstones_read = self.tombstones;
         report.send_lag_us =
             (!self.lag.is_empty()).then(|| LatencySummary::from_histogram(&self.lag));
         report.timeline = self
@@ -546,6 +579,7 @@ pub(crate) mod tests {
         a.ok(Op::Append, Instant::now());
         b.ok(Op::Read, past);
         b.messages(9, 1);
+        b.tombstones(2);
         b.error(Op::Read, VERIFY_ERROR);
         b.error(Op::Erase, "UNAVAILABLE");
         a.merge(b);
@@ -565,11 +599,28 @@ pub(crate) mod tests {
             (r.messages_read, r.messages_verified, r.messages_corrupt),
             (10, 9, 1)
         );
+        assert_eq!(r.tombstones_read, 2);
         assert_eq!(r.timeline.len(), 1);
         assert_eq!(r.timeline[0].ops, 5);
         assert_eq!(r.timeline[0].ops_per_sec(), 10.0);
         let text = r.to_string();
         assert!(text.contains("append") && text.contains("VERIFY"), "{text}");
+        assert!(
+            text.contains("10 users") && !text.contains("tombstones"),
+            "{text}"
+        );
+        let conv = LoadReport {
+            conversations: Some(1000),
+            authors_per_conversation: Some(5),
+            read_limit: 50,
+            ..r.clone()
+        };
+        let text = conv.to_string();
+        assert!(
+            text.contains("1000 conversations x 5 authors (zipf 1), reads of the newest 50")
+                && text.contains("; 2 tombstones"),
+            "{text}"
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["ops"][0]["op"], "append");
         assert_eq!(json["errors_by_code"]["VERIFY"], 1);
@@ -587,6 +638,8 @@ pub(crate) mod tests {
             users: 10,
             zipf: 1.0,
             user_prefix: "load-user-".into(),
+            conversations: None,
+            authors_per_conversation: None,
             mix: "append=90,read=9,erase=1".into(),
             read_limit: 100,
             warmup_secs: 0.0,
@@ -600,6 +653,7 @@ pub(crate) mod tests {
             messages_read: 0,
             messages_verified: 0,
             messages_corrupt: 0,
+            tombstones_read: 0,
             send_lag_us: None,
             timeline: Vec::new(),
         }

@@ -1,5 +1,7 @@
 //! Workers and the request schedule.
 
+mod conversation;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,17 +11,19 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::connect::{Target, code_name, embedded, targets};
+use super::conversations::ConversationPicker;
 use super::mix::{Mix, Op};
 use super::payload::{build_payload, verify_payload};
 use super::plot::write_svg;
 use super::report::{Live, LoadReport, Recorder, VERIFY_ERROR};
 use super::users::{UserPicker, user_id};
 use super::{LoadConfig, LoadError, RunLimit};
-use crate::server::proto::{AppendRequest, AppendResponse, EraseRequest, ReadRequest};
+use crate::server::proto::{AppendRequest, ConversationAppendRequest, EraseRequest, ReadRequest};
 
 /// Error code of appends still in flight when their stream ended without an
 /// error status.
@@ -30,7 +34,10 @@ struct Plan {
     mix: Mix,
     picker: UserPicker,
     prefix: String,
+    /// Conversation mode: requests go to conversations, not users.
+    conversations: Option<ConversationPicker>,
     payload_size: usize,
+    /// Items per read (the conversation read limit in conversation mode).
     read_limit: u32,
     stream: bool,
     window: usize,
@@ -125,17 +132,42 @@ struct StreamState {
     broken: Option<&'static str>,
 }
 
+/// An append for a worker's stream: Store.AppendStream in the per-user mode,
+/// Conversations.AppendStream in conversation mode.
+enum StreamRequest {
+    Store(AppendRequest),
+    Conversation(ConversationAppendRequest),
+}
+
+impl StreamRequest {
+    // A worker opens the stream of its plan's mode and sends only that
+    // mode's requests, so neither filter drops anything.
+    fn into_store(self) -> Option<AppendRequest> {
+        match self {
+            StreamRequest::Store(r) => Some(r),
+            StreamRequest::Conversation(_) => None,
+        }
+    }
+
+    fn into_conversation(self) -> Option<ConversationAppendRequest> {
+        match self {
+            StreamRequest::Conversation(r) => Some(r),
+            StreamRequest::Store(_) => None,
+        }
+    }
+}
+
 /// A worker's AppendStream: requests go into `tx`, a reader task matches
 /// responses to `pending` in order and frees a `window` slot for each.
 struct Streamer {
-    tx: mpsc::Sender<AppendRequest>,
+    tx: mpsc::Sender<StreamRequest>,
     state: Arc<Mutex<StreamState>>,
     window: Arc<Semaphore>,
     reader: tokio::task::JoinHandle<Recorder>,
 }
 
-async fn read_acks(
-    mut inbound: Streaming<AppendResponse>,
+async fn read_acks<T>(
+    mut inbound: Streaming<T>,
     state: Arc<Mutex<StreamState>>,
     window: Arc<Semaphore>,
     mut rec: Recorder,
@@ -191,8 +223,19 @@ impl Worker {
                 .plan
                 .mix
                 .pick(self.rng.random_range(0..self.plan.mix.total()));
-            let user =
-                user_id(&self.plan.prefix, self.plan.picker.pick(&mut self.rng)).into_bytes();
+            let plan = Arc::clone(&self.plan);
+            if let Some(convs) = &plan.conversations {
+                let (c, a) = convs.pick(&mut self.rng);
+                match op {
+                    Op::Append => self.conversation_append(convs, c, a, due).await?,
+                    Op::Read => self.conversation_read(convs, c, due).await,
+                    // The author's messages in every conversation become
+                    // tombstones; their next append starts a new key.
+                    Op::Erase => self.erase(convs.author_id(c, a).into_bytes(), due).await,
+                }
+                continue;
+            }
+            let user = user_id(&plan.prefix, plan.picker.pick(&mut self.rng)).into_bytes();
             match op {
                 Op::Append => self.append(user, due).await?,
                 Op::Read => self.read(user, due).await,
@@ -228,11 +271,12 @@ impl Worker {
             client_message_id: None,
         };
         if self.plan.stream {
-            return self.stream_append(req, due).await;
+            return self.stream_append(StreamRequest::Store(req), due).await;
         }
         let since = self.since(due);
         let result = match &mut self.client {
-            Target::Grpc(c) => c
+            Target::Grpc(g) => g
+                .store
                 .append(req)
                 .await
                 .map(drop)
@@ -251,7 +295,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn stream_append(&mut self, req: AppendRequest, due: Instant) -> Result<(), LoadError> {
+    async fn stream_append(&mut self, req: StreamRequest, due: Instant) -> Result<(), LoadError> {
         let mut last_code = STREAM_ENDED;
         // A stream that ended is replaced; give up on this append after a
         // few streams in a row end before it could be sent.
@@ -303,28 +347,34 @@ impl Worker {
         Ok(())
     }
 
-    /// Opens a new AppendStream; `Ok(Err(code))` if the server refused it.
+    /// Opens a new AppendStream (Store's, or Conversations' in conversation
+    /// mode); `Ok(Err(code))` if the server refused it.
     async fn open_stream(&mut self) -> Result<Result<(), &'static str>, LoadError> {
         let (tx, rx) = mpsc::channel(self.plan.window);
-        let Some(client) = self.client.grpc() else {
+        let requests = ReceiverStream::new(rx);
+        let Target::Grpc(g) = &mut self.client else {
             return Err(LoadError::Config(
                 "--stream needs a server, not --embedded".into(),
             ));
-        };
-        let inbound = match client.append_stream(ReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => return Ok(Err(code_name(s.code()))),
         };
         let state = Arc::new(Mutex::new(StreamState::default()));
         let window = Arc::new(Semaphore::new(self.plan.window));
         let rec = Recorder::new(self.phase.start, Arc::clone(&self.phase.live))
             .map_err(|e| LoadError::Internal(format!("histogram: {e}")))?;
-        let reader = tokio::spawn(read_acks(
-            inbound,
-            Arc::clone(&state),
-            Arc::clone(&window),
-            rec,
-        ));
+        let (st, win) = (Arc::clone(&state), Arc::clone(&window));
+        let reader = if self.plan.conversations.is_some() {
+            let requests = requests.filter_map(StreamRequest::into_conversation);
+            match g.conversations.append_stream(requests).await {
+                Ok(r) => tokio::spawn(read_acks(r.into_inner(), st, win, rec)),
+                Err(s) => return Ok(Err(code_name(s.code()))),
+            }
+        } else {
+            let requests = requests.filter_map(StreamRequest::into_store);
+            match g.store.append_stream(requests).await {
+                Ok(r) => tokio::spawn(read_acks(r.into_inner(), st, win, rec)),
+                Err(s) => return Ok(Err(code_name(s.code()))),
+            }
+        };
         self.streamer = Some(Streamer {
             tx,
             state,
@@ -361,9 +411,9 @@ impl Worker {
             }
         };
         let result: Result<(), &'static str> = match &mut self.client {
-            Target::Grpc(client) => {
+            Target::Grpc(g) => {
                 async {
-                    let mut stream = client.read(req).await?.into_inner();
+                    let mut stream = g.store.read(req).await?.into_inner();
                     while let Some(m) = stream.message().await? {
                         check(&m.payload);
                     }
@@ -397,7 +447,8 @@ impl Worker {
         };
         let since = self.since(due);
         let result = match &mut self.client {
-            Target::Grpc(c) => c
+            Target::Grpc(g) => g
+                .store
                 .erase(req)
                 .await
                 .map(drop)
@@ -526,6 +577,7 @@ async fn run_phase(
 pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     config.validate()?;
     let picker = UserPicker::new(config.users, config.zipf).map_err(LoadError::Config)?;
+    let conversations = config.conversation_picker()?;
     let mut created = false;
     if let Some(p) = &config.plot {
         // Fail before the run, not after it, if the plot cannot be written.
@@ -536,7 +588,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
             .open(p)
             .map_err(|e| LoadError::Plot(format!("plot {}: {e}", p.display())))?;
     }
-    let result = run_checked(&config, picker).await;
+    let result = run_checked(&config, picker, conversations).await;
     if result.is_err()
         && created
         && let Some(p) = &config.plot
@@ -546,14 +598,26 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport, LoadError> {
     result
 }
 
-async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadReport, LoadError> {
+async fn run_checked(
+    config: &LoadConfig,
+    picker: UserPicker,
+    conversations: Option<ConversationPicker>,
+) -> Result<LoadReport, LoadError> {
     let (clients, target) = targets(config).await?;
+    let conversation_mode = conversations
+        .as_ref()
+        .map(|p| (p.conversations(), p.authors()));
+    let read_limit = match conversation_mode {
+        Some(_) => config.conversation_read_limit,
+        None => config.read_limit,
+    };
     let plan = Arc::new(Plan {
         mix: config.mix,
         picker,
         prefix: config.user_prefix.clone(),
+        conversations,
         payload_size: config.payload_size,
-        read_limit: config.read_limit,
+        read_limit,
         stream: config.stream,
         window: config.stream_window,
         open_loop: config.rate.is_some(),
@@ -581,11 +645,19 @@ async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadRepo
         rate: config.rate,
         concurrency: config.concurrency,
         payload_size: config.payload_size,
-        users: config.users,
+        users: match conversation_mode {
+            Some((n, k)) => n.saturating_mul(u64::from(k)),
+            None => config.users,
+        },
         zipf: config.zipf,
-        user_prefix: config.user_prefix.clone(),
+        user_prefix: match conversation_mode {
+            Some(_) => config.conversation_prefix.clone(),
+            None => config.user_prefix.clone(),
+        },
+        conversations: conversation_mode.map(|(n, _)| n),
+        authors_per_conversation: conversation_mode.map(|(_, k)| k),
         mix: config.mix.to_string(),
-        read_limit: config.read_limit,
+        read_limit,
         warmup_secs: config.warmup.as_secs_f64(),
         elapsed_secs: 0.0,
         total_ops: 0,
@@ -597,6 +669,7 @@ async fn run_checked(config: &LoadConfig, picker: UserPicker) -> Result<LoadRepo
         messages_read: 0,
         messages_verified: 0,
         messages_corrupt: 0,
+        tombstones_read: 0,
         send_lag_us: None,
         timeline: Vec::new(),
     };
