@@ -210,6 +210,10 @@ pub enum InvalidArgument {
         /// The operation's name.
         op: &'static str,
     },
+    /// A change-feed cursor is malformed, or ahead of the feed (it comes
+    /// from another store, or from before a restore).
+    #[error("change cursor {0}")]
+    ChangeCursor(&'static str),
     /// An option given to [`Store::open`](crate::Store::open) is out of range.
     #[error("invalid option: {0}")]
     Option(&'static str),

@@ -45,19 +45,19 @@ mod store;
 mod types;
 
 pub use codec::{
-    AuditOp, AuditOutcome, AuditRecord, Consent, ErasureReceipt, LegalBasis, LegalHold,
+    AuditOp, AuditOutcome, AuditRecord, Change, Consent, ErasureReceipt, LegalBasis, LegalHold,
     MAX_REASON_LEN, PurgeStatus, ReceiptSubject, Restriction, Retention,
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{Corruption, Error, InvalidArgument, Result};
 pub use store::{
-    Access, Appended, AuditCursor, AuthoredMessage, ConsentEntry, Conversation,
-    ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD, Durability,
-    EraseOptions, Erased, ErasureCheck, ErasureState, ExportCursor, ExportItem, ExportManifest,
-    IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MAX_SUBJECTS, MemoryBudget,
-    MemoryEnv, Message, MessageIter, Options, PurgeReport, Redacted, Redaction, RightsState, Stats,
-    Store, StoreLimits, TestHooks, Tombstone, TombstoneCause, layout, open_plain_baseline,
-    validate_client_message_id,
+    Access, Appended, AuditCursor, AuthoredMessage, ChangeCursor, ChangeEntry, ConsentEntry,
+    Conversation, ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD,
+    Durability, EraseOptions, Erased, ErasureCheck, ErasureState, ExportCursor, ExportItem,
+    ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MAX_SUBJECTS,
+    MemoryBudget, MemoryEnv, Message, MessageIter, Options, PurgeReport, Redacted, Redaction,
+    RightsState, Stats, Store, StoreLimits, TestHooks, Tombstone, TombstoneCause, layout,
+    open_plain_baseline, validate_client_message_id,
 };
 pub use types::{
     Clock, ConversationId, Handle, MAX_CONVERSATION_ID_LEN, MAX_USER_ID_LEN, SystemClock, UserId,

@@ -331,6 +331,10 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
         check.erased_key_records
     );
     println!("stale index entries:    {}", check.stale_index_entries);
+    println!(
+        "conversation records:   {} (naming the user as author, erased epochs)",
+        check.erased_conversation_records
+    );
     println!("WAL files from before:  {}", check.old_wal_files);
     if check.unreadable_files > 0 {
         println!(

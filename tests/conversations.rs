@@ -280,10 +280,21 @@ fn invariant_8_an_erased_author_is_gone_from_every_conversation() {
     assert_eq!(erased.handle, a_handle);
     // At once: tombstones in A's slots, B's and C's messages intact.
     assert_rooms(&store, &expected, A);
+    // verify_erasure reads the files: A's conversation records are there
+    // until purge.
+    store.flush().unwrap();
+    let check = store.verify_erasure(&user(A)).unwrap();
+    assert!(check.erased_conversation_records > 0, "{check:?}");
+    assert!(!check.is_physically_erased());
     let report = store.purge().unwrap();
     assert!(report.complete, "{report:?}");
     assert_eq!(report.erasures_purged, 1);
     assert_rooms(&store, &expected, A);
+    let check = store.verify_erasure(&user(A)).unwrap();
+    assert_eq!(check.erased_conversation_records, 0, "{check:?}");
+    assert!(check.is_physically_erased(), "{check:?}");
+    // B wrote in the same rooms and was never erased: nothing to report.
+    assert!(store.verify_erasure(&user(B)).unwrap().marker.is_none());
     store.close().unwrap();
 
     let mut needles = captured.clone();
@@ -616,6 +627,8 @@ fn a_format_2_store_is_upgraded_in_place() {
             shredstore::layout::CF_CONV_DELETED,
             CF_AUTHORS,
             shredstore::layout::CF_SUBJECTS,
+            shredstore::layout::CF_CHANGES,
+            shredstore::layout::CF_EXPIRY_MARKS,
         ] {
             db.drop_cf(cf).unwrap();
         }
@@ -647,7 +660,7 @@ fn a_format_2_store_is_upgraded_in_place() {
         .append(&user(A), b"first conversation message")
         .unwrap();
     store.close().unwrap();
-    assert_eq!(cfs(dir.path()).len(), 14);
+    assert_eq!(cfs(dir.path()).len(), 16);
     let store = open(dir.path());
     assert_eq!(
         store
@@ -900,4 +913,52 @@ fn erasing_a_subject_deletes_their_conversations_on_request() {
         !rec[0].1.windows(16).any(|w| w == b_handle.as_bytes()),
         "bob's handle in dm2's record"
     );
+}
+
+/// Found by the store_model fuzzer: a deleted conversation's retention
+/// stayed in the compaction filter, so a compaction dropped the messages of
+/// its next key epoch (which has the default policy) until a reopen.
+#[test]
+fn a_deleted_conversations_retention_does_not_outlive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock(Arc::new(AtomicU64::new(1_000)));
+    let store = Store::open(options(dir.path()).clock(Arc::new(clock.clone()))).unwrap();
+    let general = store.conversation(&conv("general"));
+    general
+        .set_retention_as(shredstore::Retention::After { ms: 10 }, "admin")
+        .unwrap();
+    general.append(&user(A), b"short-lived").unwrap();
+    general.delete().unwrap();
+    general
+        .append(&user(B), b"kept: the new epoch has no retention")
+        .unwrap();
+    // The same through an erasure that deletes the subject's conversation.
+    let dm = store.conversation(&conv("dm"));
+    dm.set_retention_as(shredstore::Retention::After { ms: 10 }, "admin")
+        .unwrap();
+    dm.set_subjects_as(&[user(A)], "admin").unwrap();
+    dm.append(&user(B), b"before the erasure").unwrap();
+    store
+        .erase_with(
+            &user(A),
+            EraseOptions::default().with_subject_conversations(),
+        )
+        .unwrap();
+    dm.append(&user(B), b"kept too").unwrap();
+    clock.0.store(1_100, Ordering::SeqCst);
+    store.compact().unwrap();
+    assert_eq!(bodies(&general.read(0, 8).unwrap()).len(), 1);
+    assert_eq!(bodies(&dm.read(0, 8).unwrap()).len(), 1);
+    drop((general, dm));
+    store.close().unwrap();
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .conversation(&conv("general"))
+            .read(0, 8)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.conversation(&conv("dm")).read(0, 8).unwrap().len(), 1);
 }

@@ -583,3 +583,207 @@ async fn export_streams_what_the_user_wrote_in_conversations() {
     assert_eq!(manifest.unwrap().conversation_message_count, 2);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_delivers_each_change_once_resumes_and_tails() {
+    use shredstore::server::proto::{Change, ChangeKind, ChangesRequest, RedactRequest};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(args(dir.path(), true)).await;
+    let mut appender = server.conversations(Some(APPENDER)).await;
+    let mut eraser = server.conversations(Some(ERASER)).await;
+    let mut store_appender = server.store(Some(APPENDER)).await;
+    let mut store_eraser = server.store(Some(ERASER)).await;
+    let mut admin = server.admin(Some(ADMIN)).await;
+    let once = |cursor: Vec<u8>| ChangesRequest {
+        cursor,
+        stop_at_end: true,
+    };
+    async fn drain(s: tonic::Streaming<Change>) -> Vec<Change> {
+        s.map(|c| c.unwrap()).collect::<Vec<_>>().await
+    }
+
+    // Roles: admin only (eraser, reader and appender are refused).
+    for token in [APPENDER, ERASER, READER] {
+        let mut other = server.admin(Some(token)).await;
+        assert_eq!(
+            other.changes(once(Vec::new())).await.unwrap_err().code(),
+            Code::PermissionDenied
+        );
+    }
+    // Bad cursors name the field.
+    let e = admin.changes(once(vec![1, 2, 3])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("cursor"), "{}", e.message());
+    let e = admin
+        .changes(once(99u64.to_be_bytes().to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // An empty feed ends at once with stop_at_end.
+    assert!(
+        drain(admin.changes(once(Vec::new())).await.unwrap().into_inner())
+            .await
+            .is_empty()
+    );
+
+    // A live tail opened now sees what comes next.
+    let mut tail = admin
+        .changes(ChangesRequest {
+            cursor: Vec::new(),
+            stop_at_end: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    for (c, a) in [("room", "alice"), ("room", "bob"), ("gone", "alice")] {
+        appender.append(append(c, a, "hello")).await.unwrap();
+    }
+    store_appender
+        .append(shredstore::server::proto::AppendRequest {
+            user_id: b"bob".to_vec(),
+            payload: b"bob's own log".to_vec(),
+            client_message_id: None,
+        })
+        .await
+        .unwrap();
+    store_eraser
+        .redact(RedactRequest {
+            user_id: b"bob".to_vec(),
+            seq: 1,
+            reason: "typo".into(),
+        })
+        .await
+        .unwrap();
+    eraser
+        .redact(ConversationRedactRequest {
+            conversation_id: b"room".to_vec(),
+            seq: 2,
+            reason: "spam".into(),
+        })
+        .await
+        .unwrap();
+    let deleted = eraser
+        .delete(ConversationRequest {
+            conversation_id: b"gone".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let erased = store_eraser
+        .erase(EraseRequest {
+            user_id: b"alice".to_vec(),
+            block_new: false,
+            delete_subject_conversations: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut live = Vec::new();
+    while live.len() < 4 {
+        let c = tokio::time::timeout(Duration::from_secs(10), tail.next())
+            .await
+            .expect("the tail delivers within 10 s")
+            .unwrap()
+            .unwrap();
+        live.push(c);
+    }
+    let kinds: Vec<i32> = live.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ChangeKind::MessageRedacted as i32,
+            ChangeKind::ConversationMessageRedacted as i32,
+            ChangeKind::ConversationDeleted as i32,
+            ChangeKind::UserErased as i32,
+        ]
+    );
+    assert_eq!(
+        live.iter().map(|c| c.number).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!((live[0].seq, live[1].seq), (1, 2));
+    let receipt = deleted.receipt.unwrap();
+    assert_eq!(live[2].handle, receipt.handle);
+    assert_eq!((live[2].epoch, live[2].before_seq), (deleted.epoch, 2));
+    let user_receipt = erased.receipt.unwrap();
+    assert_eq!(live[3].handle, user_receipt.handle);
+    assert_eq!((live[3].epoch, live[3].before_seq), (erased.epoch, 1));
+    assert_eq!(live[3].timestamp_ms, erased.erased_at_ms);
+    // Handles and seqs only: no id anywhere in a change.
+    for c in &live {
+        assert_eq!(c.handle.len(), 16);
+        for id in [&b"alice"[..], b"bob", b"room", b"gone"] {
+            assert!(!c.handle.windows(id.len()).any(|w| w == id));
+        }
+    }
+    // Nothing more is pending on the tail.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), tail.next())
+            .await
+            .is_err()
+    );
+    drop(tail);
+
+    // Each change once per cursor: from the start, and from each cursor.
+    let all = drain(admin.changes(once(Vec::new())).await.unwrap().into_inner()).await;
+    assert_eq!(all, live);
+    for (i, c) in live.iter().enumerate() {
+        let rest = drain(
+            admin
+                .changes(once(c.cursor.clone()))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(rest, live[i + 1..].to_vec());
+    }
+
+    // Reading the feed is audited as `changes`.
+    let trail: Vec<_> = admin
+        .audit(shredstore::server::proto::AuditRequest {
+            from_ms: 0,
+            to_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.operation == "changes" && r.outcome == "ok")
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.operation == "changes" && r.outcome == "refused")
+    );
+
+    // A tail still open at shutdown ends, so the server stops promptly.
+    let mut tail = admin
+        .changes(ChangesRequest {
+            cursor: live[3].cursor.clone(),
+            stop_at_end: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stopping = tokio::spawn(server.stop());
+    let end = tokio::time::timeout(Duration::from_secs(5), tail.next())
+        .await
+        .expect("the tail ends within 5 s of shutdown");
+    if let Some(Err(s)) = end {
+        assert_eq!(s.code(), Code::Unavailable);
+    }
+    tokio::time::timeout(Duration::from_secs(8), stopping)
+        .await
+        .expect("server stops within 8 s")
+        .unwrap();
+}

@@ -55,6 +55,8 @@ pub enum AuditOp {
     ConversationLiftLegalHold,
     /// Declaring a conversation's subjects.
     ConversationSetSubjects,
+    /// Reading the change feed.
+    Changes,
 }
 
 impl AuditOp {
@@ -82,6 +84,7 @@ impl AuditOp {
             AuditOp::ConversationSetLegalHold => "conversation_set_legal_hold",
             AuditOp::ConversationLiftLegalHold => "conversation_lift_legal_hold",
             AuditOp::ConversationSetSubjects => "conversation_set_subjects",
+            AuditOp::Changes => "changes",
         }
     }
 }

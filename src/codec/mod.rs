@@ -8,6 +8,7 @@
 //! check it).
 
 mod audit;
+mod changes;
 mod conversation;
 mod envelope;
 mod keys;
@@ -17,6 +18,7 @@ mod records;
 use serde::{Deserialize, Serialize};
 
 pub use audit::*;
+pub use changes::*;
 pub use conversation::*;
 pub use envelope::*;
 pub use keys::*;

@@ -2,18 +2,18 @@
 //! rights operations. Every call is audited, refusals included.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::auth::{Auth, Role};
 use super::calls::{BoxStream, blocking, log_outcome, require, send_bounded};
-use super::convert::{audit_to_proto, purge_status_to_proto, rights_to_proto};
+use super::convert::{audit_to_proto, change_to_proto, purge_status_to_proto, rights_to_proto};
 use super::metrics::Metrics;
 use super::proto::{
-    self, AuditRequest, GetRightsRequest, GetRightsResponse, LiftLegalHoldRequest,
+    self, AuditRequest, ChangesRequest, GetRightsRequest, GetRightsResponse, LiftLegalHoldRequest,
     LiftLegalHoldResponse, PurgeRequest, PurgeResponse, RestrictRequest, RestrictResponse,
     SetLegalHoldRequest, SetLegalHoldResponse, SetRetentionRequest, SetRetentionResponse,
     StatsRequest, StatsResponse, UnrestrictRequest, UnrestrictResponse, VerifyReceiptRequest,
@@ -24,21 +24,33 @@ use super::validate::{
     validate_audit, validate_get_rights, validate_lift_legal_hold, validate_receipt,
     validate_restrict, validate_set_legal_hold, validate_set_retention, validate_unrestrict,
 };
-use crate::{AuditOp, AuditOutcome, Store, UserId};
+use crate::{AuditOp, AuditOutcome, ChangeCursor, Store, UserId};
+
+/// How long one wait of a live change-feed tail lasts before it checks that
+/// its client is still there and the server is not shutting down.
+const TAIL_POLL: Duration = Duration::from_millis(500);
 
 /// `shredstore.v1.Admin`.
 pub struct AdminService {
     store: Arc<Store>,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
+    /// Turns true when the server begins shutting down (live tails end).
+    shutdown: watch::Receiver<bool>,
 }
 
 impl AdminService {
-    pub(crate) fn new(store: Arc<Store>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         AdminService {
             store,
             auth,
             metrics,
+            shutdown,
         }
     }
 
@@ -141,6 +153,9 @@ impl proto::admin_server::Admin for AdminService {
                 messages_estimate: s.messages_estimate,
                 pending_erasures: s.pending_erasures,
                 pending_redactions: s.pending_redactions,
+                conversations: s.conversations,
+                pending_conversation_deletions: s.pending_conversation_deletions,
+                last_change: s.last_change,
                 purges_done: s.purges_done,
                 filter_drops: s.filter_drops,
                 bytes_on_disk: s.bytes_on_disk,
@@ -208,6 +223,95 @@ impl proto::admin_server::Admin for AdminService {
     }
 
     type AuditStream = BoxStream<proto::AuditResponse>;
+
+    type ChangesStream = BoxStream<proto::Change>;
+
+    async fn changes(
+        &self,
+        request: Request<ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Changes)).await?;
+            let actor = caller.name().to_owned();
+            let req = request.into_inner();
+            let mut cursor = ChangeCursor::from_bytes(&req.cursor)
+                .map_err(|e| Status::invalid_argument(format!("cursor: {e}")))?;
+            let stop_at_end = req.stop_at_end;
+            let store = Arc::clone(&self.store);
+            let page = store.limits().max_read_limit;
+            // A cursor ahead of the feed is refused before the stream opens.
+            if cursor > store.changes_end() {
+                return Err(Status::invalid_argument(
+                    "cursor: is ahead of this store's change feed",
+                ));
+            }
+            // Audited first, so the trail shows who read the feed.
+            let s = Arc::clone(&store);
+            blocking(move || {
+                s.record_audit(&actor, AuditOp::Changes, None, AuditOutcome::Ok)
+                    .map_err(status)
+            })
+            .await?;
+            let (tx, rx) = mpsc::channel(16);
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let s = Arc::clone(&store);
+                    let got = blocking(move || s.changes(cursor, page).map_err(status)).await;
+                    let entries = match got {
+                        Ok(p) => p,
+                        Err(e) => {
+                            send_bounded(&tx, Err(e)).await;
+                            return;
+                        }
+                    };
+                    for e in &entries {
+                        if !send_bounded(&tx, Ok(change_to_proto(e))).await {
+                            return;
+                        }
+                        cursor = e.cursor;
+                    }
+                    if entries.len() >= page {
+                        continue;
+                    }
+                    if stop_at_end {
+                        return;
+                    }
+                    // The live tail: wait for the next commit, checking now
+                    // and then that the client and the server are still up.
+                    loop {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        if *shutdown.borrow() {
+                            send_bounded(
+                                &tx,
+                                Err(Status::unavailable(
+                                    "server shutting down; resume from the last cursor",
+                                )),
+                            )
+                            .await;
+                            return;
+                        }
+                        let s = Arc::clone(&store);
+                        let more =
+                            blocking(move || Ok(s.wait_for_changes(cursor, TAIL_POLL))).await;
+                        if more.unwrap_or(false) {
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::ChangesStream
+            ))
+        }
+        .await;
+        self.metrics.observe_result("Changes", started, &r);
+        r
+    }
 
     async fn audit(
         &self,

@@ -78,6 +78,49 @@ pub(super) fn receipt_to_proto(r: &crate::ErasureReceipt) -> proto::ErasureRecei
     }
 }
 
+/// A change of the feed on the wire.
+pub(super) fn change_to_proto(e: &crate::ChangeEntry) -> proto::Change {
+    use crate::Change as C;
+    use proto::ChangeKind as K;
+    let (kind, handle, epoch, seq, before_seq) = match e.change {
+        C::UserErased {
+            user,
+            epoch,
+            next_seq,
+        } => (K::UserErased, user, epoch, 0, next_seq),
+        C::ConversationDeleted {
+            conversation,
+            epoch,
+            next_seq,
+        } => (K::ConversationDeleted, conversation, epoch, 0, next_seq),
+        C::MessageRedacted { user, seq } => (K::MessageRedacted, user, 0, seq, 0),
+        C::ConversationMessageRedacted { conversation, seq } => {
+            (K::ConversationMessageRedacted, conversation, 0, seq, 0)
+        }
+        C::MessagesExpired { user, before_seq } => (K::MessagesExpired, user, 0, 0, before_seq),
+        C::ConversationMessagesExpired {
+            conversation,
+            before_seq,
+        } => (
+            K::ConversationMessagesExpired,
+            conversation,
+            0,
+            0,
+            before_seq,
+        ),
+    };
+    proto::Change {
+        cursor: e.cursor.to_bytes(),
+        number: e.number,
+        timestamp_ms: e.time_ms,
+        kind: kind as i32,
+        handle: handle.to_vec(),
+        epoch,
+        seq,
+        before_seq,
+    }
+}
+
 pub(super) fn audit_to_proto(r: &crate::AuditRecord) -> proto::AuditResponse {
     proto::AuditResponse {
         time_ms: r.time_ms,

@@ -50,6 +50,9 @@ pub struct Metrics {
     users: Gauge,
     pending_erasures: Gauge,
     pending_redactions: Gauge,
+    conversations: Gauge,
+    pending_conversation_deletions: Gauge,
+    last_change: Gauge,
     filter_drops: Gauge,
     bytes_on_disk: Gauge,
     auth_failures: Family<Reason, Counter>,
@@ -74,6 +77,9 @@ impl Default for Metrics {
         let users = Gauge::default();
         let pending_erasures = Gauge::default();
         let pending_redactions = Gauge::default();
+        let conversations = Gauge::default();
+        let pending_conversation_deletions = Gauge::default();
+        let last_change = Gauge::default();
         let filter_drops = Gauge::default();
         let bytes_on_disk = Gauge::default();
         let auth_failures = Family::<Reason, Counter>::default();
@@ -143,6 +149,21 @@ impl Default for Metrics {
             pending_redactions.clone(),
         );
         registry.register(
+            "conversations",
+            "Conversations with a live key",
+            conversations.clone(),
+        );
+        registry.register(
+            "pending_conversation_deletions",
+            "Conversation deletions not yet physical",
+            pending_conversation_deletions.clone(),
+        );
+        registry.register(
+            "change_feed_last",
+            "Number of the newest change on the change feed (Admin.Changes)",
+            last_change.clone(),
+        );
+        registry.register(
             "compaction_filter_drops",
             "Records dropped by the compaction filter since start",
             filter_drops.clone(),
@@ -162,6 +183,9 @@ impl Default for Metrics {
             users,
             pending_erasures,
             pending_redactions,
+            conversations,
+            pending_conversation_deletions,
+            last_change,
             filter_drops,
             bytes_on_disk,
             auth_failures,
@@ -241,6 +265,10 @@ impl Metrics {
             self.users.set(to_i64(s.users));
             self.pending_erasures.set(to_i64(s.pending_erasures));
             self.pending_redactions.set(to_i64(s.pending_redactions));
+            self.conversations.set(to_i64(s.conversations));
+            self.pending_conversation_deletions
+                .set(to_i64(s.pending_conversation_deletions));
+            self.last_change.set(to_i64(s.last_change));
             self.filter_drops.set(to_i64(s.filter_drops));
             self.bytes_on_disk.set(to_i64(s.bytes_on_disk));
             raise_to(&self.integrity_failures, s.integrity_failures);

@@ -264,10 +264,13 @@ impl Server {
             Arc::clone(&self.metrics),
             self.stream_window,
         );
+        // Turns true on the shutdown signal: live change-feed tails end.
+        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
         let admin_svc = admin_service::AdminService::new(
             Arc::clone(&self.store),
             Arc::clone(&self.auth),
             Arc::clone(&self.metrics),
+            fired_rx.clone(),
         );
         let metrics_task = self.metrics_listener.map(|l| {
             tokio::spawn(metrics::serve(
@@ -293,7 +296,6 @@ impl Server {
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         // On the signal: report NOT_SERVING, stop accepting, let in-flight calls
         // finish for at most SHUTDOWN_GRACE, then close what is left.
-        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
         let reporter = health_reporter.clone();
         let signal = async move {
             shutdown.await;

@@ -11,7 +11,7 @@ use super::engine::Cf;
 use super::redact::Redacted;
 use super::{Inner, Pending};
 use crate::codec::{
-    AuditOp, AuditOutcome, ConvKind, ConvRecord, ConvSlot, EraseMarker, ErasureReceipt,
+    AuditOp, AuditOutcome, Change, ConvKind, ConvRecord, ConvSlot, EraseMarker, ErasureReceipt,
     PurgeStatus, ReceiptSubject, RedactionBody, author_key, message_key, subject_key,
 };
 use crate::crypto::NONCE_LEN;
@@ -24,7 +24,19 @@ pub(super) struct ConvDeletion {
     handle: Handle,
     was_live: bool,
     purged: bool,
+    next_seq: u64,
     pub(super) deleted: ConversationDeleted,
+}
+
+impl ConvDeletion {
+    /// The deletion as the change feed reports it.
+    pub(super) fn change(&self) -> Change {
+        Change::ConversationDeleted {
+            conversation: self.handle.0,
+            epoch: self.deleted.epoch,
+            next_seq: self.next_seq,
+        }
+    }
 }
 
 impl Inner {
@@ -45,7 +57,8 @@ impl Inner {
             }
             other => other?,
         };
-        self.engine.write(batch, true)?;
+        let changes = [deletion.change()];
+        self.write_with_changes(batch, now, &changes, true)?;
         Ok(self.finish_conv_delete(deletion))
     }
 
@@ -113,6 +126,7 @@ impl Inner {
         batch.delete_handle_range(Cf::Dedup, handle)?;
         // The marker keeps the next seq.
         batch.delete(Cf::SeqFloors, handle.as_bytes())?;
+        batch.delete(Cf::ExpiryMarks, handle.as_bytes())?;
         // Its subjects' index entries.
         if live.is_some()
             && let Some(rec) = self.conv_key_record(handle)?
@@ -146,6 +160,7 @@ impl Inner {
             handle: *handle,
             was_live: live.is_some(),
             purged,
+            next_seq: next,
             deleted: ConversationDeleted {
                 handle: *handle,
                 epoch,
@@ -161,6 +176,9 @@ impl Inner {
     pub(super) fn finish_conv_delete(&self, d: ConvDeletion) -> ConversationDeleted {
         let handle = d.handle;
         self.convs.forget(&handle);
+        // The policy went with the key record: a later epoch of this
+        // conversation starts with the default one.
+        self.filter.set_policy(handle, None);
         self.pending_conv_redactions.lock().remove(&handle);
         if d.was_live {
             self.convs.count.fetch_sub(1, Ordering::Relaxed);
@@ -292,7 +310,11 @@ impl Inner {
             Some(*handle),
             AuditOutcome::Ok,
         )?;
-        self.engine.write(batch, true)?;
+        let change = Change::ConversationMessageRedacted {
+            conversation: handle.0,
+            seq,
+        };
+        self.write_with_changes(batch, now, &[change], true)?;
         if flag {
             let mut c = conv.clone();
             c.policy = Arc::new(policy);

@@ -346,7 +346,7 @@ impl Inner {
         let wanted: HashSet<Handle> = convs.iter().copied().collect();
         let mut dirty = HashSet::new();
         let mut failed = None;
-        let report = self.engine.scan_ssts(&files, &wanted, |conv, rec| {
+        let report = self.engine.scan_ssts(&files, Some(&wanted), |conv, rec| {
             let (Some(Cf::ConvMessages), Some(value)) = (rec.cf, rec.value) else {
                 return;
             };
@@ -389,7 +389,7 @@ impl Inner {
                 .collect();
         let wanted: HashSet<Handle> = authors.iter().copied().collect();
         let mut dirty_deletions = HashSet::new();
-        let report = self.engine.scan_ssts(&files, &wanted, |_, rec| {
+        let report = self.engine.scan_ssts(&files, Some(&wanted), |_, rec| {
             if rec.cf != Some(Cf::Authors) || rec.value.is_none() {
                 return;
             }
@@ -409,7 +409,8 @@ impl Inner {
     }
 
     /// Phase 2's check: deleted conversations of which a slot of a deleted
-    /// epoch, a key record of one or a stale idempotency entry remains.
+    /// epoch, a key record of one or a stale idempotency entry or expiry
+    /// mark remains.
     pub(super) fn conv_remnants_phase2(
         &self,
         deletions: &[(Handle, u32, u64)],
@@ -431,7 +432,7 @@ impl Inner {
         let wanted: HashSet<Handle> = sorted.iter().copied().collect();
         let mut dirty = HashSet::new();
         let mut failed = None;
-        let report = self.engine.scan_ssts(&files, &wanted, |conv, rec| {
+        let report = self.engine.scan_ssts(&files, Some(&wanted), |conv, rec| {
             let Some(&(epoch, end)) = deleted.get(conv) else {
                 return;
             };
@@ -449,7 +450,7 @@ impl Inner {
                 Some(Cf::ConvKeys) => {
                     ConvKeyRecord::decode(value).map_or(true, |r| r.epoch <= epoch)
                 }
-                Some(Cf::Dedup) => match self.is_current(rec) {
+                Some(Cf::Dedup | Cf::ExpiryMarks) => match self.is_current(rec) {
                     Ok(current) => !current,
                     Err(e) => {
                         failed = Some(e);

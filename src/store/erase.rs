@@ -9,8 +9,8 @@ use super::engine::{Cf, Scope};
 use super::users::{Last, next_seq};
 use super::{Inner, Pending};
 use crate::codec::{
-    AuditOp, AuditOutcome, EnvelopeHeader, EraseMarker, ErasureReceipt, KeyRecord, PurgeStatus,
-    ReceiptSubject, message_key,
+    AuditOp, AuditOutcome, Change, EnvelopeHeader, EraseMarker, ErasureReceipt, KeyRecord,
+    PurgeStatus, ReceiptSubject, message_key,
 };
 use crate::error::{Error, Result};
 use crate::types::{Handle, UserId};
@@ -192,6 +192,8 @@ impl Inner {
         // theirs) and high-water mark (the marker keeps the next seq).
         batch.delete_handle_range(Cf::Dedup, &handle)?;
         batch.delete_handle_range(Cf::SeqFloors, &handle)?;
+        // What the change feed reported of its expiry goes with it.
+        batch.delete(Cf::ExpiryMarks, handle.as_bytes())?;
         // The consent history is sealed under the destroyed key: drop it too.
         batch.delete_handle_range(Cf::Consent, &handle)?;
         if self.erase_delete_range {
@@ -230,7 +232,14 @@ impl Inner {
             Some(handle),
             AuditOutcome::Ok,
         )?;
-        self.engine.write(batch, true)?;
+        // The change feed names the erasure and each deletion in the same batch.
+        let mut changes = vec![Change::UserErased {
+            user: handle.0,
+            epoch,
+            next_seq: next,
+        }];
+        changes.extend(deletions.iter().map(|d| d.change()));
+        self.write_with_changes(batch, now, &changes, true)?;
         let conversations_deleted: Vec<crate::ConversationDeleted> = deletions
             .into_iter()
             .map(|d| self.finish_conv_delete(d))

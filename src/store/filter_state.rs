@@ -176,6 +176,16 @@ impl FilterState {
         });
     }
 
+    /// The handles (users and conversations) whose policy moves their
+    /// expiry away from the store default.
+    pub(crate) fn policy_handles(&self) -> Vec<Handle> {
+        self.policies
+            .snapshot()
+            .iter()
+            .flat_map(|shard| shard.keys().copied().collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Lets retention act: every policy is loaded.
     pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::changes::ChangeLog;
 use super::conversations::Conversations;
 use super::engine::Engine;
 use super::filter_state::FilterState;
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub(super) audit_counter: AtomicU64,
     pub(super) users: Users,
     pub(super) convs: Conversations,
+    /// The change feed's numbering.
+    pub(super) changes: ChangeLog,
     /// What the compaction filter removes: pending erasures and the users'
     /// expiry policies.
     pub(super) filter: Arc<FilterState>,

@@ -8,6 +8,7 @@
 
 mod append;
 mod audit;
+mod changes;
 mod consent;
 mod conv_append;
 mod conv_delete;
@@ -41,6 +42,7 @@ pub use append::{
     Appended, IdempotentAppend, MAX_CLIENT_MESSAGE_ID_LEN, validate_client_message_id,
 };
 pub use audit::AuditCursor;
+pub use changes::{ChangeCursor, ChangeEntry};
 pub use consent::ConsentEntry;
 pub use conv_rights::MAX_SUBJECTS;
 pub use conversation::{
@@ -102,8 +104,14 @@ pub mod layout {
     pub const CF_AUTHORS: &str = "authors";
     /// The subjects index: `user handle || conv handle` (empty values).
     pub const CF_SUBJECTS: &str = "subjects";
+    /// The change feed: change number (u64 BE) to a change record (what an
+    /// erasure, deletion, redaction or expiry took away, by handle and seq).
+    pub const CF_CHANGES: &str = "changes";
+    /// Expiry reported on the change feed: user or conversation handle to
+    /// the seq (u64 BE) below which every message was reported expired.
+    pub const CF_EXPIRY_MARKS: &str = "expiry_marks";
     /// Every column family shredstore creates (besides RocksDB's `default`).
-    pub const ALL_CFS: [&str; 13] = [
+    pub const ALL_CFS: [&str; 15] = [
         CF_META,
         CF_KEYS,
         CF_MESSAGES,
@@ -117,6 +125,8 @@ pub mod layout {
         CF_CONV_DELETED,
         CF_AUTHORS,
         CF_SUBJECTS,
+        CF_CHANGES,
+        CF_EXPIRY_MARKS,
     ];
     /// The column families of a format-2 store (before conversations); it
     /// is upgraded in place by adding the others.

@@ -69,6 +69,7 @@ impl Inner {
             audit_counter: AtomicU64::new(audit_counter),
             users: Users::new(cache_size),
             convs: Conversations::new(cache_size),
+            changes: super::changes::ChangeLog::new(1),
             filter,
             pending: Mutex::new(HashMap::new()),
             pending_redactions: Mutex::new(HashMap::new()),
@@ -86,6 +87,7 @@ impl Inner {
             interrupt_purge: options.hooks.interrupt_purge.clone(),
             purger_signal: purger::Signal::default(),
         });
+        inner.recover_change_log()?;
         inner.load_markers()?;
         inner.load_policies()?;
         inner.load_conversations()?;

@@ -342,7 +342,7 @@ impl Inner {
         let wanted: HashSet<Handle> = sorted.iter().copied().collect();
         let mut dirty = HashSet::new();
         let mut failed = None;
-        let report = self.engine.scan_ssts(&files, &wanted, |h, rec| {
+        let report = self.engine.scan_ssts(&files, Some(&wanted), |h, rec| {
             let verdict = match erased.get(h) {
                 Some(&epoch) => self.is_erased_version(epoch, rec),
                 None => Ok(false),
@@ -387,12 +387,15 @@ impl Inner {
                 <[u8; 4]>::try_from(value).map_or(true, |e| u32::from_be_bytes(e) <= epoch)
             }
             // No epoch: only the current version may remain.
-            Some(Cf::Dedup | Cf::SeqFloors | Cf::Subjects) => !self.is_current(rec)?,
+            Some(Cf::Dedup | Cf::SeqFloors | Cf::Subjects | Cf::ExpiryMarks) => {
+                !self.is_current(rec)?
+            }
             // Not keyed by a user's handle.
             Some(
                 Cf::Meta
                 | Cf::Erased
                 | Cf::Audit
+                | Cf::Changes
                 | Cf::ConvKeys
                 | Cf::ConvMessages
                 | Cf::ConvDeleted,

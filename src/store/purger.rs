@@ -1,5 +1,6 @@
 //! The background purger: runs `purge()` when erasures are pending, at most
-//! once per purge interval.
+//! once per purge interval, and reports expiries on the change feed once
+//! per interval.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -68,28 +69,46 @@ impl Drop for Purger {
 fn run(inner: &Inner, every: Duration) {
     // Erasures left pending by a previous run are purged promptly.
     let mut last: Option<Instant> = None;
+    // Expiry is reported on the change feed once per interval, the first
+    // time right after open.
+    let mut last_sweep: Option<Instant> = None;
     loop {
-        {
+        let purge_now = {
             let mut stop = inner.purger_signal.stop.lock();
             if *stop {
                 return;
             }
             let due = last.map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()));
-            if !inner.has_pending() || !due.is_zero() {
-                // Sleep until due (or, with nothing pending, a full interval);
-                // an erase or stop wakes us early.
-                let wait = if due.is_zero() { every } else { due };
+            let sweep_due =
+                last_sweep.map_or(Duration::ZERO, |t| every.saturating_sub(t.elapsed()));
+            let purge_now = inner.has_pending() && due.is_zero();
+            if !purge_now && !sweep_due.is_zero() {
+                // Sleep until the next purge or sweep is due; an erase or
+                // stop wakes us early.
+                let wait = if inner.has_pending() {
+                    due.min(sweep_due)
+                } else {
+                    sweep_due
+                };
                 inner.purger_signal.cv.wait_for(&mut stop, wait);
                 continue;
             }
-        }
-        last = Some(Instant::now());
-        match inner.purge("purger") {
-            Ok(report) if !report.complete => {
-                tracing::warn!("background purge incomplete; retrying next interval");
+            purge_now
+        };
+        if purge_now {
+            last = Some(Instant::now());
+            match inner.purge("purger") {
+                Ok(report) if !report.complete => {
+                    tracing::warn!("background purge incomplete; retrying next interval");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "background purge failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "background purge failed"),
+        } else {
+            last_sweep = Some(Instant::now());
+            if let Err(e) = inner.report_expiries() {
+                tracing::error!(error = %e, "reporting expiries on the change feed failed");
+            }
         }
     }
 }

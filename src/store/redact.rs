@@ -120,7 +120,18 @@ impl Inner {
         batch.put(Cf::Messages, &key, &marker)?;
         let mut policy = user.rec.state.policy();
         policy.purge_pending = true;
-        self.commit_policy(handle, user, policy, batch, (actor, AuditOp::Redact))?;
+        let change = codec::Change::MessageRedacted {
+            user: handle.0,
+            seq,
+        };
+        self.commit_policy(
+            handle,
+            user,
+            policy,
+            batch,
+            (actor, AuditOp::Redact),
+            Some(change),
+        )?;
         // A store-wide counter: a purge that saw an older value (also one
         // from before an erasure of this user) never clears this redaction.
         let generation = self.redaction_counter.fetch_add(1, Ordering::Relaxed);

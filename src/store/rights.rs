@@ -261,8 +261,8 @@ impl Inner {
         }
     }
 
-    /// Stores a changed key record with its audit record in one synced
-    /// batch (plus `extra`), then updates the cache, the user count and the
+    /// Stores a changed key record with its audit record (and `change`, on
+    /// the change feed) in one synced batch (plus `extra`), then updates the cache, the user count and the
     /// compaction filter. Caller holds the user's lock.
     pub(super) fn commit_policy(
         &self,
@@ -271,6 +271,7 @@ impl Inner {
         policy: UserPolicy,
         mut batch: Batch<'_>,
         (actor, op): (&str, AuditOp),
+        change: Option<crate::codec::Change>,
     ) -> Result<()> {
         let LiveUser {
             mut state,
@@ -300,8 +301,9 @@ impl Inner {
         if self.retention_may_apply(&policy) {
             self.put_seq_floor(&mut batch, handle, state.next_seq)?;
         }
-        self.put_audit(&mut batch, actor, op, Some(*handle), AuditOutcome::Ok)?;
-        self.engine.write(batch, true)?;
+        let now = self.clock.now_ms();
+        self.put_audit_at(&mut batch, now, actor, op, Some(*handle), AuditOutcome::Ok)?;
+        self.write_with_changes(batch, now, change.as_slice(), true)?;
         if is_new {
             self.users.count.fetch_add(1, Ordering::Relaxed);
         }
@@ -337,7 +339,14 @@ impl Inner {
             let mut policy = user.rec.state.policy();
             change(&mut policy, now)?;
             let view = self.rights_state(&policy);
-            self.commit_policy(&handle, user, policy, self.engine.batch(), (actor, op))?;
+            self.commit_policy(
+                &handle,
+                user,
+                policy,
+                self.engine.batch(),
+                (actor, op),
+                None,
+            )?;
             Ok(view)
         })();
         self.audit_refusal(actor, op, handle, r)

@@ -40,6 +40,12 @@ pub struct Stats {
     /// Decrypt and corruption errors returned since open (damaged or
     /// tampered records).
     pub integrity_failures: u64,
+    /// Conversations with a live key record.
+    pub conversations: u64,
+    /// Conversation deletions not yet made physical by `purge`.
+    pub pending_conversation_deletions: u64,
+    /// The number of the newest change on the change feed (0 if none).
+    pub last_change: u64,
 }
 
 impl Inner {
@@ -73,6 +79,9 @@ impl Inner {
             rocksdb_sequence: self.engine.write_position(),
             poisoned: self.engine.is_poisoned(),
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
+            conversations: self.convs.count.load(Ordering::Relaxed),
+            pending_conversation_deletions: self.pending_conv_deletions.lock().len() as u64,
+            last_change: self.last_change(),
         })
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use super::Inner;
 use super::engine::{Cf, Scope};
 use super::purge::overlapping;
-use crate::codec::{EnvelopeHeader, message_key};
+use crate::codec::{ConvHeader, EnvelopeHeader, message_key};
 use crate::error::Result;
 use crate::types::{Handle, UserId};
 
@@ -39,8 +39,14 @@ pub struct ErasureCheck {
     /// a wrapped user secret).
     pub erased_key_records: u64,
     /// Idempotency entries and seq high-water marks stored in the files that
-    /// are not the current ones (from before the erasure).
+    /// are not the current ones (from before the erasure), and author-index
+    /// entries of erased epochs.
     pub stale_index_entries: u64,
+    /// Conversation records stored in the files (any conversation, every
+    /// version) that still name the user as author under an erased key
+    /// epoch: their ciphertext, unreadable, and the author handle, waiting
+    /// for purge to turn them into tombstones.
+    pub erased_conversation_records: u64,
     /// Current idempotency entries (written after the erasure, if any).
     pub dedup_entries: u64,
     /// WAL files that may still hold writes from before the erasure.
@@ -67,7 +73,7 @@ pub struct ErasureState {
 impl ErasureCheck {
     /// The user was erased and the files hold nothing of the erased key
     /// epochs: no message, consent or key record version of them, no stale
-    /// index entry, no WAL file from before the erasure, and no file that
+    /// index entry, no conversation record naming them as author, no WAL file from before the erasure, and no file that
     /// could not be read. (Records written after the erasure, under a new
     /// key, are the user's current data and do not count against it.)
     pub fn is_physically_erased(&self) -> bool {
@@ -76,6 +82,7 @@ impl ErasureCheck {
             && self.erased_consents == 0
             && self.erased_key_records == 0
             && self.stale_index_entries == 0
+            && self.erased_conversation_records == 0
             && self.old_wal_files == 0
             && self.unreadable_files == 0
     }
@@ -104,6 +111,7 @@ impl Inner {
             erased_consents: 0,
             erased_key_records: 0,
             stale_index_entries: 0,
+            erased_conversation_records: 0,
             dedup_entries: 0,
             old_wal_files: 0,
             unreadable_files: 0,
@@ -115,13 +123,22 @@ impl Inner {
             return Ok(check);
         };
 
-        // Live files meeting the user's ranges, then every SST on disk that
-        // RocksDB does not use (its column family from its own properties).
+        // Live files meeting the user's ranges, every conversation record
+        // file (what the user wrote may be in any conversation, and after a
+        // purge no index names them), then every SST on disk that RocksDB
+        // does not use (its column family from its own properties).
         let live = self.engine.live_files()?;
         let mut files: Vec<(u64, Option<Cf>)> = overlapping(&live, &[handle])
             .iter()
             .map(|f| (f.number, f.cf))
             .collect();
+        files.extend(
+            live.iter()
+                .filter(|f| f.cf == Some(Cf::ConvMessages))
+                .map(|f| (f.number, f.cf)),
+        );
+        files.sort_unstable_by_key(|f| f.0);
+        files.dedup_by_key(|f| f.0);
         let live_numbers: HashSet<u64> = live.iter().map(|f| f.number).collect();
         files.extend(
             self.engine
@@ -130,9 +147,20 @@ impl Inner {
                 .filter(|n| !live_numbers.contains(n))
                 .map(|n| (n, None)),
         );
-        let wanted = HashSet::from([handle]);
         let mut failed = None;
-        let report = self.engine.scan_ssts(&files, &wanted, |_, rec| {
+        let report = self.engine.scan_ssts(&files, None, |prefix, rec| {
+            if rec.cf == Some(Cf::ConvMessages) {
+                let authored = rec
+                    .value
+                    .and_then(|v| ConvHeader::parse(v).ok())
+                    .and_then(|h| h.author)
+                    .is_some_and(|(a, e)| a == handle && e <= marker.epoch);
+                check.erased_conversation_records += u64::from(authored);
+                return;
+            }
+            if *prefix != handle {
+                return;
+            }
             match self.is_erased_version(marker.epoch, rec) {
                 Ok(false) => {}
                 Ok(true) => match rec.cf {

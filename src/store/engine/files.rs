@@ -149,14 +149,14 @@ impl Engine {
     }
 
     /// Reads every stored version of every record whose key starts with one
-    /// of `handles`, in the SST files `numbers` (each with the column family
+    /// of `handles` (`None`: of every record keyed by a handle), in the SST files `numbers` (each with the column family
     /// RocksDB lists it under, or `None` to take it from the file's own
     /// properties), and hands each to `found`. Files deleted meanwhile are
     /// skipped; files that do not parse are counted as unreadable.
     pub(crate) fn scan_ssts(
         &self,
         numbers: &[(u64, Option<Cf>)],
-        handles: &HashSet<Handle>,
+        handles: Option<&HashSet<Handle>>,
         mut found: impl FnMut(&Handle, FileRecord<'_>),
     ) -> Result<ScanReport> {
         let mut report = ScanReport::default();
@@ -189,7 +189,7 @@ impl Engine {
                 let mut h = [0u8; Handle::LEN];
                 h.copy_from_slice(prefix);
                 let handle = Handle(h);
-                if !handles.contains(&handle) {
+                if handles.is_some_and(|hs| !hs.contains(&handle)) {
                     continue;
                 }
                 let value = match entry.kind {

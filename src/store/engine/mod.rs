@@ -68,11 +68,15 @@ pub(crate) enum Cf {
     Authors,
     /// The subjects index: `user handle || conv handle`.
     Subjects,
+    /// The change feed by change number.
+    Changes,
+    /// Retention reported on the change feed, by handle.
+    ExpiryMarks,
 }
 
 impl Cf {
     /// Every column family, in the order of [`layout::ALL_CFS`].
-    pub(crate) const ALL: [Cf; 13] = [
+    pub(crate) const ALL: [Cf; 15] = [
         Cf::Meta,
         Cf::Keys,
         Cf::Messages,
@@ -86,6 +90,8 @@ impl Cf {
         Cf::ConvDeleted,
         Cf::Authors,
         Cf::Subjects,
+        Cf::Changes,
+        Cf::ExpiryMarks,
     ];
 
     /// The column families whose keys start with a user's handle and hold
@@ -93,7 +99,7 @@ impl Cf {
     /// `erased` is keyed by handle too, but holds the erasure marker, which
     /// outlives the data by design. The author index is keyed by the
     /// author's handle: an erased author's entries go at their purge.
-    pub(crate) const USER_DATA: [Cf; 7] = [
+    pub(crate) const USER_DATA: [Cf; 8] = [
         Cf::Messages,
         Cf::Keys,
         Cf::Dedup,
@@ -101,11 +107,13 @@ impl Cf {
         Cf::Consent,
         Cf::Authors,
         Cf::Subjects,
+        Cf::ExpiryMarks,
     ];
 
     /// The column families whose keys start with a conversation's handle
     /// and hold its data (a deletion must empty its range in each).
-    pub(crate) const CONVERSATION_DATA: [Cf; 3] = [Cf::ConvMessages, Cf::ConvKeys, Cf::Dedup];
+    pub(crate) const CONVERSATION_DATA: [Cf; 4] =
+        [Cf::ConvMessages, Cf::ConvKeys, Cf::Dedup, Cf::ExpiryMarks];
 
     /// The RocksDB name.
     pub(crate) const fn name(self) -> &'static str {
@@ -123,6 +131,8 @@ impl Cf {
             Cf::ConvDeleted => layout::CF_CONV_DELETED,
             Cf::Authors => layout::CF_AUTHORS,
             Cf::Subjects => layout::CF_SUBJECTS,
+            Cf::Changes => layout::CF_CHANGES,
+            Cf::ExpiryMarks => layout::CF_EXPIRY_MARKS,
         }
     }
 

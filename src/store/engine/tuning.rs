@@ -149,7 +149,20 @@ fn refuse_other_formats(options: &Options) -> Result<()> {
         return Err(Error::Corrupt(Corruption::Meta));
     };
     if found == FORMAT_VERSION {
-        // This version with column families missing: damaged, not older.
+        // Format 3 as written before the change feed (an unreleased build)
+        // lacks only its two column families: opening adds them.
+        let feed = [
+            crate::store::layout::CF_CHANGES,
+            crate::store::layout::CF_EXPIRY_MARKS,
+        ];
+        if Cf::ALL
+            .iter()
+            .all(|cf| feed.contains(&cf.name()) || existing.iter().any(|e| e == cf.name()))
+        {
+            check_root_key_read_only(options, &existing)?;
+            return Ok(());
+        }
+        // This version with other column families missing: damaged, not older.
         return Err(Error::Corrupt(Corruption::Meta));
     }
     if found == 2 && is_format_2_layout(&existing) {

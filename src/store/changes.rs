@@ -1,0 +1,378 @@
+//! The change feed: what erasures, conversation deletions, redactions and
+//! retention took away, by handle and seq, numbered in commit order so a
+//! consumer (a search index, a cache, a push service) can drop its copies
+//! and resume where it stopped.
+//!
+//! A change is written in the same batch as the operation it reports, so
+//! either both are durable or neither is. Numbers are handed out under one
+//! mutex held across the batch's write: a reader that has seen number `n`
+//! never later finds a smaller one appear (no gaps behind a cursor). Only
+//! erasures, deletions, redactions and the expiry sweep take it; appends
+//! never do.
+//!
+//! Expiry happens continuously (a read hides what is past its horizon), so
+//! it is reported by a sweep ([`Inner::report_expiries`], run by the
+//! purger every purge interval): for each user and conversation whose
+//! retention can expire anything, the seq below which everything is gone,
+//! once it moves. What was reported is kept per handle (`expiry_marks`).
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::engine::{Batch, Cf, Scope};
+use super::{Inner, Store};
+use crate::codec::{
+    self, Change, ChangeRecord, ConvRecord, EnvelopeHeader, MESSAGE_KEY_LEN, UserPolicy,
+    change_key, message_key, parse_change_key,
+};
+use crate::error::{Corruption, Error, InvalidArgument, Result};
+use crate::types::Handle;
+
+/// Where a reader of the change feed stands: after the change it names
+/// (opaque; [`ChangeCursor::to_bytes`] is what gRPC clients hold). The
+/// default cursor is before the first change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
+pub struct ChangeCursor(u64);
+
+impl ChangeCursor {
+    /// Length of [`ChangeCursor::to_bytes`] (an empty cursor is the start).
+    pub const LEN: usize = 8;
+
+    /// The cursor's bytes: empty at the start, else the change number.
+    pub fn to_bytes(self) -> Vec<u8> {
+        if self.0 == 0 {
+            Vec::new()
+        } else {
+            self.0.to_be_bytes().to_vec()
+        }
+    }
+
+    /// Parses [`ChangeCursor::to_bytes`].
+    ///
+    /// # Errors
+    /// [`InvalidArgument::ChangeCursor`] for bytes of another length.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ChangeCursor> {
+        match bytes.len() {
+            0 => Ok(ChangeCursor(0)),
+            Self::LEN => {
+                let mut n = [0u8; Self::LEN];
+                n.copy_from_slice(bytes);
+                Ok(ChangeCursor(u64::from_be_bytes(n)))
+            }
+            _ => Err(InvalidArgument::ChangeCursor("must be empty or 8 bytes").into()),
+        }
+    }
+
+    /// The number of the last change before it (0 at the start).
+    pub fn number(self) -> u64 {
+        self.0
+    }
+}
+
+/// One change of the feed ([`Store::changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeEntry {
+    /// The change's number: 1, 2, 3… in commit order, never reused.
+    pub number: u64,
+    /// The cursor just after this change (resume from it).
+    pub cursor: ChangeCursor,
+    /// When it was committed, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// What changed.
+    pub change: Change,
+}
+
+/// The feed's numbering and its waiters.
+pub(super) struct ChangeLog {
+    /// The next change number (numbers start at 1).
+    next: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl ChangeLog {
+    pub(super) fn new(next: u64) -> ChangeLog {
+        ChangeLog {
+            next: Mutex::new(next.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+/// Most records one sweep reads per handle (the rest waits for the next).
+const SWEEP_SCAN_LIMIT: usize = 10_000;
+
+impl Store {
+    /// Up to `limit` changes after `after` (the start by default), oldest
+    /// first: the change feed. Each entry's `cursor` resumes after it.
+    ///
+    /// # Errors
+    /// [`InvalidArgument::Limit`] for a limit of 0 or above the read limit,
+    /// [`InvalidArgument::ChangeCursor`] for a cursor ahead of the feed (from
+    /// another store), a damaged record, or a storage error.
+    pub fn changes(&self, after: ChangeCursor, limit: usize) -> Result<Vec<ChangeEntry>> {
+        self.inner.changes_page(after, limit)
+    }
+
+    /// The cursor after the newest change (where a new consumer that wants
+    /// only what comes next starts).
+    pub fn changes_end(&self) -> ChangeCursor {
+        ChangeCursor(self.inner.last_change())
+    }
+
+    /// Waits until a change after `after` is committed, at most `timeout`.
+    /// Returns whether there is one.
+    pub fn wait_for_changes(&self, after: ChangeCursor, timeout: Duration) -> bool {
+        self.inner.wait_for_changes(after, timeout)
+    }
+
+    /// Reports on the change feed what retention expired since the last
+    /// report (the background purger does this every purge interval).
+    /// Returns the number of changes written.
+    ///
+    /// # Errors
+    /// A damaged record or a storage error.
+    pub fn report_expiries(&self) -> Result<usize> {
+        self.inner.report_expiries()
+    }
+}
+
+impl Inner {
+    /// Reads the numbering back at open.
+    pub(super) fn recover_change_log(&self) -> Result<()> {
+        let mut it = self.engine.cursor(Cf::Changes, Scope::All)?;
+        it.seek_for_prev(&change_key(u64::MAX));
+        let last = match it.key() {
+            Some(k) => parse_change_key(k)?,
+            None => 0,
+        };
+        it.status()?;
+        *self.changes.next.lock() = last + 1;
+        Ok(())
+    }
+
+    /// Writes `batch` with `changes` appended to the feed (stamped
+    /// `time_ms`), numbered in commit order.
+    pub(super) fn write_with_changes(
+        &self,
+        mut batch: Batch<'_>,
+        time_ms: u64,
+        changes: &[Change],
+        sync: bool,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return self.engine.write(batch, sync);
+        }
+        let mut next = self.changes.next.lock();
+        let mut value = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            value.clear();
+            ChangeRecord {
+                time_ms,
+                change: *change,
+            }
+            .encode(&mut value);
+            batch.put(Cf::Changes, &change_key(*next + i as u64), &value)?;
+        }
+        self.engine.write(batch, sync)?;
+        *next += changes.len() as u64;
+        drop(next);
+        self.changes.cv.notify_all();
+        Ok(())
+    }
+
+    pub(super) fn last_change(&self) -> u64 {
+        *self.changes.next.lock() - 1
+    }
+
+    pub(super) fn wait_for_changes(&self, after: ChangeCursor, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut next = self.changes.next.lock();
+        while *next - 1 <= after.0 {
+            if self.changes.cv.wait_until(&mut next, deadline).timed_out() {
+                return *next - 1 > after.0;
+            }
+        }
+        true
+    }
+
+    pub(super) fn changes_page(
+        &self,
+        after: ChangeCursor,
+        limit: usize,
+    ) -> Result<Vec<ChangeEntry>> {
+        self.check_limit(limit)?;
+        let last = self.last_change();
+        if after.0 > last {
+            return Err(InvalidArgument::ChangeCursor("is ahead of this store's feed").into());
+        }
+        let mut it = self.engine.cursor(Cf::Changes, Scope::All)?;
+        it.seek(&change_key(after.0.saturating_add(1)));
+        let mut out = Vec::new();
+        while let Some((k, v)) = it.item() {
+            let number = parse_change_key(k)?;
+            // Only what was committed when the page began: a batch being
+            // written now may already be visible, its successor not yet.
+            if number > last || out.len() >= limit {
+                break;
+            }
+            let r = ChangeRecord::decode(v)?;
+            out.push(ChangeEntry {
+                number,
+                cursor: ChangeCursor(number),
+                time_ms: r.time_ms,
+                change: r.change,
+            });
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The expiry sweep (see the module doc).
+    pub(super) fn report_expiries(&self) -> Result<usize> {
+        if !self.filter.is_ready() {
+            return Ok(0);
+        }
+        let (users, convs) = self.expiry_candidates()?;
+        let mut written = 0;
+        for h in &users {
+            written += usize::from(self.report_expiry(h, false)?);
+        }
+        for h in &convs {
+            written += usize::from(self.report_expiry(h, true)?);
+        }
+        if written > 0 {
+            tracing::info!(changes = written, "expiries reported on the change feed");
+        }
+        Ok(written)
+    }
+
+    /// The users and conversations whose retention may expire something:
+    /// all of them under a store-wide period, else those with a policy of
+    /// their own.
+    fn expiry_candidates(&self) -> Result<(Vec<Handle>, Vec<Handle>)> {
+        let handles = |cf| -> Result<Vec<Handle>> {
+            let mut it = self.engine.cursor(cf, Scope::All)?;
+            it.seek_to_first();
+            let mut out = Vec::new();
+            while let Some(k) = it.key() {
+                out.push(Handle(
+                    k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?,
+                ));
+                it.next();
+            }
+            it.status()?;
+            Ok(out)
+        };
+        if self.default_retention_ms.is_some() {
+            return Ok((handles(Cf::Keys)?, handles(Cf::ConvKeys)?));
+        }
+        let (mut users, mut convs) = (Vec::new(), Vec::new());
+        for h in self.filter.policy_handles() {
+            if self.engine.get(Cf::Keys, h.as_bytes())?.is_some() {
+                users.push(h);
+            } else if self.engine.get(Cf::ConvKeys, h.as_bytes())?.is_some() {
+                convs.push(h);
+            }
+        }
+        Ok((users, convs))
+    }
+
+    /// Reports how far `handle`'s messages expired, if that moved; under
+    /// its lock, so it never races an erasure or deletion of it.
+    fn report_expiry(&self, handle: &Handle, conversation: bool) -> Result<bool> {
+        let now = self.clock.now_ms();
+        // The records, not the caches: a sweep over every user must not
+        // unwrap their keys or push the hot ones out of the key cache.
+        let (_user_guard, _conv_guard);
+        let (first_seq, policy): (u64, UserPolicy) = if conversation {
+            _conv_guard = self.convs.lock(handle);
+            match self.conv_key_record(handle)? {
+                Some(r) => (r.first_seq, r.policy),
+                None => return Ok(false),
+            }
+        } else {
+            _user_guard = self.users.lock(handle);
+            match self.key_record(handle)? {
+                Some(r) => (r.first_seq, r.state.policy()),
+                None => return Ok(false),
+            }
+        };
+        let horizon = policy.horizon(now, self.default_retention_ms);
+        if horizon == 0 {
+            return Ok(false);
+        }
+        let mark = self.expiry_mark(handle)?;
+        let start = mark.max(first_seq);
+        let cf = if conversation {
+            Cf::ConvMessages
+        } else {
+            Cf::Messages
+        };
+        let mut it = self.engine.cursor(cf, Scope::Handle(handle))?;
+        it.seek(&message_key(handle, start));
+        // Every seq in [first_seq, next seq) was written and keeps its slot
+        // until retention removes it: a missing one has expired. While
+        // retention may apply, the seq high-water mark is the next seq, so
+        // past the last record everything below it is gone.
+        let mut before = self.seq_floor(handle)?;
+        let mut scanned = 0;
+        while let Some((k, v)) = it.item() {
+            if k.len() != MESSAGE_KEY_LEN {
+                return Err(Error::Corrupt(Corruption::Key));
+            }
+            let seq = codec::parse_message_key(k)?.1;
+            let timestamp_ms = if conversation {
+                ConvRecord::decode(v)?.timestamp_ms()
+            } else {
+                EnvelopeHeader::parse(v)?.timestamp_ms
+            };
+            if timestamp_ms >= horizon {
+                before = seq;
+                break;
+            }
+            before = before.max(seq + 1);
+            scanned += 1;
+            if scanned >= SWEEP_SCAN_LIMIT {
+                before = seq + 1;
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        if before <= start {
+            return Ok(false);
+        }
+        let change = if conversation {
+            Change::ConversationMessagesExpired {
+                conversation: handle.0,
+                before_seq: before,
+            }
+        } else {
+            Change::MessagesExpired {
+                user: handle.0,
+                before_seq: before,
+            }
+        };
+        let mut batch = self.engine.batch();
+        batch.put(Cf::ExpiryMarks, handle.as_bytes(), &before.to_be_bytes())?;
+        // Not synced: a change lost in a crash goes with its mark, and the
+        // next sweep reports it again.
+        self.write_with_changes(batch, now, &[change], false)?;
+        Ok(true)
+    }
+
+    fn expiry_mark(&self, handle: &Handle) -> Result<u64> {
+        match self.engine.get(Cf::ExpiryMarks, handle.as_bytes())? {
+            None => Ok(0),
+            Some(v) => {
+                let b: [u8; 8] = v[..]
+                    .try_into()
+                    .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
+                Ok(u64::from_be_bytes(b))
+            }
+        }
+    }
+}
