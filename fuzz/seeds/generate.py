@@ -36,6 +36,32 @@ def message_key(handle, seq):
     return handle + struct.pack(">Q", seq)
 
 
+# --- conversation records (decode_envelope) -------------------------------------
+
+
+def conv_sealed(kind, conv_epoch, ts, author, author_epoch, nonce, sealed):
+    body = bytes([kind]) + struct.pack(">IQ", conv_epoch, ts) + author
+    body += struct.pack(">I", author_epoch) + nonce + sealed
+    return body + crc(body)
+
+
+def conv_message(conv_epoch, ts, author, author_epoch, nonce, sealed):
+    return conv_sealed(4, conv_epoch, ts, author, author_epoch, nonce, sealed)
+
+
+def conv_redaction(conv_epoch, ts, nonce, sealed):
+    return conv_sealed(5, conv_epoch, ts, bytes(16), 0, nonce, sealed)
+
+
+def conv_tombstone(conv_epoch, ts, cause=1):
+    body = bytes([6]) + struct.pack(">IQ", conv_epoch, ts) + bytes([cause])
+    return body + crc(body)
+
+
+def author_key(author, conv, seq):
+    return author + conv + struct.pack(">Q", seq)
+
+
 # --- postcard records (decode_key_record) ------------------------------------
 
 
@@ -60,6 +86,34 @@ def key_record(epoch, wrapped, created_ms, first_seq, state=0):
     return record(
         varint(epoch) + varint(len(wrapped)) + wrapped + varint(created_ms)
         + varint(first_seq) + varint(state)
+    )
+
+
+def message_body(author, payload):
+    return struct.pack(">H", len(author)) + author + payload
+
+
+def policy(retention=0, retention_ms=None, expired_before_ms=0, hold=None, purge_pending=False):
+    """A UserPolicy: restriction (two bools), retention (variant, `After`'s
+    ms), expiry floor, hold (reason, since, until), purge_pending."""
+    out = bytes([0, 0]) + varint(retention)
+    if retention_ms is not None:
+        out += varint(retention_ms)
+    out += varint(expired_before_ms)
+    if hold is None:
+        out += b"\x00"
+    else:
+        reason, since, until = hold
+        out += b"\x01" + varint(len(reason)) + reason + varint(since)
+        out += b"\x00" if until is None else b"\x01" + varint(until)
+    return out + bytes([int(purge_pending)])
+
+
+def conv_key_record(epoch, wrapped, sealed_id, created_ms, first_seq, pol, subjects):
+    return record(
+        varint(epoch) + varint(len(wrapped)) + wrapped + varint(len(sealed_id)) + sealed_id
+        + varint(created_ms) + varint(first_seq) + pol
+        + varint(len(subjects)) + b"".join(subjects)
     )
 
 
@@ -121,6 +175,9 @@ OPS = [
     "Purge", "Flush", "Compact", "Reopen", "ReopenWrongKey", "Tick",
     "FailNextRandom", "Restrict", "Unrestrict", "Redact", "SetRetention",
     "SetLegalHold", "LiftLegalHold", "RecordConsent", "Export",
+    "ConvAppend", "ConvAppendBatch", "ConvAppendIdempotent", "ConvRead",
+    "ConvReadBack", "ConvRedact", "ConvDelete", "ConvSetSubjects",
+    "ConvSetRetention", "ConvSetLegalHold", "ConvLiftLegalHold",
 ]
 
 
@@ -144,6 +201,11 @@ def payload(length, seed):
 
 
 ALICE, BOB, CAROL, LONG = 0, 1, 2, 3
+GENERAL, DM, LONG_ROOM = 0, 1, 2
+
+
+def subjects(*users, twice=False):
+    return u8(sum(1 << u for u in users) | (0x10 if twice else 0))
 
 
 def model(key_cache, *ops):
@@ -160,6 +222,11 @@ def seeds():
     yield "decode_envelope", "epoch_7_64_bytes", envelope(7, 42, bytes(12), pattern(64 + 16, 3))
     yield "decode_envelope", "message_key", message_key(h1, 1)
     yield "decode_envelope", "message_key_last_handle", message_key(h2, 2**64 - 1)
+    yield "decode_envelope", "conv_message", conv_message(1, 1_700_000_000_000, h1, 1, n1, pattern(2 + 5 + 5 + 16, 4))
+    yield "decode_envelope", "conv_message_high_epochs", conv_message(2**32 - 1, 7, h2, 3, bytes(12), pattern(16, 5))
+    yield "decode_envelope", "conv_redaction", conv_redaction(2, 1_700_000_000_500, n1, pattern(24 + 16, 6))
+    yield "decode_envelope", "conv_tombstone", conv_tombstone(1, 1_700_000_000_000)
+    yield "decode_envelope", "author_key", author_key(h1, h2, 41)
 
     yield "decode_key_record", "key_record_new_user", key_record(1, wrapped, 1_700_000_000_000, 1)
     yield "decode_key_record", "key_record_returning", key_record(3, wrapped, 5, 2**40)
@@ -168,6 +235,16 @@ def seeds():
     yield "decode_key_record", "marker_never_stored", erase_marker(0, 7, 1, False, True)
     yield "decode_key_record", "audit_erase", audit_record(1_700_000_000_000, b"privacy-team", "Erase", h1, "Ok")
     yield "decode_key_record", "audit_purge_by_purger", audit_record(5, b"purger", "Purge", None, "Failed")
+    sealed_id = n1 + pattern(7, 10) + pattern(16, 11)
+    yield "decode_key_record", "conv_key_record_new", conv_key_record(
+        1, wrapped, sealed_id, 1_700_000_000_000, 1, policy(), [])
+    yield "decode_key_record", "conv_key_record_held_subjects", conv_key_record(
+        3, wrapped, n1 + pattern(256, 12) + pattern(16, 13), 5, 2**40,
+        policy(2, 86_400_000, 1_699_000_000_000, (b"case 42", 1_700_000_000_000, 1_800_000_000_000), True),
+        [h1, h2])
+    yield "decode_key_record", "conv_key_record_forever", conv_key_record(
+        2, wrapped, sealed_id, 9, 41, policy(1, hold=(b"", 3, None)), [h1])
+    yield "decode_key_record", "conv_message_body", message_body(b"alice@example.com", b"hello")
 
     payload_hello = b"hello"
     yield "open_record", "tamper_unchanged", tamper(h1, 1, 1, 1_700_000_000_000, n1, 0, h1, 1, [], payload_hello)
@@ -214,7 +291,7 @@ def seeds():
         op("Append", u8(ALICE), payload(12, 2)),
         op("Append", u8(BOB), payload(0, 3)),
         op("Read", u8(ALICE), u8(0), u8(8)),
-        op("Erase", u8(ALICE), u8(0)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
         op("Read", u8(ALICE), u8(0), u8(8)),
         op("Append", u8(ALICE), payload(7, 4)),
         op("ReadIter", u8(ALICE), u8(2), u8(11)),
@@ -238,29 +315,29 @@ def seeds():
         op("AppendIdempotent", u8(LONG), u8(1), payload(9, 7)),
         op("AppendIdempotent", u8(LONG), u8(0), payload(8, 7)),
         op("AppendIdempotent", u8(LONG), u8(255), payload(8, 7)),
-        op("Erase", u8(LONG), u8(0)),
+        op("Erase", u8(LONG), u8(0), u8(0)),
         op("AppendIdempotent", u8(LONG), u8(1), payload(9, 7)),
     )
     yield "store_model", "blocked", model(
         3,
         op("Append", u8(BOB), payload(4, 8)),
-        op("Erase", u8(BOB), u8(1)),
+        op("Erase", u8(BOB), u8(1), u8(0)),
         op("Append", u8(BOB), payload(4, 8)),
         op("AppendIdempotent", u8(BOB), u8(2), payload(4, 8)),
-        op("Erase", u8(BOB), u8(0)),
+        op("Erase", u8(BOB), u8(0), u8(0)),
         op("Append", u8(BOB), payload(4, 8)),
-        op("Erase", u8(CAROL), u8(1)),
+        op("Erase", u8(CAROL), u8(1), u8(0)),
     )
     yield "store_model", "purge_reopen_compact", model(
         0,
         op("AppendBatch", u8(ALICE), u8(3), payload(6, 9)),
         op("Append", u8(BOB), payload(3, 10)),
-        op("Erase", u8(ALICE), u8(0)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
         op("Flush"),
         op("Purge"),
         op("Reopen", u8(0), u8(1)),
         op("Append", u8(ALICE), payload(6, 11)),
-        op("Erase", u8(ALICE), u8(0)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
         op("Compact"),
         op("Reopen", u8(1), u8(0)),
         op("Append", u8(ALICE), payload(2, 12)),
@@ -326,7 +403,7 @@ def seeds():
         op("RecordConsent", u8(CAROL), u8(1), u8(0), u8(1), u16(5)),
         op("Append", u8(CAROL), payload(3, 23)),
         op("SetLegalHold", u8(CAROL), u8(4), u8(1), u16(500)),
-        op("Erase", u8(CAROL), u8(0)),
+        op("Erase", u8(CAROL), u8(0), u8(0)),
         op("Redact", u8(CAROL), u8(0), u8(1)),
         op("Tick", u16(400), u8(0)),
         op("Read", u8(CAROL), u8(0), u8(8)),
@@ -337,7 +414,7 @@ def seeds():
         op("RecordConsent", u8(CAROL), u8(2), u8(3), u8(0), u16(7)),
         op("Export", u8(CAROL), u8(0)),
         op("LiftLegalHold", u8(CAROL)),
-        op("Erase", u8(CAROL), u8(1)),
+        op("Erase", u8(CAROL), u8(1), u8(0)),
         op("Restrict", u8(CAROL), u8(1), u8(0)),
         op("Unrestrict", u8(CAROL), u8(1), u8(1)),
         op("LiftLegalHold", u8(CAROL)),
@@ -360,7 +437,7 @@ def seeds():
         op("Compact"),
         op("Reopen", u8(1), u8(7 << 2)),
         op("Append", u8(BOB), payload(3, 26)),
-        op("Erase", u8(ALICE), u8(0)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
         op("Append", u8(ALICE), payload(3, 27)),
         op("Tick", u16(2000), u8(1)),
         op("Read", u8(ALICE), u8(0), u8(8)),
@@ -382,6 +459,100 @@ def seeds():
         op("AppendIdempotent", u8(ALICE), u8(9), payload(3, 29)),
         op("SetRetention", u8(ALICE), u8(1), u16(0)),
         op("Export", u8(ALICE), u8(1)),
+    )
+
+    # Conversations (GENERAL, DM, LONG_ROOM are conv_id(0..3)).
+    yield "store_model", "conv_append_read_erase", model(
+        0,
+        op("ConvAppend", u8(GENERAL), u8(ALICE), payload(5, 30)),
+        op("ConvAppend", u8(GENERAL), u8(BOB), payload(6, 31)),
+        op("ConvAppendBatch", u8(GENERAL), u8(CAROL), u8(3), payload(4, 32)),
+        op("ConvAppend", u8(LONG_ROOM), u8(LONG), payload(40, 33)),
+        op("ConvRead", u8(GENERAL), u8(2), u8(3)),
+        op("ConvReadBack", u8(GENERAL), u8(255), u8(2)),
+        op("ConvReadBack", u8(GENERAL), u8(3), u8(8)),
+        op("ConvRead", u8(GENERAL), u8(0), u8(0)),
+        op("ConvReadBack", u8(GENERAL), u8(0), u8(9)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
+        op("ConvRead", u8(GENERAL), u8(0), u8(8)),
+        op("ConvAppend", u8(GENERAL), u8(ALICE), payload(3, 34)),
+        op("Export", u8(ALICE), u8(0)),
+        op("Export", u8(CAROL), u8(1)),
+        op("Purge"),
+        op("ConvReadBack", u8(GENERAL), u8(255), u8(8)),
+    )
+    yield "store_model", "conv_subjects_hold_delete", model(
+        1,
+        op("ConvSetSubjects", u8(DM), subjects(ALICE, BOB, twice=True)),
+        op("ConvAppend", u8(DM), u8(ALICE), payload(4, 35)),
+        op("ConvAppend", u8(DM), u8(BOB), payload(4, 36)),
+        op("ConvSetSubjects", u8(GENERAL), subjects(ALICE)),
+        op("ConvAppend", u8(GENERAL), u8(BOB), payload(2, 37)),
+        op("ConvSetSubjects", u8(LONG_ROOM), u8(255)),
+        op("ConvSetLegalHold", u8(GENERAL), u8(5), u8(0), u16(0)),
+        op("Erase", u8(ALICE), u8(0), u8(1)),
+        op("ConvDelete", u8(GENERAL)),
+        op("ConvRedact", u8(GENERAL), u8(0), u8(6)),
+        op("ConvLiftLegalHold", u8(GENERAL)),
+        op("Erase", u8(ALICE), u8(0), u8(1)),
+        op("ConvRead", u8(DM), u8(0), u8(8)),
+        op("Erase", u8(BOB), u8(0), u8(0)),
+        op("ConvAppend", u8(DM), u8(CAROL), payload(3, 38)),
+        op("ConvDelete", u8(DM)),
+        op("ConvDelete", u8(DM)),
+        op("Purge"),
+        op("ConvAppend", u8(GENERAL), u8(CAROL), payload(3, 39)),
+        op("ConvRead", u8(GENERAL), u8(0), u8(8)),
+    )
+    yield "store_model", "conv_idempotent_redact_purge", model(
+        2,
+        op("ConvAppendIdempotent", u8(DM), u8(ALICE), u8(1), payload(6, 40)),
+        op("ConvAppendIdempotent", u8(DM), u8(ALICE), u8(1), payload(6, 40)),
+        op("ConvAppendIdempotent", u8(DM), u8(ALICE), u8(1), payload(7, 40)),
+        op("ConvAppendIdempotent", u8(DM), u8(BOB), u8(1), payload(6, 40)),
+        op("ConvAppendIdempotent", u8(DM), u8(BOB), u8(2), payload(5, 41)),
+        op("ConvAppendIdempotent", u8(DM), u8(BOB), u8(255), payload(5, 41)),
+        op("ConvRedact", u8(DM), u8(1), u8(7)),
+        op("ConvRedact", u8(DM), u8(1), u8(8)),
+        op("ConvRedact", u8(DM), u8(2), u8(9)),
+        op("ConvRedact", u8(DM), u8(0), u8(255)),
+        op("ConvAppendIdempotent", u8(DM), u8(ALICE), u8(2), payload(9, 42)),
+        op("Erase", u8(ALICE), u8(0), u8(0)),
+        op("ConvAppendIdempotent", u8(DM), u8(CAROL), u8(1), payload(6, 40)),
+        op("ConvAppendIdempotent", u8(DM), u8(ALICE), u8(1), payload(1, 43)),
+        op("Purge"),
+        op("ConvAppendIdempotent", u8(DM), u8(CAROL), u8(1), payload(6, 40)),
+        op("FailNextRandom"),
+        op("ConvAppend", u8(DM), u8(CAROL), payload(2, 44)),
+        op("Reopen", u8(1), u8(0)),
+        op("ConvReadBack", u8(DM), u8(255), u8(8)),
+    )
+    yield "store_model", "conv_retention_hold_blocked", model(
+        3 | 3 << 2,
+        op("ConvAppend", u8(GENERAL), u8(ALICE), payload(3, 45)),
+        op("ConvSetRetention", u8(DM), u8(1), u16(0)),
+        op("ConvAppend", u8(DM), u8(ALICE), payload(3, 46)),
+        op("ConvSetLegalHold", u8(LONG_ROOM), u8(3), u8(1), u16(2000)),
+        op("ConvAppend", u8(LONG_ROOM), u8(BOB), payload(3, 47)),
+        op("Tick", u16(1000), u8(0)),
+        op("ConvRead", u8(GENERAL), u8(0), u8(8)),
+        op("ConvRedact", u8(GENERAL), u8(0), u8(1)),
+        op("ConvRedact", u8(LONG_ROOM), u8(0), u8(1)),
+        op("Compact"),
+        op("ConvAppend", u8(GENERAL), u8(BOB), payload(3, 48)),
+        op("ConvSetRetention", u8(GENERAL), u8(2), u16(0)),
+        op("ConvSetRetention", u8(GENERAL), u8(2), u16(300)),
+        op("Erase", u8(CAROL), u8(1), u8(0)),
+        op("ConvAppend", u8(GENERAL), u8(CAROL), payload(3, 49)),
+        op("Restrict", u8(BOB), u8(1), u8(1)),
+        op("ConvAppend", u8(DM), u8(BOB), payload(3, 50)),
+        op("ConvRead", u8(DM), u8(0), u8(8)),
+        op("Tick", u16(1500), u8(0)),
+        op("ConvReadBack", u8(LONG_ROOM), u8(255), u8(8)),
+        op("Reopen", u8(0), u8(7 << 2)),
+        op("ConvRead", u8(GENERAL), u8(0), u8(8)),
+        op("ConvDelete", u8(GENERAL)),
+        op("ConvAppend", u8(GENERAL), u8(ALICE), payload(3, 51)),
     )
 
 
