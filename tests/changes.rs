@@ -109,7 +109,7 @@ fn feed_names_each_erasure_deletion_and_redaction_once_in_order() {
         let c = ChangeCursor::from_bytes(&e.cursor.to_bytes()).unwrap();
         assert_eq!(all(&store, c), feed[i + 1..].to_vec());
     }
-    assert_eq!(store.changes_end(), feed[4].cursor);
+    assert_eq!(store.changes_end().unwrap(), feed[4].cursor);
     assert!(ChangeCursor::default().to_bytes().is_empty());
 
     // Bad cursors are refused, not taken as the start.
@@ -117,9 +117,22 @@ fn feed_names_each_erasure_deletion_and_redaction_once_in_order() {
         ChangeCursor::from_bytes(&[1, 2, 3]),
         Err(Error::InvalidArgument(InvalidArgument::ChangeCursor(_)))
     ));
-    let ahead = ChangeCursor::from_bytes(&99u64.to_be_bytes()).unwrap();
     assert!(matches!(
-        store.changes(ahead, 10),
+        ChangeCursor::from_bytes(&feed[0].cursor.to_bytes()[..8]),
+        Err(Error::InvalidArgument(InvalidArgument::ChangeCursor(_)))
+    ));
+    let mut ahead = feed[4].cursor.to_bytes();
+    ahead[..8].copy_from_slice(&99u64.to_be_bytes());
+    assert!(matches!(
+        store.changes(ChangeCursor::from_bytes(&ahead).unwrap(), 10),
+        Err(Error::InvalidArgument(InvalidArgument::ChangeCursor(_)))
+    ));
+    // A cursor naming change 2 of another feed (another store, a restored
+    // copy) does not match this one's change 2: refused, not resumed.
+    let mut foreign = feed[1].cursor.to_bytes();
+    foreign[11] ^= 1;
+    assert!(matches!(
+        store.changes(ChangeCursor::from_bytes(&foreign).unwrap(), 10),
         Err(Error::InvalidArgument(InvalidArgument::ChangeCursor(_)))
     ));
     assert!(matches!(
@@ -131,7 +144,7 @@ fn feed_names_each_erasure_deletion_and_redaction_once_in_order() {
     room.set_legal_hold_as("case", None, "admin").unwrap();
     assert!(matches!(room.delete(), Err(Error::LegalHold)));
     assert!(matches!(room.redact(1, "x"), Err(Error::LegalHold)));
-    assert_eq!(store.changes_end(), feed[4].cursor);
+    assert_eq!(store.changes_end().unwrap(), feed[4].cursor);
 
     // After reopen: the same feed, and numbering goes on (never reused).
     drop(room);
@@ -227,7 +240,7 @@ fn expiry_is_reported_once_as_it_moves_for_users_and_conversations() {
     // Compaction removes the expired messages; what the sweep says next
     // still counts from where it stopped (and survives reopen).
     store.compact().unwrap();
-    let end = store.changes_end();
+    let end = store.changes_end().unwrap();
     drop(room);
     store.close().unwrap();
     let store = Store::open(options(dir.path()).clock(Arc::new(clock.clone()))).unwrap();
@@ -252,7 +265,7 @@ fn expiry_is_reported_once_as_it_moves_for_users_and_conversations() {
     assert_eq!(store.read(&dave, 0, 10).unwrap().len(), 3);
 
     // A hold freezes expiry, and the sweep with it.
-    let end = store.changes_end();
+    let end = store.changes_end().unwrap();
     store.append(&carol, b"held").unwrap();
     store
         .set_legal_hold_as(&carol, "case", None, "admin")
@@ -269,10 +282,20 @@ fn expiry_is_reported_once_as_it_moves_for_users_and_conversations() {
             before_seq: 6,
         }]
     );
-    // Erasing carol drops what the sweep remembered of her.
+    // Erasing carol drops what the sweep remembered of her (her handle is
+    // kept only by the marker and the feed).
     store.lift_legal_hold_as(&carol, "admin").unwrap();
     store.erase(&carol).unwrap();
     assert_eq!(store.report_expiries().unwrap(), 0);
+    let (carol_h, room_h) = (store.handle(&carol), room.handle());
+    drop(room);
+    store.close().unwrap();
+    let db = raw_db(dir.path());
+    let marks = |h: &shredstore::Handle| {
+        raw_entries(&db, shredstore::layout::CF_EXPIRY_MARKS, h.as_bytes()).len()
+    };
+    assert_eq!(marks(&carol_h), 0);
+    assert_eq!(marks(&room_h), 1);
 }
 
 #[test]
@@ -426,4 +449,56 @@ fn a_format_3_store_from_before_the_feed_gains_it_at_open() {
     assert_eq!(store.read(&user("frank"), 0, 10).unwrap().len(), 1);
     store.erase(&user("frank")).unwrap();
     assert_eq!(store.changes(ChangeCursor::default(), 10).unwrap().len(), 1);
+}
+
+#[test]
+fn a_damaged_record_stops_only_its_own_handles_expiry_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock(Arc::new(AtomicU64::new(1_000)));
+    let open_at = || {
+        Store::open(
+            options(dir.path())
+                .clock(Arc::new(clock.clone()))
+                .retention(Some(Duration::from_secs(1))),
+        )
+        .unwrap()
+    };
+    let store = open_at();
+    let users: Vec<_> = (0..6).map(|i| user(&format!("d{i}"))).collect();
+    for u in &users {
+        store.append(u, b"old").unwrap();
+    }
+    let handles: Vec<_> = users.iter().map(|u| store.handle(u)).collect();
+    store.close().unwrap();
+    // Damage the key record of the user that sorts first (the sweep's
+    // first handle), and one message of the one that sorts second.
+    let mut sorted = handles.clone();
+    sorted.sort_by_key(|h| *h.as_bytes());
+    {
+        let db = raw_db(dir.path());
+        let keys = db.cf_handle(shredstore::layout::CF_KEYS).unwrap();
+        db.put_cf(keys, sorted[0].as_bytes(), b"\x01garbage")
+            .unwrap();
+        let msgs = db.cf_handle(shredstore::layout::CF_MESSAGES).unwrap();
+        let mut key = sorted[1].as_bytes().to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        db.put_cf(msgs, &key, b"\x01not an envelope").unwrap();
+    }
+    let store = open_at();
+    clock.0.store(10_000, Ordering::SeqCst);
+    let before = store.stats().unwrap().integrity_failures;
+    assert_eq!(store.report_expiries().unwrap(), 4);
+    assert!(store.stats().unwrap().integrity_failures >= before + 2);
+    let reported: HashSet<[u8; 16]> = all(&store, ChangeCursor::default())
+        .into_iter()
+        .map(|e| match e.change {
+            Change::MessagesExpired { user, before_seq } => {
+                assert_eq!(before_seq, 2);
+                user
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let expected: HashSet<[u8; 16]> = sorted[2..].iter().map(|h| *h.as_bytes()).collect();
+    assert_eq!(reported, expected);
 }

@@ -241,15 +241,17 @@ impl proto::admin_server::Admin for AdminService {
             let stop_at_end = req.stop_at_end;
             let store = Arc::clone(&self.store);
             let page = store.limits().max_read_limit;
-            // A cursor ahead of the feed is refused before the stream opens.
-            if cursor > store.changes_end() {
-                return Err(Status::invalid_argument(
-                    "cursor: is ahead of this store's change feed",
-                ));
-            }
-            // Audited first, so the trail shows who read the feed.
+            // A cursor ahead of the feed, or not of this store's, is refused
+            // before the stream opens; then the read is audited, so the
+            // trail shows who read the feed.
             let s = Arc::clone(&store);
             blocking(move || {
+                s.changes(cursor, 1).map_err(|e| match e {
+                    crate::Error::InvalidArgument(a) => {
+                        Status::invalid_argument(format!("cursor: {a}"))
+                    }
+                    other => status(other),
+                })?;
                 s.record_audit(&actor, AuditOp::Changes, None, AuditOutcome::Ok)
                     .map_err(status)
             })

@@ -16,6 +16,7 @@
 //! retention can expire anything, the seq below which everything is gone,
 //! once it moves. What was reported is kept per handle (`expiry_marks`).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -31,43 +32,69 @@ use crate::types::Handle;
 
 /// Where a reader of the change feed stands: after the change it names
 /// (opaque; [`ChangeCursor::to_bytes`] is what gRPC clients hold). The
-/// default cursor is before the first change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord, Hash)]
-pub struct ChangeCursor(u64);
+/// default cursor is before the first change. Besides the change's number
+/// it holds the checksum of that change's record, so a cursor from another
+/// store, or from before a restore of an older copy, is refused instead of
+/// silently skipping changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct ChangeCursor {
+    number: u64,
+    tag: u32,
+}
 
 impl ChangeCursor {
     /// Length of [`ChangeCursor::to_bytes`] (an empty cursor is the start).
-    pub const LEN: usize = 8;
+    pub const LEN: usize = 12;
 
-    /// The cursor's bytes: empty at the start, else the change number.
+    /// The cursor's bytes: empty at the start, else the change number (u64
+    /// BE) and the checksum of its record (u32 BE).
     pub fn to_bytes(self) -> Vec<u8> {
-        if self.0 == 0 {
-            Vec::new()
-        } else {
-            self.0.to_be_bytes().to_vec()
+        if self.number == 0 {
+            return Vec::new();
         }
+        let mut b = self.number.to_be_bytes().to_vec();
+        b.extend_from_slice(&self.tag.to_be_bytes());
+        b
     }
 
     /// Parses [`ChangeCursor::to_bytes`].
     ///
     /// # Errors
-    /// [`InvalidArgument::ChangeCursor`] for bytes of another length.
+    /// [`InvalidArgument::ChangeCursor`] for bytes of another length or
+    /// change number 0.
     pub fn from_bytes(bytes: &[u8]) -> Result<ChangeCursor> {
-        match bytes.len() {
-            0 => Ok(ChangeCursor(0)),
-            Self::LEN => {
-                let mut n = [0u8; Self::LEN];
-                n.copy_from_slice(bytes);
-                Ok(ChangeCursor(u64::from_be_bytes(n)))
-            }
-            _ => Err(InvalidArgument::ChangeCursor("must be empty or 8 bytes").into()),
+        if bytes.is_empty() {
+            return Ok(ChangeCursor::default());
         }
+        let (Ok(n), Ok(t)) = (
+            <[u8; 8]>::try_from(bytes.get(..8).unwrap_or_default()),
+            <[u8; 4]>::try_from(bytes.get(8..).unwrap_or_default()),
+        ) else {
+            return Err(InvalidArgument::ChangeCursor("must be empty or 12 bytes").into());
+        };
+        let number = u64::from_be_bytes(n);
+        if number == 0 {
+            return Err(InvalidArgument::ChangeCursor("names change 0").into());
+        }
+        Ok(ChangeCursor {
+            number,
+            tag: u32::from_be_bytes(t),
+        })
     }
 
     /// The number of the last change before it (0 at the start).
     pub fn number(self) -> u64 {
-        self.0
+        self.number
     }
+}
+
+/// The checksum that ties a cursor to its record (the record's own CRC).
+fn tag_of(value: &[u8]) -> u32 {
+    value
+        .len()
+        .checked_sub(4)
+        .and_then(|i| <[u8; 4]>::try_from(&value[i..]).ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// One change of the feed ([`Store::changes`]).
@@ -85,16 +112,25 @@ pub struct ChangeEntry {
 
 /// The feed's numbering and its waiters.
 pub(super) struct ChangeLog {
-    /// The next change number (numbers start at 1).
+    /// The next change number to hand out (numbers start at 1); held
+    /// across the write of the batch that uses it.
     next: Mutex<u64>,
+    /// Readers see changes up to this number: durable (synced), and their
+    /// operation's in-memory effects done.
+    published: Mutex<u64>,
     cv: Condvar,
+    /// Where an interrupted expiry sweep goes on: (conversations phase,
+    /// last handle done).
+    sweep_from: Mutex<Option<(bool, Handle)>>,
 }
 
 impl ChangeLog {
     pub(super) fn new(next: u64) -> ChangeLog {
         ChangeLog {
             next: Mutex::new(next.max(1)),
+            published: Mutex::new(next.max(1) - 1),
             cv: Condvar::new(),
+            sweep_from: Mutex::new(None),
         }
     }
 }
@@ -116,8 +152,11 @@ impl Store {
 
     /// The cursor after the newest change (where a new consumer that wants
     /// only what comes next starts).
-    pub fn changes_end(&self) -> ChangeCursor {
-        ChangeCursor(self.inner.last_change())
+    ///
+    /// # Errors
+    /// A damaged record or a storage error.
+    pub fn changes_end(&self) -> Result<ChangeCursor> {
+        self.inner.changes_end()
     }
 
     /// Waits until a change after `after` is committed, at most `timeout`.
@@ -133,7 +172,7 @@ impl Store {
     /// # Errors
     /// A damaged record or a storage error.
     pub fn report_expiries(&self) -> Result<usize> {
-        self.inner.report_expiries()
+        self.inner.report_expiries(&|| false)
     }
 }
 
@@ -147,21 +186,29 @@ impl Inner {
             None => 0,
         };
         it.status()?;
-        *self.changes.next.lock() = last + 1;
+        let next = last.checked_add(1).ok_or(Error::Corrupt(Corruption::Key))?;
+        *self.changes.next.lock() = next;
+        *self.changes.published.lock() = last;
         Ok(())
     }
 
     /// Writes `batch` with `changes` appended to the feed (stamped
-    /// `time_ms`), numbered in commit order.
+    /// `time_ms`), numbered in commit order. Returns the last number used
+    /// (0 if none): the caller publishes it ([`Inner::publish_changes`])
+    /// once its in-memory effects are done, and only if the write was
+    /// synced (else after a WAL sync), so no reader sees a change that a
+    /// power loss could take back, and hence no number is handed out twice.
+    #[must_use = "publish the changes"]
     pub(super) fn write_with_changes(
         &self,
         mut batch: Batch<'_>,
         time_ms: u64,
         changes: &[Change],
         sync: bool,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if changes.is_empty() {
-            return self.engine.write(batch, sync);
+            self.engine.write(batch, sync)?;
+            return Ok(0);
         }
         let mut next = self.changes.next.lock();
         let mut value = Vec::new();
@@ -176,21 +223,52 @@ impl Inner {
         }
         self.engine.write(batch, sync)?;
         *next += changes.len() as u64;
-        drop(next);
-        self.changes.cv.notify_all();
-        Ok(())
+        Ok(*next - 1)
     }
 
+    /// Lets readers see every change up to `number` (written and synced).
+    pub(super) fn publish_changes(&self, number: u64) {
+        if number == 0 {
+            return;
+        }
+        let mut published = self.changes.published.lock();
+        if number > *published {
+            *published = number;
+            self.changes.cv.notify_all();
+        }
+    }
+
+    /// The newest change readers may see.
     pub(super) fn last_change(&self) -> u64 {
-        *self.changes.next.lock() - 1
+        *self.changes.published.lock()
+    }
+
+    pub(super) fn changes_end(&self) -> Result<ChangeCursor> {
+        let number = self.last_change();
+        if number == 0 {
+            return Ok(ChangeCursor::default());
+        }
+        let value = self
+            .engine
+            .get(Cf::Changes, &change_key(number))?
+            .ok_or(Error::Corrupt(Corruption::Key))?;
+        Ok(ChangeCursor {
+            number,
+            tag: tag_of(&value),
+        })
     }
 
     pub(super) fn wait_for_changes(&self, after: ChangeCursor, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut next = self.changes.next.lock();
-        while *next - 1 <= after.0 {
-            if self.changes.cv.wait_until(&mut next, deadline).timed_out() {
-                return *next - 1 > after.0;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut published = self.changes.published.lock();
+        while *published <= after.number {
+            match deadline {
+                Some(d) => {
+                    if self.changes.cv.wait_until(&mut published, d).timed_out() {
+                        return *published > after.number;
+                    }
+                }
+                None => self.changes.cv.wait(&mut published),
             }
         }
         true
@@ -203,11 +281,23 @@ impl Inner {
     ) -> Result<Vec<ChangeEntry>> {
         self.check_limit(limit)?;
         let last = self.last_change();
-        if after.0 > last {
+        if after.number > last {
             return Err(InvalidArgument::ChangeCursor("is ahead of this store's feed").into());
         }
+        if after.number > 0 {
+            let matches = self
+                .engine
+                .get(Cf::Changes, &change_key(after.number))?
+                .is_some_and(|v| tag_of(&v) == after.tag);
+            if !matches {
+                return Err(InvalidArgument::ChangeCursor(
+                    "does not match this store's feed (another store, or a restored copy)",
+                )
+                .into());
+            }
+        }
         let mut it = self.engine.cursor(Cf::Changes, Scope::All)?;
-        it.seek(&change_key(after.0.saturating_add(1)));
+        it.seek(&change_key(after.number.saturating_add(1)));
         let mut out = Vec::new();
         while let Some((k, v)) = it.item() {
             let number = parse_change_key(k)?;
@@ -219,7 +309,10 @@ impl Inner {
             let r = ChangeRecord::decode(v)?;
             out.push(ChangeEntry {
                 number,
-                cursor: ChangeCursor(number),
+                cursor: ChangeCursor {
+                    number,
+                    tag: tag_of(v),
+                },
                 time_ms: r.time_ms,
                 change: r.change,
             });
@@ -229,21 +322,59 @@ impl Inner {
         Ok(out)
     }
 
-    /// The expiry sweep (see the module doc).
-    pub(super) fn report_expiries(&self) -> Result<usize> {
+    /// The expiry sweep (see the module doc). Between handles it asks
+    /// `interrupt` whether to stop (the purger: on close, or when an
+    /// erasure waits for purge); the next sweep goes on after the last
+    /// handle done. A damaged record stops its own handle only (logged by
+    /// handle, counted as an integrity failure).
+    pub(super) fn report_expiries(&self, interrupt: &dyn Fn() -> bool) -> Result<usize> {
         if !self.filter.is_ready() {
             return Ok(0);
         }
         let (users, convs) = self.expiry_candidates()?;
+        let from = self.changes.sweep_from.lock().take();
         let mut written = 0;
-        for h in &users {
-            written += usize::from(self.report_expiry(h, false)?);
+        let mut last_number = 0;
+        let mut interrupted = false;
+        'sweep: for (conversation, handles) in [(false, &users), (true, &convs)] {
+            for h in handles {
+                if let Some((phase, done)) = from
+                    && ((!conversation && phase) || (conversation == phase && *h <= done))
+                {
+                    continue;
+                }
+                if interrupt() {
+                    *self.changes.sweep_from.lock() = Some((conversation, *h));
+                    interrupted = true;
+                    break 'sweep;
+                }
+                match self.report_expiry(h, conversation) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        written += 1;
+                        last_number = n;
+                    }
+                    Err(e @ Error::Corrupt(_)) => {
+                        self.integrity_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(handle = %h, error = %e,
+                            "damaged record: expiry of this handle not reported");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        for h in &convs {
-            written += usize::from(self.report_expiry(h, true)?);
+        // The sweep's writes are not synced one by one: one WAL sync, then
+        // they become visible.
+        if last_number > 0 {
+            self.engine.sync_wal()?;
+            self.publish_changes(last_number);
         }
         if written > 0 {
-            tracing::info!(changes = written, "expiries reported on the change feed");
+            tracing::info!(
+                changes = written,
+                interrupted,
+                "expiries reported on the change feed"
+            );
         }
         Ok(written)
     }
@@ -269,7 +400,9 @@ impl Inner {
             return Ok((handles(Cf::Keys)?, handles(Cf::ConvKeys)?));
         }
         let (mut users, mut convs) = (Vec::new(), Vec::new());
-        for h in self.filter.policy_handles() {
+        let mut handles = self.filter.policy_handles();
+        handles.sort_unstable();
+        for h in handles {
             if self.engine.get(Cf::Keys, h.as_bytes())?.is_some() {
                 users.push(h);
             } else if self.engine.get(Cf::ConvKeys, h.as_bytes())?.is_some() {
@@ -279,9 +412,10 @@ impl Inner {
         Ok((users, convs))
     }
 
-    /// Reports how far `handle`'s messages expired, if that moved; under
-    /// its lock, so it never races an erasure or deletion of it.
-    fn report_expiry(&self, handle: &Handle, conversation: bool) -> Result<bool> {
+    /// Reports how far `handle`'s messages expired, if that moved (returns
+    /// the change's number, unpublished; 0 if nothing moved); under its
+    /// lock, so it never races an erasure or deletion of it.
+    fn report_expiry(&self, handle: &Handle, conversation: bool) -> Result<u64> {
         let now = self.clock.now_ms();
         // The records, not the caches: a sweep over every user must not
         // unwrap their keys or push the hot ones out of the key cache.
@@ -290,18 +424,18 @@ impl Inner {
             _conv_guard = self.convs.lock(handle);
             match self.conv_key_record(handle)? {
                 Some(r) => (r.first_seq, r.policy),
-                None => return Ok(false),
+                None => return Ok(0),
             }
         } else {
             _user_guard = self.users.lock(handle);
             match self.key_record(handle)? {
                 Some(r) => (r.first_seq, r.state.policy()),
-                None => return Ok(false),
+                None => return Ok(0),
             }
         };
         let horizon = policy.horizon(now, self.default_retention_ms);
         if horizon == 0 {
-            return Ok(false);
+            return Ok(0);
         }
         let mark = self.expiry_mark(handle)?;
         let start = mark.max(first_seq);
@@ -324,18 +458,25 @@ impl Inner {
             }
             let seq = codec::parse_message_key(k)?.1;
             let timestamp_ms = if conversation {
-                ConvRecord::decode(v)?.timestamp_ms()
+                ConvRecord::decode(v).map(|r| r.timestamp_ms())
             } else {
-                EnvelopeHeader::parse(v)?.timestamp_ms
+                EnvelopeHeader::parse(v).map(|h| h.timestamp_ms)
+            };
+            // A damaged record: report up to it, never past it.
+            let Ok(timestamp_ms) = timestamp_ms else {
+                before = seq;
+                self.integrity_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%handle, seq, "damaged record: expiry reported up to it");
+                break;
             };
             if timestamp_ms >= horizon {
                 before = seq;
                 break;
             }
-            before = before.max(seq + 1);
+            before = before.max(seq.saturating_add(1));
             scanned += 1;
             if scanned >= SWEEP_SCAN_LIMIT {
-                before = seq + 1;
+                before = seq.saturating_add(1);
                 break;
             }
             it.next();
@@ -343,7 +484,7 @@ impl Inner {
         it.status()?;
         drop(it);
         if before <= start {
-            return Ok(false);
+            return Ok(0);
         }
         let change = if conversation {
             Change::ConversationMessagesExpired {
@@ -358,10 +499,10 @@ impl Inner {
         };
         let mut batch = self.engine.batch();
         batch.put(Cf::ExpiryMarks, handle.as_bytes(), &before.to_be_bytes())?;
-        // Not synced: a change lost in a crash goes with its mark, and the
-        // next sweep reports it again.
-        self.write_with_changes(batch, now, &[change], false)?;
-        Ok(true)
+        // Not synced one by one (the sweep syncs once, then publishes): a
+        // change lost in a crash goes with its mark, was never seen, and
+        // the next sweep reports it again.
+        self.write_with_changes(batch, now, &[change], false)
     }
 
     fn expiry_mark(&self, handle: &Handle) -> Result<u64> {

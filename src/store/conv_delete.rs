@@ -58,8 +58,11 @@ impl Inner {
             other => other?,
         };
         let changes = [deletion.change()];
-        self.write_with_changes(batch, now, &changes, true)?;
-        Ok(self.finish_conv_delete(deletion))
+        let number = self.write_with_changes(batch, now, &changes, true)?;
+        let deleted = self.finish_conv_delete(deletion);
+        // Readers learn of it once it is forgotten in memory too.
+        self.publish_changes(number);
+        Ok(deleted)
     }
 
     /// Writes the deletion of a conversation into `batch`: its key record
@@ -314,12 +317,13 @@ impl Inner {
             conversation: handle.0,
             seq,
         };
-        self.write_with_changes(batch, now, &[change], true)?;
+        let number = self.write_with_changes(batch, now, &[change], true)?;
         if flag {
             let mut c = conv.clone();
             c.policy = Arc::new(policy);
             self.convs.remember(*handle, c);
         }
+        self.publish_changes(number);
         let generation = self.redaction_counter.fetch_add(1, Ordering::Relaxed);
         self.pending_conv_redactions
             .lock()

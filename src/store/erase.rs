@@ -239,7 +239,7 @@ impl Inner {
             next_seq: next,
         }];
         changes.extend(deletions.iter().map(|d| d.change()));
-        self.write_with_changes(batch, now, &changes, true)?;
+        let number = self.write_with_changes(batch, now, &changes, true)?;
         let conversations_deleted: Vec<crate::ConversationDeleted> = deletions
             .into_iter()
             .map(|d| self.finish_conv_delete(d))
@@ -269,6 +269,8 @@ impl Inner {
         }
         // Open iterators check the marker when this changes.
         self.erase_generation.fetch_add(1, Ordering::Release);
+        // Readers of the feed learn of it once no cache can serve the user.
+        self.publish_changes(number);
         tracing::info!(%handle, epoch, messages_erased, "user erased");
         let receipt = self.receipt(ErasureReceipt {
             subject: ReceiptSubject::User,

@@ -106,7 +106,8 @@ fn run(inner: &Inner, every: Duration) {
             }
         } else {
             last_sweep = Some(Instant::now());
-            if let Err(e) = inner.report_expiries() {
+            let interrupt = || *inner.purger_signal.stop.lock() || inner.has_pending();
+            if let Err(e) = inner.report_expiries(&interrupt) {
                 tracing::error!(error = %e, "reporting expiries on the change feed failed");
             }
         }

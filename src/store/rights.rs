@@ -303,13 +303,14 @@ impl Inner {
         }
         let now = self.clock.now_ms();
         self.put_audit_at(&mut batch, now, actor, op, Some(*handle), AuditOutcome::Ok)?;
-        self.write_with_changes(batch, now, change.as_slice(), true)?;
+        let number = self.write_with_changes(batch, now, change.as_slice(), true)?;
         if is_new {
             self.users.count.fetch_add(1, Ordering::Relaxed);
         }
         self.filter.set_policy(*handle, Some(&policy));
         state.policy = Arc::new(policy);
         self.users.remember(*handle, state);
+        self.publish_changes(number);
         Ok(())
     }
 
