@@ -15,6 +15,18 @@ pub fn message_key(handle: &Handle, seq: u64) -> [u8; MESSAGE_KEY_LEN] {
 /// Length of a message key.
 pub const MESSAGE_KEY_LEN: usize = Handle::LEN + 8;
 
+/// The handle a key of the handle-keyed column families (`keys`,
+/// `erased`, `conv_keys`, ...) names.
+///
+/// # Errors
+/// [`Corruption::Key`] if the key is not 16 bytes.
+pub fn parse_handle_key(key: &[u8]) -> Result<Handle> {
+    let h: [u8; Handle::LEN] = key
+        .try_into()
+        .map_err(|_| Error::Corrupt(Corruption::Key))?;
+    Ok(Handle(h))
+}
+
 /// Splits a message key into handle and seq.
 ///
 /// # Errors

@@ -241,27 +241,35 @@ impl proto::admin_server::Admin for AdminService {
             let stop_at_end = req.stop_at_end;
             let store = Arc::clone(&self.store);
             let page = store.limits().max_read_limit;
-            // A cursor ahead of the feed, or not of this store's, is refused
-            // before the stream opens; then the read is audited, so the
-            // trail shows who read the feed.
+            // The first page, read before the stream opens: a cursor ahead of
+            // the feed, or not of this store's, is refused as the call's
+            // status. Then the read is audited, so the trail shows who read
+            // the feed.
             let s = Arc::clone(&store);
-            blocking(move || {
-                s.changes(cursor, 1).map_err(|e| match e {
+            let first = blocking(move || {
+                let first = s.changes(cursor, page).map_err(|e| match e {
                     crate::Error::InvalidArgument(a) => {
                         Status::invalid_argument(format!("cursor: {a}"))
                     }
                     other => status(other),
                 })?;
                 s.record_audit(&actor, AuditOp::Changes, None, AuditOutcome::Ok)
-                    .map_err(status)
+                    .map_err(status)?;
+                Ok(first)
             })
             .await?;
             let (tx, rx) = mpsc::channel(16);
             let shutdown = self.shutdown.clone();
             tokio::spawn(async move {
+                let mut first = Some(first);
                 loop {
-                    let s = Arc::clone(&store);
-                    let got = blocking(move || s.changes(cursor, page).map_err(status)).await;
+                    let got = match first.take() {
+                        Some(p) => Ok(p),
+                        None => {
+                            let s = Arc::clone(&store);
+                            blocking(move || s.changes(cursor, page).map_err(status)).await
+                        }
+                    };
                     let entries = match got {
                         Ok(p) => p,
                         Err(e) => {

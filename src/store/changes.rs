@@ -388,9 +388,7 @@ impl Inner {
             it.seek_to_first();
             let mut out = Vec::new();
             while let Some(k) = it.key() {
-                out.push(Handle(
-                    k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?,
-                ));
+                out.push(codec::parse_handle_key(k)?);
                 it.next();
             }
             it.status()?;
@@ -506,14 +504,6 @@ impl Inner {
     }
 
     fn expiry_mark(&self, handle: &Handle) -> Result<u64> {
-        match self.engine.get(Cf::ExpiryMarks, handle.as_bytes())? {
-            None => Ok(0),
-            Some(v) => {
-                let b: [u8; 8] = v[..]
-                    .try_into()
-                    .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
-                Ok(u64::from_be_bytes(b))
-            }
-        }
+        Ok(self.get_u64(Cf::ExpiryMarks, handle)?.unwrap_or(0))
     }
 }

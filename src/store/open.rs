@@ -106,7 +106,7 @@ impl Inner {
         let mut pending = self.pending.lock();
         let mut damaged = self.damaged_markers.lock();
         while let Some((k, v)) = it.item() {
-            let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+            let h = codec::parse_handle_key(k)?;
             match EraseMarker::decode(v) {
                 Ok(m) if !m.purged => {
                     self.filter.insert_erased(h, m.epoch);
@@ -175,7 +175,7 @@ impl Inner {
         it.seek_to_first();
         let mut pending = self.pending_conv_deletions.lock();
         while let Some((k, v)) = it.item() {
-            let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+            let h = codec::parse_handle_key(k)?;
             match EraseMarker::decode(v) {
                 Ok(m) if !m.purged => {
                     pending.insert(
@@ -256,7 +256,7 @@ impl Inner {
                     let mut it = self.engine.cursor(keys, Scope::All)?;
                     it.seek_to_first();
                     while let Some(k) = it.key() {
-                        let h = Handle(k.try_into().map_err(|_| Error::Corrupt(Corruption::Key))?);
+                        let h = codec::parse_handle_key(k)?;
                         let next = self
                             .last_in(records, &h)?
                             .map_or(1, |l| l.seq.saturating_add(1));

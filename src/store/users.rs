@@ -161,13 +161,19 @@ impl Inner {
 
     /// The user's seq high-water mark (1 if none is stored).
     pub(super) fn seq_floor(&self, handle: &Handle) -> Result<u64> {
-        let Some(v) = self.engine.get(Cf::SeqFloors, handle.as_bytes())? else {
-            return Ok(1);
+        Ok(self.get_u64(Cf::SeqFloors, handle)?.unwrap_or(1))
+    }
+
+    /// A u64 BE value stored under `handle` in `cf` (seq high-water marks,
+    /// expiry marks).
+    pub(super) fn get_u64(&self, cf: Cf, handle: &Handle) -> Result<Option<u64>> {
+        let Some(v) = self.engine.get(cf, handle.as_bytes())? else {
+            return Ok(None);
         };
         let b: [u8; 8] = (*v)
             .try_into()
             .map_err(|_| Error::Corrupt(Corruption::Encoding))?;
-        Ok(u64::from_be_bytes(b))
+        Ok(Some(u64::from_be_bytes(b)))
     }
 
     /// Stores the user's seq high-water mark in `batch`.
