@@ -1,9 +1,12 @@
 //! Cost of the cryptography on the hot path: sealing and opening a message
-//! with a cached cipher, deriving a user's message key, and computing a handle.
+//! with a cached cipher (the store's AWS-LC cipher, and RustCrypto's
+//! reference implementation beside it), deriving a user's message key, and
+//! computing a handle.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use shredstore::internals::reference::ReferenceSivCipher;
 use shredstore::internals::{Secret32, SivCipher, hkdf_sha256};
 use shredstore::{Durability, UserId};
 
@@ -14,6 +17,7 @@ const SIZES: [usize; 4] = [64, 256, 1024, 4096];
 
 fn seal_open(c: &mut Criterion) {
     let cipher = SivCipher::new(&Secret32::from_bytes([3; 32]));
+    let reference = ReferenceSivCipher::new(&Secret32::from_bytes([3; 32]));
     let nonce = [9u8; 12];
     let aad = [1u8; 41];
     let mut group = c.benchmark_group("crypto");
@@ -27,6 +31,16 @@ fn seal_open(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, s| {
             b.iter(|| cipher.open(&nonce, &aad, black_box(s)).expect("open"))
         });
+        group.bench_with_input(
+            BenchmarkId::new("seal-rustcrypto", size),
+            &plaintext,
+            |b, p| b.iter(|| reference.seal(&nonce, &aad, black_box(p)).expect("seal")),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("open-rustcrypto", size),
+            &sealed,
+            |b, s| b.iter(|| reference.open(&nonce, &aad, black_box(s)).expect("open")),
+        );
     }
     group.throughput(Throughput::Elements(1));
     // What a key-cache miss costs: HKDF-SHA256 of the message key from the
@@ -42,6 +56,16 @@ fn seal_open(c: &mut Criterion) {
                 &[b"shredstore/v1/message", &handle, &1u32.to_be_bytes()],
             );
             SivCipher::new(&key)
+        })
+    });
+    group.bench_function("derive_message_key-rustcrypto", |b| {
+        b.iter(|| {
+            let key = hkdf_sha256(
+                black_box(secret.expose()),
+                &salt,
+                &[b"shredstore/v1/message", &handle, &1u32.to_be_bytes()],
+            );
+            ReferenceSivCipher::new(&key)
         })
     });
     // Handle = HMAC-SHA256(handle key, user id), computed on every call.

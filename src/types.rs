@@ -1,6 +1,7 @@
 //! Validated newtypes that cross the API edge.
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{Error, InvalidArgument};
 
@@ -146,3 +147,36 @@ impl Clock for SystemClock {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
+
+/// A hasher for maps keyed by [`Handle`]s (and tuples of them): an
+/// FxHash-style fold of the bytes. A handle is a keyed HMAC output, uniform
+/// and unknowable without the handle key, so its bytes need no SipHash to
+/// spread them, and nobody can choose handles that collide.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // Length prefixes and small integers.
+        self.write(&n.to_le_bytes());
+    }
+}
+
+/// Builds [`HandleHasher`]s.
+pub(crate) type HandleBuildHasher = BuildHasherDefault<HandleHasher>;
+
+/// A `HashMap` keyed by handles, hashed with [`HandleHasher`].
+pub(crate) type HandleMap<K, V> = std::collections::HashMap<K, V, HandleBuildHasher>;

@@ -15,25 +15,44 @@
 //!   (handle, seq). Success is allowed only if the envelope is exactly what
 //!   sealing the returned plaintext there produces (AES-GCM-SIV is
 //!   deterministic for a given nonce), i.e. only if it is authentic.
+//!
+//! Every seal and open runs through both the store's cipher (AWS-LC) and
+//! the reference implementation (RustCrypto): they must produce the same
+//! envelope, and accept and refuse exactly the same inputs.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use shredstore::Handle;
+use shredstore::internals::reference::ReferenceSivCipher;
 use shredstore::internals::{Crc32, Envelope, EnvelopeKind};
-use shredstore::internals::{SivCipher, NONCE_LEN, Secret32, hkdf_sha256};
+use shredstore::internals::{NONCE_LEN, Secret32, SivCipher, hkdf_sha256};
 
 /// The fixed key, derived like a store's message key.
-static CIPHER: LazyLock<SivCipher> = LazyLock::new(|| {
+fn key() -> Secret32 {
     let user_secret = Secret32::from_bytes([0x42; 32]);
-    let key = hkdf_sha256(
+    hkdf_sha256(
         user_secret.expose(),
         &[7; 32],
         &[b"shredstore/v1/message", &[1; 16], &1u32.to_be_bytes()],
-    );
-    SivCipher::new(&key)
-});
+    )
+}
+
+/// The store's cipher under the fixed key.
+static CIPHER: LazyLock<SivCipher> = LazyLock::new(|| SivCipher::new(&key()));
+/// The reference implementation under the same key.
+static REFERENCE: LazyLock<ReferenceSivCipher> = LazyLock::new(|| ReferenceSivCipher::new(&key()));
+
+/// Seals with both implementations; they must agree byte for byte.
+fn seal(nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let ours = CIPHER.seal(nonce, aad, plaintext).expect("seal");
+    let theirs = REFERENCE
+        .seal(nonce, aad, plaintext)
+        .expect("reference seal");
+    assert_eq!(ours, theirs, "AWS-LC and RustCrypto sealed differently");
+    ours
+}
 
 /// Reads fixed-size fields; past the end of the input it yields zeros.
 struct Cursor<'a>(&'a [u8]);
@@ -69,7 +88,10 @@ fn open(handle: &Handle, seq: u64, bytes: &[u8]) -> Option<Vec<u8>> {
     let env = Envelope::decode(bytes).ok()?;
     // As the store does: the AAD starts with the envelope's own kind byte.
     let aad = Envelope::aad_of(env.kind, handle, seq, env.epoch, env.timestamp_ms);
-    CIPHER.open(&env.nonce, &aad, env.sealed).ok()
+    let ours = CIPHER.open(&env.nonce, &aad, env.sealed).ok();
+    let theirs = REFERENCE.open(&env.nonce, &aad, env.sealed).ok();
+    assert_eq!(ours, theirs, "AWS-LC and RustCrypto disagree on an open");
+    ours
 }
 
 fn tamper(mut c: Cursor<'_>) {
@@ -85,7 +107,7 @@ fn tamper(mut c: Cursor<'_>) {
     let payload = c.rest();
 
     let aad = Envelope::aad_of(EnvelopeKind::Message, &handle, seq, epoch, timestamp_ms);
-    let sealed = CIPHER.seal(&nonce, &aad, payload).expect("seal");
+    let sealed = seal(&nonce, &aad, payload);
     let mut original = Vec::new();
     Envelope {
         kind: EnvelopeKind::Message,
@@ -146,8 +168,14 @@ fn raw(mut c: Cursor<'_>) {
     let bytes = c.rest();
     if let Some(plain) = open(&handle, seq, bytes) {
         let env = Envelope::decode(bytes).expect("opened, so it decodes");
-        let aad = Envelope::aad_of(EnvelopeKind::Message, &handle, seq, env.epoch, env.timestamp_ms);
-        let resealed = CIPHER.seal(&env.nonce, &aad, &plain).expect("seal");
+        let aad = Envelope::aad_of(
+            EnvelopeKind::Message,
+            &handle,
+            seq,
+            env.epoch,
+            env.timestamp_ms,
+        );
+        let resealed = seal(&env.nonce, &aad, &plain);
         assert_eq!(
             resealed, env.sealed,
             "an envelope opened that is not the sealing of its plaintext here"

@@ -1,8 +1,11 @@
-//! Known-answer tests (unit tests: the wrappers are crate-private) for the crypto wrappers: AES-256-GCM-SIV vectors of
-//! RFC 8452 Appendix C.2 through `SivCipher`, and HKDF-SHA256 test cases of
-//! RFC 5869 Appendix A through `hkdf_sha256_into`.
+//! Known-answer tests (unit tests: the wrappers are crate-private) for the
+//! crypto wrappers: AES-256-GCM-SIV vectors of RFC 8452 Appendix C.2 through
+//! `SivCipher` (AWS-LC) and through the reference implementation
+//! (RustCrypto), and HKDF-SHA256 test cases of RFC 5869 Appendix A through
+//! `hkdf_sha256_into`.
 
-use super::{Secret32, SivCipher, hkdf_sha256_into};
+use super::reference::ReferenceSivCipher;
+use super::{NONCE_LEN, Secret32, SivCipher, hkdf_sha256_into};
 
 /// (key, nonce, aad, plaintext, ciphertext || tag), hex; RFC 8452 Appendix C.2.
 const AES_256_GCM_SIV: &[(&str, &str, &str, &str, &str)] = &[
@@ -180,9 +183,43 @@ fn h(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap()
 }
 
-fn cipher(key_hex: &str) -> SivCipher {
+/// Either implementation, behind one face.
+trait Aead {
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], pt: &[u8]) -> crate::Result<Vec<u8>>;
+    fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> crate::Result<Vec<u8>>;
+}
+
+impl Aead for SivCipher {
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], pt: &[u8]) -> crate::Result<Vec<u8>> {
+        SivCipher::seal(self, nonce, aad, pt)
+    }
+    fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> crate::Result<Vec<u8>> {
+        SivCipher::open(self, nonce, aad, sealed)
+    }
+}
+
+impl Aead for ReferenceSivCipher {
+    fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], pt: &[u8]) -> crate::Result<Vec<u8>> {
+        ReferenceSivCipher::seal(self, nonce, aad, pt)
+    }
+    fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> crate::Result<Vec<u8>> {
+        ReferenceSivCipher::open(self, nonce, aad, sealed)
+    }
+}
+
+/// The store's cipher and the reference, for one key.
+fn ciphers(key_hex: &str) -> [(&'static str, Box<dyn Aead>); 2] {
     let key: [u8; 32] = h(key_hex).try_into().unwrap();
-    SivCipher::new(&Secret32::from_bytes(key))
+    [
+        (
+            "aws-lc",
+            Box::new(SivCipher::new(&Secret32::from_bytes(key))),
+        ),
+        (
+            "rustcrypto",
+            Box::new(ReferenceSivCipher::new(&Secret32::from_bytes(key))),
+        ),
+    ]
 }
 
 #[test]
@@ -190,8 +227,10 @@ fn rfc8452_aes_256_gcm_siv_seal_matches_vectors() {
     assert!(AES_256_GCM_SIV.len() >= 10, "vector table truncated");
     for (i, (key, nonce, aad, pt, ct)) in AES_256_GCM_SIV.iter().enumerate() {
         let nonce: [u8; 12] = h(nonce).try_into().unwrap();
-        let sealed = cipher(key).seal(&nonce, &h(aad), &h(pt)).unwrap();
-        assert_eq!(hex::encode(&sealed), *ct, "vector {i}");
+        for (name, c) in ciphers(key) {
+            let sealed = c.seal(&nonce, &h(aad), &h(pt)).unwrap();
+            assert_eq!(hex::encode(&sealed), *ct, "{name} vector {i}");
+        }
     }
 }
 
@@ -199,31 +238,37 @@ fn rfc8452_aes_256_gcm_siv_seal_matches_vectors() {
 fn rfc8452_aes_256_gcm_siv_open_matches_vectors_and_rejects_tampering() {
     for (i, (key, nonce, aad, pt, ct)) in AES_256_GCM_SIV.iter().enumerate() {
         let nonce: [u8; 12] = h(nonce).try_into().unwrap();
-        let c = cipher(key);
         let sealed = h(ct);
-        assert_eq!(
-            c.open(&nonce, &h(aad), &sealed).unwrap(),
-            h(pt),
-            "vector {i}"
-        );
-        for bit in [0usize, sealed.len() * 8 - 1] {
-            let mut bad = sealed.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
+        for (name, c) in ciphers(key) {
+            assert_eq!(
+                c.open(&nonce, &h(aad), &sealed).unwrap(),
+                h(pt),
+                "{name} vector {i}"
+            );
+            for bit in [0usize, sealed.len() * 8 - 1] {
+                let mut bad = sealed.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    c.open(&nonce, &h(aad), &bad).is_err(),
+                    "{name} vector {i} bit {bit}"
+                );
+            }
+            let mut bad_aad = h(aad);
+            bad_aad.push(0);
             assert!(
-                c.open(&nonce, &h(aad), &bad).is_err(),
-                "vector {i} bit {bit}"
+                c.open(&nonce, &bad_aad, &sealed).is_err(),
+                "{name} vector {i} aad"
             );
         }
-        let mut bad_aad = h(aad);
-        bad_aad.push(0);
-        assert!(c.open(&nonce, &bad_aad, &sealed).is_err(), "vector {i} aad");
     }
 }
 
 #[test]
 fn open_rejects_input_shorter_than_a_tag() {
-    let c = cipher(AES_256_GCM_SIV[0].0);
-    assert!(c.open(&[0; 12], b"", &[0; 15]).is_err());
+    for (name, c) in ciphers(AES_256_GCM_SIV[0].0) {
+        assert!(c.open(&[0; 12], b"", &[0; 15]).is_err(), "{name}");
+        assert!(c.open(&[0; 12], b"", &[]).is_err(), "{name}");
+    }
 }
 
 /// RFC 5869 Appendix A: (ikm, salt, info, okm), hex. Cases 1-3.

@@ -7,8 +7,7 @@
 use std::fmt;
 use std::path::Path;
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -265,17 +264,34 @@ pub fn hkdf_sha256_into(ikm: &[u8], salt: &[u8], info_parts: &[&[u8]], okm: &mut
 }
 
 /// AES-256-GCM-SIV (RFC 8452) with a fixed key: seals messages under a
-/// message key, and user secrets under the wrapping key. The key schedule
-/// is zeroized on drop (the `zeroize` features of `aes-gcm-siv` and `aes`).
-pub struct SivCipher(Aes256GcmSiv);
+/// message key, and user secrets under the wrapping key. AWS-LC's
+/// implementation (`aws-lc-rs`); RustCrypto's `aes-gcm-siv` is the
+/// reference it is tested against ([`reference`]). The key schedule lives
+/// in AWS-LC's heap (an `EVP_AEAD_CTX` of [`SivCipher::HEAP_BYTES`]) and is
+/// zeroized when it is freed (AWS-LC's `OPENSSL_free` cleanses every
+/// allocation).
+pub struct SivCipher(LessSafeKey);
 
 impl SivCipher {
+    /// Bytes of AWS-LC heap one cipher holds: its `EVP_AEAD_CTX` (584 bytes
+    /// on x86_64 Linux) and the allocator's header. Counted in the key
+    /// caches' memory estimates.
+    pub const HEAP_BYTES: usize = 600;
+
     /// Builds the cipher for a 32-byte key.
     pub fn new(key: &Secret32) -> Self {
-        SivCipher(Aes256GcmSiv::new(key.expose().into()))
+        #[expect(
+            clippy::expect_used,
+            reason = "AES-256-GCM-SIV accepts every 32-byte key; AWS-LC fails only without memory"
+        )]
+        let key = UnboundKey::new(&AES_256_GCM_SIV, key.expose()).expect("AES-256-GCM-SIV key");
+        SivCipher(LessSafeKey::new(key))
     }
 
     /// Encrypts `buf` in place and returns the 16-byte tag.
+    ///
+    /// # Errors
+    /// Only if the input exceeds AES-GCM-SIV's length limits (2^36 bytes).
     pub fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -284,18 +300,16 @@ impl SivCipher {
     ) -> Result<[u8; TAG_LEN]> {
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
             .map_err(|_| Error::Decrypt)?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(&tag);
-        Ok(out)
+        tag.as_ref().try_into().map_err(|_| Error::Decrypt)
     }
 
     /// Encrypts `plaintext`; returns `ciphertext || tag`.
-    #[cfg(any(test, feature = "internals"))]
     ///
     /// # Errors
     /// Only if the input exceeds AES-GCM-SIV's length limits (2^36 bytes).
+    #[cfg(any(test, feature = "internals"))]
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
         out.extend_from_slice(plaintext);
@@ -304,25 +318,27 @@ impl SivCipher {
         Ok(out)
     }
 
-    /// Authenticates and decrypts `ciphertext || tag`. Nothing is returned
-    /// unless the tag verifies.
+    /// Authenticates and decrypts `ciphertext || tag` straight into a new
+    /// buffer (the one allocation of an open: the ciphertext is read where
+    /// it lies). Nothing is returned unless the tag verifies.
     ///
     /// # Errors
     /// [`Error::Decrypt`] for any failure, deliberately without detail.
     pub fn open(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         let split = sealed.len().checked_sub(TAG_LEN).ok_or(Error::Decrypt)?;
         let (ct, tag) = sealed.split_at(split);
-        let mut buf = ct.to_vec();
-        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
-        match self.0.decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
-            &mut buf,
-            &Tag::from(tag),
+        let mut out = vec![0u8; ct.len()];
+        match self.0.open_separate_gather(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            ct,
+            tag,
+            &mut out,
         ) {
-            Ok(()) => Ok(buf),
+            Ok(()) => Ok(out),
             Err(_) => {
-                buf.zeroize();
+                // AWS-LC may have written unauthenticated plaintext.
+                out.zeroize();
                 Err(Error::Decrypt)
             }
         }
@@ -425,22 +441,26 @@ impl ReceiptKey {
     }
 }
 
-/// The key that turns user ids into handles.
-pub(crate) struct HandleKey(Secret32);
+/// The key that turns user ids into handles. It holds HMAC-SHA256 keyed
+/// once (the inner and outer pad states), so a handle costs two SHA-256
+/// blocks instead of four; those states are key material and are zeroized
+/// on drop (the `zeroize` features of `hmac` and `sha2`).
+pub(crate) struct HandleKey(Hmac<Sha256>);
 
 impl HandleKey {
     pub(crate) fn new(secret: Secret32) -> Self {
-        HandleKey(secret)
-    }
-
-    /// `HMAC-SHA256(handle_key, parts[0] || parts[1] || ...)`.
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         #[expect(
             clippy::expect_used,
             reason = "HMAC accepts keys of any length; 32 bytes cannot fail"
         )]
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.0.expose())
+        let keyed = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(secret.expose())
             .expect("HMAC key length");
+        HandleKey(keyed)
+    }
+
+    /// `HMAC-SHA256(handle_key, parts[0] || parts[1] || ...)`.
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
         for p in parts {
             mac.update(p);
         }
@@ -530,6 +550,9 @@ pub(crate) fn unwrap_secret(kek: &SivCipher, aad: &[u8], wrapped: &[u8]) -> Resu
 
 #[cfg(test)]
 mod kat;
+
+#[cfg(any(test, feature = "internals"))]
+pub mod reference;
 
 #[cfg(test)]
 mod tests {

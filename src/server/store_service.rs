@@ -27,7 +27,7 @@ use super::validate::{
     AppendArgs, RequestLimits, validate_append, validate_erase, validate_export, validate_read,
     validate_record_consent, validate_redact,
 };
-use crate::{Access, AuditOp, ExportCursor, Store, UserId};
+use crate::{Access, AuditOp, Durability, ExportCursor, Store, UserId};
 
 impl AppendArgs {
     fn run(&self, store: &Store) -> Result<AppendResponse, Status> {
@@ -66,12 +66,26 @@ async fn append_chunk(
             .or_default()
             .push((i, a));
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (_, group) in groups {
-        let store = Arc::clone(store);
-        tasks.spawn_blocking(move || append_group(&store, group));
-    }
     let mut results: Vec<Option<Result<AppendResponse, Status>>> = (0..n).map(|_| None).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    if store.durability() == Durability::Buffered {
+        // A buffered append never waits for the disk: the whole chunk runs
+        // in one blocking task, one thread hand-off instead of one per user
+        // (with Sync durability each user's write waits for its fsync, so
+        // users run in parallel and share RocksDB's group commit).
+        let store = Arc::clone(store);
+        tasks.spawn_blocking(move || {
+            groups
+                .into_values()
+                .flat_map(|group| append_group(&store, group))
+                .collect::<Vec<_>>()
+        });
+    } else {
+        for (_, group) in groups {
+            let store = Arc::clone(store);
+            tasks.spawn_blocking(move || append_group(&store, group));
+        }
+    }
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(group) => {

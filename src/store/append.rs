@@ -111,7 +111,7 @@ impl Inner {
 
         let (mut state, new_record) = match self.load(&handle)? {
             UserState::Live(s) => {
-                if s.policy.restriction.block_appends {
+                if s.policy().restriction.block_appends {
                     return Err(Error::Restricted {
                         mode: "block_appends",
                     });
@@ -157,7 +157,7 @@ impl Inner {
         if let Some(rec) = &new_record {
             self.put_key_record(&mut batch, &handle, rec)?;
         }
-        if self.retention_may_apply(&state.policy) {
+        if self.retention_may_apply(state.policy()) {
             self.put_seq_floor(&mut batch, &handle, end)?;
         }
         if let Some(key) = &dedup_key {
@@ -226,7 +226,7 @@ impl Inner {
             // to has a seq high-water mark): the retry is still a duplicate
             // of it, though its payload can no longer be compared. Anything
             // else is a lost message.
-            let retained = self.retention_may_apply(&state.policy)
+            let retained = self.retention_may_apply(state.policy())
                 || self.engine.get(Cf::SeqFloors, handle.as_bytes())?.is_some();
             return if retained {
                 Ok(Some(Appended { seq, timestamp_ms }))

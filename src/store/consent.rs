@@ -136,7 +136,7 @@ impl Inner {
         state: &CachedUser,
         access: Access,
     ) -> Result<Vec<ConsentEntry>> {
-        if state.policy.restriction.block_reads && access == Access::Subject {
+        if state.policy().restriction.block_reads && access == Access::Subject {
             return Err(Error::Restricted {
                 mode: "block_reads",
             });

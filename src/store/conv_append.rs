@@ -50,7 +50,7 @@ impl Inner {
         let _author_guard = self.users.lock(&author_handle);
         let (author_state, new_author) = match self.load(&author_handle)? {
             UserState::Live(s) => {
-                if s.policy.restriction.block_appends {
+                if s.policy().restriction.block_appends {
                     return Err(Error::Restricted {
                         mode: "block_appends",
                     });

@@ -4,8 +4,8 @@
 //! redacted (computed from the author's erasure before purge, stored
 //! after it: a slot reads the same either way).
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use super::Inner;
 use super::conversation::{
@@ -18,8 +18,9 @@ use crate::codec::{
     ConvKind, ConvRecord, ConvSealed, ConvSlot, RedactionBody, decode_message_body, message_key,
     parse_message_key,
 };
+use crate::crypto::SivCipher;
 use crate::error::{Corruption, Error, Result};
-use crate::types::{Handle, UserId};
+use crate::types::{Handle, HandleMap, UserId};
 
 /// What a read knows of one author.
 pub(super) enum AuthorView {
@@ -27,6 +28,13 @@ pub(super) enum AuthorView {
     Live(CachedUser),
     /// No key; epochs up to this one were erased (0: none ever was).
     Gone(u32),
+}
+
+/// One author as a page of reads knows it: the view, and the pair cipher
+/// once one slot needed it (so later slots of the page take no lock).
+struct Author {
+    view: AuthorView,
+    cipher: Option<Arc<SivCipher>>,
 }
 
 impl Inner {
@@ -38,14 +46,20 @@ impl Inner {
         limit: usize,
         backward: bool,
     ) -> Result<Vec<ConversationItem>> {
-        // The state is loaded under the conversation's lock: a read that
-        // starts after a deletion returned sees no key.
-        let guard = self.convs.lock(handle);
-        let conv = match self.load_conv(handle)? {
-            ConvState::Live(c) => c,
-            ConvState::Absent { .. } => return Ok(Vec::new()),
+        // A cached conversation is read without its lock (appends hold it
+        // across their synced write): a deletion evicts the key before it
+        // returns, so a read that starts after that misses the cache and
+        // loads under the lock, finding no key.
+        let conv = match self.convs.cached(handle) {
+            Some(c) => c,
+            None => {
+                let _guard = self.convs.lock(handle);
+                match self.load_conv(handle)? {
+                    ConvState::Live(c) => c,
+                    ConvState::Absent { .. } => return Ok(Vec::new()),
+                }
+            }
         };
-        drop(guard);
         self.conv_page(handle, &conv, from, limit, backward)
     }
 
@@ -59,7 +73,7 @@ impl Inner {
         backward: bool,
     ) -> Result<Vec<ConversationItem>> {
         let mut out = Vec::with_capacity(limit.min(MAX_PAGE));
-        let mut authors: HashMap<Handle, AuthorView> = HashMap::new();
+        let mut authors: HandleMap<Handle, Author> = HandleMap::default();
         // Expired by retention: hidden now, dropped at compaction.
         let horizon = conv
             .policy
@@ -73,18 +87,16 @@ impl Inner {
         } else {
             from.max(conv.first_seq)
         };
+        let page = Page {
+            handle,
+            conv,
+            backward,
+            horizon,
+        };
         loop {
             let want = (limit - out.len()).min(MAX_PAGE);
-            let raw = self.fetch_slots(handle, next, want, backward, conv.first_seq)?;
-            let exhausted = raw.len() < want;
-            let last = raw.last().map(|(s, _)| *s);
-            for (seq, value) in raw {
-                if let Some(item) =
-                    self.open_slot(handle, conv, seq, &value, horizon, &mut authors)?
-                {
-                    out.push(item);
-                }
-            }
+            let (fetched, last) = self.open_slots(&page, next, want, &mut authors, &mut out)?;
+            let exhausted = fetched < want;
             let step = match (last, backward) {
                 (Some(l), false) => l.checked_add(1),
                 (Some(l), true) => l.checked_sub(1).filter(|&s| s >= conv.first_seq),
@@ -97,42 +109,49 @@ impl Inner {
         }
     }
 
-    /// Up to `want` raw slots from `from`, with a cursor dropped before
-    /// returning.
-    fn fetch_slots(
+    /// Opens up to `want` slots from `from` into `out`, straight from a
+    /// cursor that is dropped before returning; returns how many slots it
+    /// visited and the last one's seq.
+    fn open_slots(
         &self,
-        handle: &Handle,
+        page: &Page<'_>,
         from: u64,
         want: usize,
-        backward: bool,
-        first_seq: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        authors: &mut HandleMap<Handle, Author>,
+        out: &mut Vec<ConversationItem>,
+    ) -> Result<(usize, Option<u64>)> {
+        let handle = page.handle;
         let mut it = self
             .engine
             .cursor(Cf::ConvMessages, Scope::Handle(handle))?;
-        let mut raw = Vec::with_capacity(want);
-        if backward {
+        if page.backward {
             it.seek_for_prev(&message_key(handle, from));
         } else {
             it.seek(&message_key(handle, from));
         }
-        while raw.len() < want {
+        let mut fetched = 0;
+        let mut last = None;
+        while fetched < want {
             let Some((key, value)) = it.item() else {
                 break;
             };
             let (h, seq) = parse_message_key(key)?;
-            if h != *handle || seq < first_seq {
+            if h != *handle || seq < page.conv.first_seq {
                 break;
             }
-            raw.push((seq, value.to_vec()));
-            if backward {
+            fetched += 1;
+            last = Some(seq);
+            if let Some(item) = self.open_slot(page, seq, value, authors)? {
+                out.push(item);
+            }
+            if page.backward {
                 it.prev();
             } else {
                 it.next();
             }
         }
         it.status()?;
-        Ok(raw)
+        Ok((fetched, last))
     }
 
     /// What a read knows of `author` now: from the key cache, or loaded
@@ -152,18 +171,16 @@ impl Inner {
     /// `horizon`).
     fn open_slot(
         &self,
-        handle: &Handle,
-        conv: &CachedConv,
+        page: &Page<'_>,
         seq: u64,
         value: &[u8],
-        horizon: u64,
-        authors: &mut HashMap<Handle, AuthorView>,
+        authors: &mut HandleMap<Handle, Author>,
     ) -> Result<Option<ConversationItem>> {
         let record = ConvRecord::decode(value)?;
-        if record.timestamp_ms() < horizon {
+        if record.timestamp_ms() < page.horizon {
             return Ok(None);
         }
-        self.open_record(handle, conv, seq, record, authors)
+        self.open_record(page.handle, page.conv, seq, record, authors)
             .map(Some)
     }
 
@@ -173,7 +190,7 @@ impl Inner {
         conv: &CachedConv,
         seq: u64,
         record: ConvRecord<'_>,
-        authors: &mut HashMap<Handle, AuthorView>,
+        authors: &mut HandleMap<Handle, Author>,
     ) -> Result<ConversationItem> {
         let sealed = match record {
             ConvRecord::Tombstone {
@@ -210,9 +227,12 @@ impl Inner {
                 },
             }));
         }
-        let view = match authors.entry(sealed.author) {
+        let entry = match authors.entry(sealed.author) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => e.insert(self.author_view(&sealed.author)?),
+            Entry::Vacant(e) => e.insert(Author {
+                view: self.author_view(&sealed.author)?,
+                cipher: None,
+            }),
         };
         let erased = || {
             Ok(ConversationItem::Tombstone(Tombstone {
@@ -221,7 +241,7 @@ impl Inner {
                 cause: TombstoneCause::AuthorErased,
             }))
         };
-        let author = match &*view {
+        let author = match &entry.view {
             AuthorView::Live(a) if a.epoch == sealed.author_epoch => a,
             // Erased, and back with a fresh key.
             AuthorView::Live(a) if a.epoch > sealed.author_epoch => return erased(),
@@ -231,16 +251,36 @@ impl Inner {
             // a lost key, never to be mistaken for an erasure.
             AuthorView::Gone(_) => return Err(Error::Corrupt(Corruption::MissingKeyRecord)),
         };
-        let cipher = self.pair_cipher(handle, conv, &sealed.author, author);
-        let opened = cipher.open(&sealed.nonce, &slot.aad(ConvKind::Message), sealed.sealed)?;
+        let cipher = match &entry.cipher {
+            Some(c) => Arc::clone(c),
+            None => {
+                let c = self.pair_cipher(handle, conv, &sealed.author, author);
+                entry.cipher = Some(Arc::clone(&c));
+                c
+            }
+        };
+        let mut opened = cipher.open(&sealed.nonce, &slot.aad(ConvKind::Message), sealed.sealed)?;
         let (author_id, payload) = decode_message_body(&opened)?;
+        let author = UserId::new(author_id).map_err(|_| Error::Corrupt(Corruption::Encoding))?;
+        // The payload is the tail of the opened body: keep that buffer.
+        let payload_start = opened.len() - payload.len();
+        opened.drain(..payload_start);
         Ok(ConversationItem::Message(ConversationMessage {
             seq,
             timestamp_ms: sealed.timestamp_ms,
-            author: UserId::new(author_id).map_err(|_| Error::Corrupt(Corruption::Encoding))?,
-            payload: payload.to_vec(),
+            author,
+            payload: opened,
         }))
     }
+}
+
+/// What every slot of one read shares.
+struct Page<'a> {
+    handle: &'a Handle,
+    conv: &'a CachedConv,
+    backward: bool,
+    /// Slots older than this expired.
+    horizon: u64,
 }
 
 /// The slot a sealed record claims to be.

@@ -7,7 +7,6 @@
 //! Lock order: a conversation's lock before a user's. Nothing that holds a
 //! user's lock takes a conversation's.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -23,7 +22,7 @@ use crate::codec::{
 };
 use crate::crypto::{self, NONCE_LEN, Secret32, SivCipher};
 use crate::error::{Corruption, Error, Result};
-use crate::types::{ConversationId, Handle};
+use crate::types::{ConversationId, Handle, HandleBuildHasher, HandleMap};
 
 /// Number of lock stripes serialising per-conversation work.
 const LOCK_STRIPES: usize = 1024;
@@ -65,11 +64,11 @@ struct Pair {
 /// conversations with a key.
 pub(super) struct Conversations {
     locks: Box<[Mutex<()>]>,
-    cache: Mutex<LruCache<Handle, CachedConv>>,
+    cache: Mutex<LruCache<Handle, CachedConv, HandleBuildHasher>>,
     /// Keyed by (conversation, author). An erase or a deletion removes its
     /// entries after evicting the key from its own cache; an entry is only
     /// added while both keys are still cached, so none outlives either.
-    pairs: Mutex<HashMap<(Handle, Handle), Pair>>,
+    pairs: Mutex<HandleMap<(Handle, Handle), Pair>>,
     /// Conversations with a live key record.
     pub(super) count: AtomicU64,
 }
@@ -79,6 +78,7 @@ pub(super) struct Conversations {
 pub(crate) fn conversation_cache_entry_bytes() -> usize {
     std::mem::size_of::<CachedConv>()
         + std::mem::size_of::<SivCipher>()
+        + SivCipher::HEAP_BYTES
         + std::mem::size_of::<Secret32>()
         + std::mem::size_of::<UserPolicy>()
         + 6 * std::mem::size_of::<usize>()
@@ -90,6 +90,7 @@ pub(crate) fn conversation_cache_entry_bytes() -> usize {
 pub(crate) fn pair_cache_entry_bytes() -> usize {
     std::mem::size_of::<Pair>()
         + std::mem::size_of::<SivCipher>()
+        + SivCipher::HEAP_BYTES
         + 2 * std::mem::size_of::<Handle>()
         + 4 * std::mem::size_of::<usize>()
 }
@@ -98,8 +99,11 @@ impl Conversations {
     pub(super) fn new(cache_entries: NonZeroUsize) -> Self {
         Conversations {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            cache: Mutex::new(LruCache::new(cache_entries)),
-            pairs: Mutex::new(HashMap::new()),
+            cache: Mutex::new(LruCache::with_hasher(
+                cache_entries,
+                HandleBuildHasher::default(),
+            )),
+            pairs: Mutex::new(HandleMap::default()),
             count: AtomicU64::new(0),
         }
     }
@@ -120,6 +124,11 @@ impl Conversations {
         stripes.sort_unstable();
         stripes.dedup();
         stripes.into_iter().map(|i| self.locks[i].lock()).collect()
+    }
+
+    /// The cached state of `handle`.
+    pub(super) fn cached(&self, handle: &Handle) -> Option<CachedConv> {
+        self.cache.lock().get(handle).cloned()
     }
 
     /// Caches `state` (caller holds the conversation's lock).
@@ -163,7 +172,7 @@ impl Inner {
             return Arc::clone(&p.cipher);
         }
         let cipher = Arc::new(crypto::conversation_message_cipher(
-            &author.secret,
+            &author.keys.secret,
             &conv.secret,
             &self.keys.salt,
             (conv_handle, conv.epoch),
@@ -252,7 +261,7 @@ impl Inner {
 
     /// Loads a conversation's state. Caller holds its lock.
     pub(super) fn load_conv(&self, handle: &Handle) -> Result<ConvState> {
-        if let Some(c) = self.convs.cache.lock().get(handle).cloned() {
+        if let Some(c) = self.convs.cached(handle) {
             return Ok(ConvState::Live(c));
         }
         let last = self.last_slot(handle)?;

@@ -10,21 +10,20 @@
 //! erasure physical there is nothing left for the filter to remove, so an
 //! erased user costs memory only until its purge.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::codec::{ConvRecord, Envelope, EnvelopeHeader, MESSAGE_KEY_LEN, Retention, UserPolicy};
-use crate::types::Handle;
+use crate::types::{Handle, HandleMap};
 
 /// Shards per map.
 pub const SHARDS: usize = 4096;
 
 /// A map from handles to `V`, split into copy-on-write shards.
 struct ShardedMap<V> {
-    shards: RwLock<Vec<Arc<HashMap<Handle, V>>>>,
+    shards: RwLock<Vec<Arc<HandleMap<Handle, V>>>>,
 }
 
 fn shard_of(handle: &Handle) -> usize {
@@ -35,11 +34,15 @@ fn shard_of(handle: &Handle) -> usize {
 impl<V: Clone> ShardedMap<V> {
     fn new() -> Self {
         ShardedMap {
-            shards: RwLock::new((0..SHARDS).map(|_| Arc::new(HashMap::new())).collect()),
+            shards: RwLock::new(
+                (0..SHARDS)
+                    .map(|_| Arc::new(HandleMap::default()))
+                    .collect(),
+            ),
         }
     }
 
-    fn update<R>(&self, handle: &Handle, f: impl FnOnce(&mut HashMap<Handle, V>) -> R) -> R {
+    fn update<R>(&self, handle: &Handle, f: impl FnOnce(&mut HandleMap<Handle, V>) -> R) -> R {
         let mut shards = self.shards.write();
         let i = shard_of(handle);
         // Copies the shard only if a snapshot still holds it.
@@ -51,7 +54,7 @@ impl<V: Clone> ShardedMap<V> {
         self.shards.read()[shard_of(handle)].get(handle).cloned()
     }
 
-    fn snapshot(&self) -> Vec<Arc<HashMap<Handle, V>>> {
+    fn snapshot(&self) -> Vec<Arc<HandleMap<Handle, V>>> {
         self.shards.read().clone()
     }
 
@@ -63,8 +66,8 @@ impl<V: Clone> ShardedMap<V> {
 
 /// What one compaction filters by (opaque).
 pub struct Snapshot {
-    erased: Vec<Arc<HashMap<Handle, u32>>>,
-    policies: Vec<Arc<HashMap<Handle, UserPolicy>>>,
+    erased: Vec<Arc<HandleMap<Handle, u32>>>,
+    policies: Vec<Arc<HandleMap<Handle, UserPolicy>>>,
 }
 
 /// The filter's decision on one record.

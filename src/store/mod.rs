@@ -199,6 +199,11 @@ impl Store {
         self.inner.limits
     }
 
+    /// When an acknowledged write is durable ([`Options::durability`]).
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
     /// The handle (pseudonym) of a user id in this store. Handles are safe to
     /// log; they appear in RocksDB keys instead of user ids.
     pub fn handle(&self, user: &UserId) -> Handle {

@@ -1,7 +1,12 @@
 //! Reading a user's messages: [`MessageIter`] fetches them in short pages,
 //! each from a fresh RocksDB cursor that is dropped before the page is
 //! handed out, so an iterator held open (or a slow client) never pins files
-//! and never holds off a purge.
+//! and never holds off a purge. Each message is decrypted straight from
+//! the cursor's bytes into its payload buffer (the one allocation per
+//! message). A read whose user is in the key cache takes no lock: appends
+//! hold the user's stripe lock across their synced write, and a read must
+//! not wait for another user's fsync. The erase generation, checked before
+//! every message is handed out, stands in for the lock.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -69,8 +74,8 @@ pub struct MessageIter<'a> {
     state: Option<CachedUser>,
     /// The next seq to fetch.
     next: u64,
-    /// Fetched, not yet opened: (seq, envelope).
-    page: VecDeque<(u64, Vec<u8>)>,
+    /// Fetched and opened, not yet handed out (an error ends the page).
+    page: VecDeque<Result<Message>>,
     page_size: usize,
     /// The last fetch reached the end of the user's messages.
     exhausted: bool,
@@ -97,33 +102,24 @@ impl Iterator for MessageIter<'_> {
 
 impl MessageIter<'_> {
     fn step(&mut self) -> Result<Option<Message>> {
-        if self.state.is_none() {
+        let Some(epoch) = self.state.as_ref().map(|s| s.epoch) else {
             return Ok(None);
-        }
+        };
         loop {
-            let Some((seq, value)) = self.page.pop_front() else {
+            let Some(opened) = self.page.pop_front() else {
                 if self.exhausted {
                     return Ok(None);
                 }
                 self.fill()?;
                 continue;
             };
-            let env = Envelope::decode(&value)?;
-            // Expired by retention: hidden now, dropped at compaction. Only
-            // a record whose CRC holds is trusted to be expired.
-            if env.timestamp_ms < self.horizon {
-                continue;
-            }
-            let Some(state) = self.state.as_ref() else {
-                return Ok(None);
-            };
-            let message = open_message(&self.handle, state, &message_key(&self.handle, seq), &env)?;
+            let message = opened?;
             // Checked after opening, just before handing out: an erase that
             // returned by now stops the iterator, also for this message.
             let generation = self.inner.erase_generation.load(Ordering::Acquire);
             if generation != self.erase_generation {
                 self.erase_generation = generation;
-                if self.inner.epoch_erased(&self.handle, state.epoch)? {
+                if self.inner.epoch_erased(&self.handle, epoch)? {
                     return Ok(None);
                 }
             }
@@ -131,14 +127,21 @@ impl MessageIter<'_> {
         }
     }
 
-    /// Fetches the next page with a cursor that lives only for this call.
+    /// Fetches and opens the next page with a cursor that lives only for
+    /// this call. A record that fails to open ends the page with its error.
     fn fill(&mut self) -> Result<()> {
+        let Some(state) = self.state.as_ref() else {
+            self.exhausted = true;
+            return Ok(());
+        };
         let mut it = self
             .inner
             .engine
             .cursor(Cf::Messages, Scope::Handle(&self.handle))?;
         it.seek(&message_key(&self.handle, self.next));
-        while self.page.len() < self.page_size {
+        let mut fetched = 0;
+        let mut last = None;
+        while fetched < self.page_size {
             let Some((key, value)) = it.item() else {
                 break;
             };
@@ -146,18 +149,43 @@ impl MessageIter<'_> {
             if h != self.handle {
                 break;
             }
-            self.page.push_back((seq, value.to_vec()));
+            fetched += 1;
+            last = Some(seq);
+            match open_stored(&self.handle, state, key, value, self.horizon) {
+                Ok(None) => {}
+                Ok(Some(message)) => self.page.push_back(Ok(message)),
+                Err(e) => {
+                    self.page.push_back(Err(e));
+                    self.exhausted = true;
+                    return Ok(());
+                }
+            }
             it.next();
         }
         it.status()?;
-        match self.page.back() {
-            Some(&(last, _)) if self.page.len() == self.page_size && last < u64::MAX => {
-                self.next = last + 1;
-            }
+        match last {
+            Some(last) if fetched == self.page_size && last < u64::MAX => self.next = last + 1,
             _ => self.exhausted = true,
         }
         Ok(())
     }
+}
+
+/// Opens one stored record of the user's log; `None` if retention expired
+/// it (hidden now, dropped at compaction; only a record whose CRC holds is
+/// trusted to be expired).
+fn open_stored(
+    handle: &Handle,
+    state: &CachedUser,
+    key: &[u8],
+    value: &[u8],
+    horizon: u64,
+) -> Result<Option<Message>> {
+    let env = Envelope::decode(value)?;
+    if env.timestamp_ms < horizon {
+        return Ok(None);
+    }
+    open_message(handle, state, key, &env).map(Some)
 }
 
 impl Inner {
@@ -171,12 +199,21 @@ impl Inner {
         page_size: usize,
     ) -> Result<MessageIter<'_>> {
         let handle = self.handle(user);
-        // Load the state and note the erase generation under the user's
-        // lock: a read that starts after an erase returned never sees the
-        // old key, and one that races an erase notices it.
-        let guard = self.users.lock(&handle);
+        // The erase generation is noted before the state is looked up: an
+        // erase that returns after this point bumps it and is noticed
+        // before anything is handed out; one that returned before it has
+        // evicted the key already (it evicts, then bumps), so the lookup
+        // misses and loads from disk under the user's lock.
         let erase_generation = self.erase_generation.load(Ordering::Acquire);
-        let state = match self.load(&handle)? {
+        let cached = self.users.cached(&handle);
+        let loaded = match cached {
+            Some(s) => UserState::Live(s),
+            None => {
+                let _guard = self.users.lock(&handle);
+                self.load(&handle)?
+            }
+        };
+        let state = match loaded {
             UserState::Live(s) => s,
             UserState::Absent { .. } => {
                 return Ok(MessageIter {
@@ -193,14 +230,13 @@ impl Inner {
                 });
             }
         };
-        drop(guard);
-        if state.policy.restriction.block_reads && access == Access::Subject {
+        if state.policy().restriction.block_reads && access == Access::Subject {
             return Err(Error::Restricted {
                 mode: "block_reads",
             });
         }
         let horizon = state
-            .policy
+            .policy()
             .horizon(self.clock.now_ms(), self.default_retention_ms);
         Ok(MessageIter {
             inner: self,
@@ -208,7 +244,7 @@ impl Inner {
             // Seqs before this epoch's first belong to erased epochs: skip them.
             next: from_seq.max(state.first_seq),
             state: Some(state),
-            page: VecDeque::new(),
+            page: VecDeque::with_capacity(page_size.clamp(1, MAX_PAGE)),
             page_size: page_size.clamp(1, MAX_PAGE),
             exhausted: false,
             erase_generation,

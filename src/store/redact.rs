@@ -68,7 +68,7 @@ impl Inner {
             return Err(Error::NoSuchMessage);
         };
         let state = &user.state;
-        if state.policy.active_hold(now).is_some() {
+        if state.policy().active_hold(now).is_some() {
             return Err(Error::LegalHold);
         }
         if seq < state.first_seq {
@@ -83,7 +83,7 @@ impl Inner {
         if env.epoch != state.epoch {
             return Err(Error::Corrupt(Corruption::EpochMismatch));
         }
-        if env.timestamp_ms < state.policy.horizon(now, self.default_retention_ms) {
+        if env.timestamp_ms < state.policy().horizon(now, self.default_retention_ms) {
             return Err(Error::NoSuchMessage);
         }
         if env.kind == EnvelopeKind::Redaction {

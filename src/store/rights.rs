@@ -7,7 +7,6 @@
 //! Every change writes its audit record in the same atomic batch; refusals
 //! (a legal hold, a restriction, a blocked user) are recorded as `refused`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::engine::Batch;
@@ -308,7 +307,7 @@ impl Inner {
             self.users.count.fetch_add(1, Ordering::Relaxed);
         }
         self.filter.set_policy(*handle, Some(&policy));
-        state.policy = Arc::new(policy);
+        state.set_policy(policy);
         self.users.remember(*handle, state);
         self.publish_changes(number);
         Ok(())

@@ -32,7 +32,7 @@ pub(super) fn seal(
         timestamp_ms,
         &nonce,
         plaintext,
-        |pt| state.cipher.seal_in_place(&nonce, &aad, pt),
+        |pt| state.keys.cipher.seal_in_place(&nonce, &aad, pt),
     )
 }
 
@@ -54,7 +54,7 @@ pub(super) fn open_sealed(
         return Err(Error::Corrupt(Corruption::EpochMismatch));
     }
     let aad = Envelope::aad_of(env.kind, handle, seq, env.epoch, env.timestamp_ms);
-    Ok((seq, state.cipher.open(&env.nonce, &aad, env.sealed)?))
+    Ok((seq, state.keys.cipher.open(&env.nonce, &aad, env.sealed)?))
 }
 
 /// Opens a message envelope (or a redaction marker) stored under `key`.

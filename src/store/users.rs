@@ -4,8 +4,8 @@
 //! records and the one formula for a user's next seq live here.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock};
 
 use lru::LruCache;
 use parking_lot::{Mutex, MutexGuard};
@@ -15,24 +15,46 @@ use super::engine::{Batch, Cf, Scope};
 use crate::codec::{EnvelopeHeader, EraseMarker, KeyRecord, KeyState, UserPolicy, message_key};
 use crate::crypto::{self, Secret32, SivCipher};
 use crate::error::{Corruption, Error, Result};
-use crate::types::Handle;
+use crate::types::{Handle, HandleBuildHasher};
 
 /// Number of lock stripes serialising per-user work.
 const LOCK_STRIPES: usize = 1024;
 
-/// Cached per-user state: the derived cipher, the next seq and the rights
-/// policy.
+/// The derived cipher and the secret of one user epoch, shared by every
+/// copy of its cache entry (one allocation, one reference count).
+pub(super) struct UserKeys {
+    pub(super) cipher: SivCipher,
+    /// The user secret itself: conversation message keys derive from it
+    /// with each conversation's secret.
+    pub(super) secret: Secret32,
+}
+
+/// The policy of a user who never had one set.
+static DEFAULT_POLICY: LazyLock<UserPolicy> = LazyLock::new(UserPolicy::default);
+
+/// Cached per-user state: the keys, the next seq and the rights policy.
+/// Cloning it (every cache hit) bumps one reference count.
 #[derive(Clone)]
 pub(super) struct CachedUser {
     pub(super) epoch: u32,
-    pub(super) cipher: Arc<SivCipher>,
-    /// The user secret itself: conversation message keys derive from it
-    /// with each conversation's secret.
-    pub(super) secret: Arc<Secret32>,
+    pub(super) keys: Arc<UserKeys>,
     /// First seq of this epoch: earlier seqs belong to erased epochs.
     pub(super) first_seq: u64,
     pub(super) next_seq: u64,
-    pub(super) policy: Arc<UserPolicy>,
+    /// `None` for the default policy (most users).
+    policy: Option<Arc<UserPolicy>>,
+}
+
+impl CachedUser {
+    /// The user's rights policy.
+    pub(super) fn policy(&self) -> &UserPolicy {
+        self.policy.as_deref().unwrap_or(&DEFAULT_POLICY)
+    }
+
+    /// Replaces the rights policy.
+    pub(super) fn set_policy(&mut self, policy: UserPolicy) {
+        self.policy = (policy != *DEFAULT_POLICY).then(|| Arc::new(policy));
+    }
 }
 
 /// A user's state as loaded under its lock.
@@ -80,17 +102,18 @@ pub(super) fn next_seq(
 /// Stripe locks, the key cache and the count of users with a key.
 pub(super) struct Users {
     locks: Box<[Mutex<()>]>,
-    cache: Mutex<LruCache<Handle, CachedUser>>,
+    cache: Mutex<LruCache<Handle, CachedUser, HandleBuildHasher>>,
     /// Users with a live key record.
     pub(super) count: AtomicU64,
 }
 
-/// Estimated heap bytes of one key-cache entry: the entry, its cipher (an
-/// `Arc` allocation with two counters) and the LRU's node and table slot.
+/// Estimated heap bytes of one key-cache entry: the entry, its keys (an
+/// `Arc` allocation with two counters, and AWS-LC's heap of the cipher) and
+/// the LRU's node and table slot.
 pub(crate) fn key_cache_entry_bytes() -> usize {
     std::mem::size_of::<CachedUser>()
-        + std::mem::size_of::<SivCipher>()
-        + std::mem::size_of::<Secret32>()
+        + std::mem::size_of::<UserKeys>()
+        + SivCipher::HEAP_BYTES
         + 4 * std::mem::size_of::<usize>()
         + std::mem::size_of::<Handle>()
         + 64
@@ -100,7 +123,10 @@ impl Users {
     pub(super) fn new(cache_entries: NonZeroUsize) -> Self {
         Users {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            cache: Mutex::new(LruCache::new(cache_entries)),
+            cache: Mutex::new(LruCache::with_hasher(
+                cache_entries,
+                HandleBuildHasher::default(),
+            )),
             count: AtomicU64::new(0),
         }
     }
@@ -121,9 +147,16 @@ impl Users {
         self.cache.lock().peek(handle).map(|c| c.epoch)
     }
 
-    /// Caches `state` (caller holds the user's lock).
+    /// Caches `state` (caller holds the user's lock). An entry already
+    /// cached is replaced in place, without moving it in the LRU order (the
+    /// lookup that loaded it did).
     pub(super) fn remember(&self, handle: Handle, state: CachedUser) {
-        self.cache.lock().put(handle, state);
+        let mut cache = self.cache.lock();
+        if let Some(entry) = cache.peek_mut(&handle) {
+            *entry = state;
+            return;
+        }
+        cache.put(handle, state);
     }
 
     /// Evicts `handle`; its cipher is zeroized when the last `Arc` drops.
@@ -134,7 +167,7 @@ impl Users {
     /// Replaces the cached policy of `handle`, if it is cached.
     pub(super) fn set_cached_policy(&self, handle: &Handle, policy: UserPolicy) {
         if let Some(c) = self.cache.lock().get_mut(handle) {
-            c.policy = Arc::new(policy);
+            c.set_policy(policy);
         }
     }
 }
@@ -250,19 +283,17 @@ impl Inner {
                 &KeyRecord::wrap_aad(handle, rec.epoch),
                 &rec.wrapped_secret,
             )?;
-            let state = CachedUser {
+            let mut state = CachedUser {
                 epoch: rec.epoch,
-                cipher: Arc::new(crypto::message_cipher(
-                    &secret,
-                    &self.keys.salt,
-                    handle,
-                    rec.epoch,
-                )),
-                secret: Arc::new(secret),
+                keys: Arc::new(UserKeys {
+                    cipher: crypto::message_cipher(&secret, &self.keys.salt, handle, rec.epoch),
+                    secret,
+                }),
                 first_seq: rec.first_seq,
                 next_seq: next_seq(last.as_ref(), floor, None, Some(rec.first_seq)),
-                policy: Arc::new(rec.state.policy()),
+                policy: None,
             };
+            state.set_policy(rec.state.policy());
             self.users.remember(*handle, state.clone());
             return Ok(UserState::Live(state));
         }
@@ -315,16 +346,13 @@ impl Inner {
         };
         let state = CachedUser {
             epoch,
-            cipher: Arc::new(crypto::message_cipher(
-                &secret,
-                &self.keys.salt,
-                handle,
-                epoch,
-            )),
-            secret: Arc::new(secret),
+            keys: Arc::new(UserKeys {
+                cipher: crypto::message_cipher(&secret, &self.keys.salt, handle, epoch),
+                secret,
+            }),
             first_seq,
             next_seq: first_seq,
-            policy: Arc::new(UserPolicy::default()),
+            policy: None,
         };
         Ok((state, rec))
     }

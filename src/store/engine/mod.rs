@@ -153,6 +153,10 @@ pub(crate) struct Engine {
     /// The files live in RocksDB's in-memory filesystem (a test hook): the
     /// data directory holds none of them.
     in_memory: bool,
+    /// Write options of synced and of buffered writes, made once (RocksDB
+    /// allocates each `WriteOptions`).
+    write_synced: WriteOptions,
+    write_buffered: WriteOptions,
 }
 
 /// A value read in place (no copy).
@@ -186,6 +190,8 @@ impl Engine {
             poisoned: AtomicBool::new(false),
             fail_syncs: options.hooks.fail_syncs.clone(),
             in_memory: options.hooks.memory_env.is_some(),
+            write_synced: write_options(true),
+            write_buffered: write_options(false),
         })
     }
 
@@ -236,9 +242,12 @@ impl Engine {
     /// the store.
     pub(crate) fn write(&self, batch: Batch<'_>, sync: bool) -> Result<()> {
         self.check_writable()?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(sync);
-        self.db.write_opt(batch.wb, &wo).map_err(|e| {
+        let wo = if sync {
+            &self.write_synced
+        } else {
+            &self.write_buffered
+        };
+        self.db.write_opt(batch.wb, wo).map_err(|e| {
             self.poison("write", &e);
             Error::Storage(e)
         })
@@ -347,6 +356,13 @@ impl Engine {
             })
             .collect())
     }
+}
+
+/// Write options that fsync the WAL first, or not.
+fn write_options(sync: bool) -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(sync);
+    wo
 }
 
 /// Read options confined to one handle's key range.
