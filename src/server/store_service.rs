@@ -73,11 +73,18 @@ async fn append_chunk(
         // in one blocking task, one thread hand-off instead of one per user
         // (with Sync durability each user's write waits for its fsync, so
         // users run in parallel and share RocksDB's group commit).
+        // A panic in one user's appends loses only that user's answers, as
+        // with a task per user.
         let store = Arc::clone(store);
         tasks.spawn_blocking(move || {
             groups
                 .into_values()
-                .flat_map(|group| append_group(&store, group))
+                .flat_map(|group| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        append_group(&store, group)
+                    }))
+                    .unwrap_or_default()
+                })
                 .collect::<Vec<_>>()
         });
     } else {

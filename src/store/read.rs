@@ -94,7 +94,10 @@ impl Iterator for MessageIter<'_> {
         }
         let item = self.step().transpose().map(|r| self.inner.counted(r));
         if !matches!(item, Some(Ok(_))) {
+            // Nothing opened or keyed outlives the end of the iteration.
             self.done = true;
+            self.page.clear();
+            self.state = None;
         }
         item
     }
@@ -110,21 +113,33 @@ impl MessageIter<'_> {
                 if self.exhausted {
                     return Ok(None);
                 }
-                self.fill()?;
-                continue;
-            };
-            let message = opened?;
-            // Checked after opening, just before handing out: an erase that
-            // returned by now stops the iterator, also for this message.
-            let generation = self.inner.erase_generation.load(Ordering::Acquire);
-            if generation != self.erase_generation {
-                self.erase_generation = generation;
-                if self.inner.epoch_erased(&self.handle, epoch)? {
+                // An erase that returned meanwhile explains a failed fetch
+                // (the next epoch's records): stop, don't report damage.
+                let filled = self.fill();
+                if filled.is_err() && self.erased_since(epoch)? {
                     return Ok(None);
                 }
+                filled?;
+                continue;
+            };
+            // Checked after opening, just before handing out: an erase that
+            // returned by now stops the iterator, also for this message.
+            if self.erased_since(epoch)? {
+                return Ok(None);
             }
-            return Ok(Some(message));
+            return opened.map(Some);
         }
+    }
+
+    /// Whether `epoch` was erased, checked on disk only if an erase ran
+    /// since the last check.
+    fn erased_since(&mut self, epoch: u32) -> Result<bool> {
+        let generation = self.inner.erase_generation.load(Ordering::Acquire);
+        if generation == self.erase_generation {
+            return Ok(false);
+        }
+        self.erase_generation = generation;
+        self.inner.epoch_erased(&self.handle, epoch)
     }
 
     /// Fetches and opens the next page with a cursor that lives only for
