@@ -18,6 +18,25 @@ pub enum Error {
     #[error("the root key does not match this store")]
     WrongRootKey,
 
+    /// The root key was retired by a finished root-key rotation: the store
+    /// opens only with its current root key now.
+    #[error(
+        "this root key (generation {retired}) was retired by a root-key rotation; \
+         open the store with its current root key (generation {current})"
+    )]
+    RetiredRootKey {
+        /// The generation of the key given.
+        retired: u32,
+        /// The store's current root-key generation.
+        current: u32,
+    },
+
+    /// The root keys given cannot open the store in its rotation state: a
+    /// rotation in progress needs the new key as the root key and the old
+    /// one as the previous root key; a new one cannot start before it ends.
+    #[error("root-key rotation: {0}")]
+    RootKeyRotation(&'static str),
+
     /// A record failed authentication (AEAD tag mismatch). Deliberately opaque:
     /// a wrong key, a moved record and tampering all look the same.
     #[error("decryption failed")]
@@ -237,6 +256,9 @@ pub enum Corruption {
     Meta,
     /// A stored key does not have the expected layout.
     Key,
+    /// A key record names a root-key generation this store does not hold
+    /// a key for.
+    RootKeyGeneration,
 }
 
 impl fmt::Display for Corruption {
@@ -250,6 +272,7 @@ impl fmt::Display for Corruption {
             Corruption::EpochMismatch => "message epoch does not match its key record",
             Corruption::Meta => "store metadata missing or malformed",
             Corruption::Key => "malformed storage key",
+            Corruption::RootKeyGeneration => "a key record is wrapped under an unknown root key",
         })
     }
 }

@@ -55,9 +55,9 @@ pub use store::{
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD,
     Durability, EraseOptions, Erased, ErasureCheck, ErasureState, ExportCursor, ExportItem,
     ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MAX_SUBJECTS,
-    MemoryBudget, MemoryEnv, Message, MessageIter, Options, PurgeReport, Redacted, Redaction,
-    RightsState, Stats, Store, StoreLimits, TestHooks, Tombstone, TombstoneCause, layout,
-    open_plain_baseline, validate_client_message_id,
+    MemoryBudget, MemoryEnv, Message, MessageIter, Options, PurgeReport, ROTATION_ACTOR, Redacted,
+    Redaction, RightsState, RotationStatus, Stats, Store, StoreLimits, TestHooks, Tombstone,
+    TombstoneCause, layout, open_plain_baseline, validate_client_message_id,
 };
 pub use types::{
     Clock, ConversationId, Handle, MAX_CONVERSATION_ID_LEN, MAX_USER_ID_LEN, SystemClock, UserId,

@@ -101,6 +101,11 @@ struct VerifyErasureArgs {
     /// development key beside the data dir if there is one.
     #[arg(long)]
     root_key_file: Option<std::path::PathBuf>,
+    /// During a root-key rotation: the previous root key file; otherwise
+    /// SHREDSTORE_PREVIOUS_ROOT_KEY (base64) if set. The rotation goes on
+    /// while the command runs.
+    #[arg(long)]
+    previous_root_key_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     user: UserIdArg,
     /// Run a purge first (makes pending erasures physical).
@@ -262,7 +267,7 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
 }
 
 fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
-    use shredstore::server::{ROOT_KEY_ENV, RootKeySource, dev_key_path};
+    use shredstore::server::{PREVIOUS_ROOT_KEY_ENV, ROOT_KEY_ENV, RootKeySource, dev_key_path};
     use shredstore::{Options, RootKey, Store, UserId};
 
     let id = args.user.bytes()?;
@@ -288,15 +293,23 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     if !args.data_dir.join("CURRENT").exists() {
         return Err(format!("no store in {}", args.data_dir.display()));
     }
-    let store =
-        Store::open(Options::new(&args.data_dir, root_key).purge_interval(None)).map_err(|e| {
-            match e {
-                shredstore::Error::Storage(e) => {
-                    format!("cannot open the store (is the server still running?): {e}")
-                }
-                e => format!("cannot open the store: {e}"),
-            }
-        })?;
+    let mut options = Options::new(&args.data_dir, root_key).purge_interval(None);
+    let previous = match &args.previous_root_key_file {
+        Some(p) => Some(RootKeySource::File(p.clone())),
+        None if std::env::var_os(PREVIOUS_ROOT_KEY_ENV).is_some() => {
+            Some(RootKeySource::PreviousEnv)
+        }
+        None => None,
+    };
+    if let Some(previous) = previous {
+        options = options.previous_root_key(previous.load().map_err(|e| e.to_string())?);
+    }
+    let store = Store::open(options).map_err(|e| match e {
+        shredstore::Error::Storage(e) => {
+            format!("cannot open the store (is the server still running?): {e}")
+        }
+        e => format!("cannot open the store: {e}"),
+    })?;
     if args.purge {
         let report = store.purge().map_err(|e| format!("purge: {e}"))?;
         println!(

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 mod spawn_server;
 
+use shredstore::server::proto::admin_client::AdminClient;
 use shredstore::server::proto::store_client::StoreClient;
-use shredstore::server::proto::{AppendRequest, ReadRequest};
+use shredstore::server::proto::{AppendRequest, ReadRequest, StatsRequest};
 
 fn serve(data: &std::path::Path) -> (std::process::Child, String) {
     spawn_server::spawn_serve([std::ffi::OsStr::new("--data-dir"), data.as_os_str()])
@@ -77,6 +78,97 @@ fn dev_mode_serves_and_shuts_down_on_sigterm() {
         s.message().await.unwrap().unwrap().payload
     });
     assert_eq!(got, b"kept");
+    assert!(terminate(&mut child).success());
+}
+
+/// `serve --root-key-file NEW --previous-root-key-file OLD` rotates online:
+/// it serves during the rotation, Admin.Stats reports it, and afterwards
+/// OLD is refused at start naming the retired generation, NEW alone serves.
+#[test]
+fn rotates_the_root_key_online_through_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let old = dir.path().join("old.key");
+    let new = dir.path().join("new.key");
+    std::fs::write(&old, [1u8; 32]).unwrap();
+    std::fs::write(&new, format!("{}\n", "ab".repeat(32))).unwrap();
+    let with = |keys: &[(&str, &std::path::Path)]| {
+        let mut args: Vec<std::ffi::OsString> = vec!["--data-dir".into(), data.clone().into()];
+        for (flag, path) in keys {
+            args.push((*flag).into());
+            args.push(path.as_os_str().into());
+        }
+        spawn_server::spawn_serve(args)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let read_back = |url: String| {
+        rt.block_on(async {
+            let mut c = StoreClient::connect(url).await.unwrap();
+            let mut s = c
+                .read(ReadRequest {
+                    user_id: b"bin-user".to_vec(),
+                    from_seq: 0,
+                    limit: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            s.message().await.unwrap().unwrap().payload
+        })
+    };
+    let (mut child, url) = with(&[("--root-key-file", &old)]);
+    rt.block_on(async {
+        let mut c = StoreClient::connect(url.clone()).await.unwrap();
+        c.append(AppendRequest {
+            user_id: b"bin-user".to_vec(),
+            payload: b"sealed under the old key".to_vec(),
+            client_message_id: None,
+        })
+        .await
+        .unwrap();
+    });
+    assert!(terminate(&mut child).success());
+
+    let (mut child, url) = with(&[
+        ("--root-key-file", &new),
+        ("--previous-root-key-file", &old),
+    ]);
+    assert_eq!(read_back(url.clone()), b"sealed under the old key");
+    let stats = rt.block_on(async {
+        let mut admin = AdminClient::connect(url.clone()).await.unwrap();
+        for _ in 0..600 {
+            let s = admin.stats(StatsRequest {}).await.unwrap().into_inner();
+            if !s.rotation_in_progress {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the rotation did not finish in 30 s");
+    });
+    assert_eq!(stats.root_key_generation, 2);
+    assert_eq!(stats.rotation_skipped, 0);
+    assert!(terminate(&mut child).success());
+
+    // The old key is refused by name.
+    let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
+        .arg("--root-key-file")
+        .arg(&old)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("SHREDSTORE_ROOT_KEY")
+        .env_remove("SHREDSTORE_PREVIOUS_ROOT_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retired") && err.contains("generation 2"),
+        "{err}"
+    );
+    // The new key alone serves everything.
+    let (mut child, url) = with(&[("--root-key-file", &new)]);
+    assert_eq!(read_back(url), b"sealed under the old key");
     assert!(terminate(&mut child).success());
 }
 

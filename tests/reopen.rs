@@ -94,7 +94,7 @@ fn unsupported_format_version_is_refused() {
             err,
             Error::UnsupportedFormat {
                 found: 99,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
@@ -125,12 +125,12 @@ fn an_older_format_is_refused_and_left_unchanged() {
             err,
             Error::UnsupportedFormat {
                 found: 1,
-                supported: 3
+                supported: 4
             }
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains('1') && err.to_string().contains('3'));
+    assert!(err.to_string().contains('1') && err.to_string().contains('4'));
     let mut cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
     cfs.sort();
     let mut want: Vec<String> = v1_cfs.iter().map(|s| s.to_string()).collect();

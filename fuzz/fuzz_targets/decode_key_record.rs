@@ -1,17 +1,18 @@
 //! Arbitrary bytes as each postcard record (key record, erasure marker, audit
-//! record, conversation key record, and the sealed bodies of redaction
+//! record, conversation key record, rotation record, root-key history, and
+//! the sealed bodies of redaction
 //! markers, consent records and conversation messages) and as an audit key:
 //! decoding never panics, and whatever decodes re-encodes to exactly the
 //! same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shredstore::internals::WRAPPED_LEN;
 use shredstore::internals::{
     AuditRecord, Consent, ConvKeyRecord, EraseMarker, KeyRecord, MAX_ACTOR_LEN, NONCE_LEN,
-    RedactionBody, Restriction, TAG_LEN, audit_key, decode_message_body, encode_message_body,
-    parse_audit_key,
+    RedactionBody, Restriction, RootKeyHistory, RotationRecord, TAG_LEN, audit_key,
+    decode_message_body, encode_message_body, parse_audit_key,
 };
-use shredstore::internals::WRAPPED_LEN;
 use shredstore::{MAX_CONVERSATION_ID_LEN, MAX_REASON_LEN, MAX_USER_ID_LEN, Retention};
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +21,27 @@ fuzz_target!(|data: &[u8]| {
         let mut again = Vec::new();
         record.encode(&mut again);
         assert_eq!(again, data, "key record did not re-encode to its bytes");
+    }
+    if let Ok(record) = KeyRecord::decode(data) {
+        // Generation 1 is record version 1; later ones are version 2.
+        assert_eq!(data[0] == 2, record.root_gen >= 2);
+    }
+    if let Ok(record) = RotationRecord::decode(data) {
+        assert_eq!(record.to_gen, record.from_gen + 1);
+        let mut again = Vec::new();
+        record.encode(&mut again);
+        assert_eq!(
+            again, data,
+            "rotation record did not re-encode to its bytes"
+        );
+    }
+    if let Ok(history) = RootKeyHistory::decode(data) {
+        let mut again = Vec::new();
+        history.encode(&mut again);
+        assert_eq!(
+            again, data,
+            "root-key history did not re-encode to its bytes"
+        );
     }
     if let Ok(marker) = EraseMarker::decode(data) {
         let mut again = Vec::new();
@@ -42,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
             "sealed id of {} bytes",
             record.sealed_id.len()
         );
-        assert!(record.subjects.is_sorted_by(|a, b| a < b), "subjects unsorted");
+        assert!(
+            record.subjects.is_sorted_by(|a, b| a < b),
+            "subjects unsorted"
+        );
         assert_eq!(record.policy.restriction, Restriction::default());
         assert_ne!(record.policy.retention, Retention::After { ms: 0 });
         assert!(

@@ -57,6 +57,12 @@ pub enum AuditOp {
     ConversationSetSubjects,
     /// Reading the change feed.
     Changes,
+    /// A root-key rotation started (the store was opened with a new root
+    /// key and its previous one).
+    RootKeyRotationStarted,
+    /// A root-key rotation finished: every key record is wrapped under the
+    /// new key, and the old one is retired.
+    RootKeyRotationFinished,
 }
 
 impl AuditOp {
@@ -85,6 +91,8 @@ impl AuditOp {
             AuditOp::ConversationLiftLegalHold => "conversation_lift_legal_hold",
             AuditOp::ConversationSetSubjects => "conversation_set_subjects",
             AuditOp::Changes => "changes",
+            AuditOp::RootKeyRotationStarted => "root_key_rotation_started",
+            AuditOp::RootKeyRotationFinished => "root_key_rotation_finished",
         }
     }
 }

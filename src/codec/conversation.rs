@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Restriction, UserPolicy};
-use super::{corrupt_encoding, decode_record, encode_record, push_crc, split_checked};
+use super::{
+    corrupt_encoding, decode_wrapped_record, encode_wrapped_record, push_crc, split_checked,
+};
 use crate::crypto::{NONCE_LEN, TAG_LEN, WRAPPED_LEN};
 use crate::error::Result;
 use crate::types::{Handle, MAX_USER_ID_LEN};
@@ -369,12 +371,16 @@ pub struct ConvKeyRecord {
     pub policy: UserPolicy,
     /// Handles of the users whose erasure may delete it, sorted.
     pub subjects: Vec<[u8; Handle::LEN]>,
+    /// Generation of the root key that wraps `wrapped_secret`, as in a
+    /// user's [`KeyRecord`](super::KeyRecord).
+    #[serde(skip)]
+    pub root_gen: u32,
 }
 
 impl ConvKeyRecord {
     /// Appends the encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_record(self, out);
+        encode_wrapped_record(self, self.root_gen, out);
     }
 
     /// Decodes and validates a conversation key record.
@@ -383,7 +389,8 @@ impl ConvKeyRecord {
     /// [`Corruption::Checksum`](crate::Corruption::Checksum) or
     /// [`Corruption::Encoding`](crate::Corruption::Encoding).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let r: ConvKeyRecord = decode_record(bytes)?;
+        let (mut r, root_gen): (ConvKeyRecord, u32) = decode_wrapped_record(bytes)?;
+        r.root_gen = root_gen;
         let id_len = r.sealed_id.len().checked_sub(NONCE_LEN + TAG_LEN);
         if r.wrapped_secret.len() != WRAPPED_LEN
             || r.epoch == 0

@@ -14,6 +14,7 @@ mod envelope;
 mod keys;
 mod policy;
 mod records;
+mod rootkeys;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +25,21 @@ pub use envelope::*;
 pub use keys::*;
 pub use policy::*;
 pub use records::*;
+pub use rootkeys::*;
 
 use crate::error::{Corruption, Error, Result};
 
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Version byte at the start of every envelope and record.
 pub const RECORD_VERSION: u8 = 1;
+
+/// Version byte of a key record (user or conversation) wrapped under a root
+/// key of generation 2 or later: the version-1 body followed by the
+/// generation (a postcard varint). Generation 1 is always written as
+/// version 1, so a store never rotated holds the bytes it always did.
+pub const RECORD_VERSION_ROOT_GEN: u8 = 2;
 
 /// A CRC32 (IEEE, `crc32fast`) over a byte range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +99,47 @@ fn decode_record<'de, T: Serialize + Deserialize<'de>>(bytes: &'de [u8]) -> Resu
     if version != RECORD_VERSION {
         return Err(corrupt_encoding());
     }
+    decode_body(body)
+}
+
+/// Encodes a key record wrapped under root-key generation `root_gen`:
+/// version 1 for generation 1, else version 2 with the generation after
+/// the body.
+fn encode_wrapped_record<T: Serialize>(value: &T, root_gen: u32, out: &mut Vec<u8>) {
+    if root_gen <= 1 {
+        return encode_record(value, out);
+    }
+    let start = out.len();
+    out.push(RECORD_VERSION_ROOT_GEN);
+    if let Ok(body) = postcard::to_allocvec(&(value, root_gen)) {
+        out.extend_from_slice(&body);
+    }
+    push_crc(out, start);
+}
+
+/// Decodes what [`encode_wrapped_record`] wrote: the value and the
+/// generation of the root key that wraps its secret. A version-2 record
+/// naming generation 0 or 1 is not canonical.
+fn decode_wrapped_record<'de, T: Serialize + Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<(T, u32)> {
+    let body = split_checked(bytes)?;
+    let (&version, body) = body.split_first().ok_or_else(corrupt_encoding)?;
+    match version {
+        RECORD_VERSION => Ok((decode_body(body)?, 1)),
+        RECORD_VERSION_ROOT_GEN => {
+            let (value, root_gen): (T, u32) = decode_body(body)?;
+            if root_gen < 2 {
+                return Err(corrupt_encoding());
+            }
+            Ok((value, root_gen))
+        }
+        _ => Err(corrupt_encoding()),
+    }
+}
+
+/// Decodes a record body that must be exactly one canonical value.
+fn decode_body<'de, T: Serialize + Deserialize<'de>>(body: &'de [u8]) -> Result<T> {
     let (value, rest) = postcard::take_from_bytes(body).map_err(|_| corrupt_encoding())?;
     if !rest.is_empty() {
         return Err(corrupt_encoding());

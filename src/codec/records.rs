@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::UserPolicy;
-use super::{corrupt_encoding, decode_record, encode_record};
+use super::{
+    corrupt_encoding, decode_record, decode_wrapped_record, encode_record, encode_wrapped_record,
+};
 use crate::crypto::WRAPPED_LEN;
 use crate::error::Result;
 use crate::types::Handle;
@@ -55,12 +57,17 @@ pub struct KeyRecord {
     pub first_seq: u64,
     /// Key state.
     pub state: KeyState,
+    /// Generation of the root key that wraps `wrapped_secret` (1 for a
+    /// store never rotated). Not part of the postcard body: version-2
+    /// records carry it after the body (see `docs/format.md`).
+    #[serde(skip)]
+    pub root_gen: u32,
 }
 
 impl KeyRecord {
     /// Appends the encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_record(self, out);
+        encode_wrapped_record(self, self.root_gen, out);
     }
 
     /// Decodes and validates a key record.
@@ -68,7 +75,8 @@ impl KeyRecord {
     /// # Errors
     /// [`Corruption::Checksum`] or [`Corruption::Encoding`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let r: KeyRecord = decode_record(bytes)?;
+        let (mut r, root_gen): (KeyRecord, u32) = decode_wrapped_record(bytes)?;
+        r.root_gen = root_gen;
         if r.wrapped_secret.len() != WRAPPED_LEN {
             return Err(corrupt_encoding());
         }
@@ -179,6 +187,7 @@ mod tests {
             created_ms: 1_700_000_000_000,
             first_seq: 42,
             state: KeyState::Active,
+            root_gen: 1,
         }
     }
 

@@ -35,6 +35,8 @@ const INFO_CONVERSATION: &[u8] = b"shredstore/v3/conversation";
 const INFO_WRAP: &[u8] = b"shredstore/v1/wrap";
 /// HKDF `info` of the erasure-receipt MAC key derived from the root key.
 const INFO_RECEIPT: &[u8] = b"shredstore/v1/receipt";
+/// HKDF info of a root key's check value (names a retired key at open).
+const INFO_ROOT_KEY_CHECK: &[u8] = b"shredstore/v4/root-key-check";
 
 /// 32 secret bytes, zeroized on drop, never printed.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -150,6 +152,16 @@ impl RootKey {
     /// "shredstore/v1/receipt")`.
     pub(crate) fn receipt_key(&self, store_salt: &[u8; KEY_LEN]) -> ReceiptKey {
         ReceiptKey(hkdf_sha256(self.0.expose(), store_salt, &[INFO_RECEIPT]))
+    }
+
+    /// The check value that names this key once it is retired:
+    /// `HKDF-SHA256(root, store salt, "shredstore/v4/root-key-check")[..16]`.
+    /// One-way: it unwraps nothing.
+    pub(crate) fn check_value(&self, store_salt: &[u8; KEY_LEN]) -> [u8; 16] {
+        let k = hkdf_sha256(self.0.expose(), store_salt, &[INFO_ROOT_KEY_CHECK]);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&k.expose()[..16]);
+        out
     }
 
     /// The key-wrapping cipher: `HKDF-SHA256(root, store salt, "shredstore/v1/wrap")`.
@@ -418,6 +430,16 @@ pub(crate) fn conversation_cipher(
 pub(crate) struct ReceiptKey(Secret32);
 
 impl ReceiptKey {
+    /// A receipt key kept (wrapped) after its root key was retired.
+    pub(crate) fn from_secret(secret: Secret32) -> Self {
+        ReceiptKey(secret)
+    }
+
+    /// The key itself, to wrap it.
+    pub(crate) fn secret(&self) -> &Secret32 {
+        &self.0
+    }
+
     fn hmac(&self) -> Hmac<Sha256> {
         #[expect(
             clippy::expect_used,

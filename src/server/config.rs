@@ -14,6 +14,9 @@ use crate::{Durability, RootKey};
 /// Environment variable holding the base64 root key.
 pub const ROOT_KEY_ENV: &str = "SHREDSTORE_ROOT_KEY";
 
+/// Environment variable holding the base64 previous root key (a rotation).
+pub const PREVIOUS_ROOT_KEY_ENV: &str = "SHREDSTORE_PREVIOUS_ROOT_KEY";
+
 /// Flags of `shredstore serve`. Every flag can also be set in `--config`.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -34,6 +37,14 @@ pub struct ServeArgs {
     /// beside the data directory.
     #[arg(long)]
     pub root_key_file: Option<PathBuf>,
+    /// The root key the store was sealed under before --root-key-file
+    /// (same formats; or SHREDSTORE_PREVIOUS_ROOT_KEY): the server starts at
+    /// once and rewraps every key record under the new key in the
+    /// background (progress in Admin.Stats, /metrics and the log). Keep
+    /// giving both until the rotation is reported finished; after that the
+    /// previous key opens nothing.
+    #[arg(long)]
+    pub previous_root_key_file: Option<PathBuf>,
     /// Development mode: without --root-key-file or SHREDSTORE_ROOT_KEY, use
     /// (or generate) a development root key beside the data directory.
     /// Implied by --insecure-no-auth.
@@ -106,6 +117,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where the root key comes from.
     pub root_key: RootKeySource,
+    /// Where the previous root key comes from (a rotation), if anywhere.
+    pub previous_root_key: Option<RootKeySource>,
     /// Tokens file, or `None` with `insecure_no_auth`.
     pub tokens_file: Option<PathBuf>,
     /// Accept calls without tokens.
@@ -143,8 +156,10 @@ pub struct ServerConfig {
 pub enum RootKeySource {
     /// A key file.
     File(PathBuf),
-    /// Base64 from the environment.
+    /// Base64 from the environment (`SHREDSTORE_ROOT_KEY`).
     Env,
+    /// Base64 from `SHREDSTORE_PREVIOUS_ROOT_KEY`.
+    PreviousEnv,
     /// A development key file, generated if missing.
     Dev(PathBuf),
 }
@@ -183,6 +198,20 @@ impl ServeArgs {
                 )));
             }
         };
+        let previous_root_key = match a.previous_root_key_file.or(file.previous_root_key_file) {
+            Some(p) => Some(RootKeySource::File(p)),
+            None if std::env::var_os(PREVIOUS_ROOT_KEY_ENV).is_some() => {
+                Some(RootKeySource::PreviousEnv)
+            }
+            None => None,
+        };
+        if previous_root_key.is_some() && matches!(root_key, RootKeySource::Dev(_)) {
+            return Err(ServerError::Config(
+                "a previous root key rotates to a new one: give the new key with \
+                 --root-key-file or SHREDSTORE_ROOT_KEY, not the development key"
+                    .into(),
+            ));
+        }
         let tokens_file = a.tokens_file.or(file.tokens_file);
         if tokens_file.is_some() && insecure_no_auth {
             return Err(ServerError::Config(
@@ -249,6 +278,7 @@ impl ServeArgs {
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             root_key,
+            previous_root_key,
             tokens_file,
             insecure_no_auth,
             tls,
@@ -348,19 +378,23 @@ impl RootKeySource {
         match self {
             RootKeySource::File(p) => RootKey::from_file(p)
                 .map_err(|e| ServerError::Config(format!("root key file {}: {e}", p.display()))),
-            RootKeySource::Env => {
-                let text = std::env::var(ROOT_KEY_ENV)
-                    .map_err(|_| ServerError::Config(format!("{ROOT_KEY_ENV} is not UTF-8")))?;
+            RootKeySource::Env | RootKeySource::PreviousEnv => {
+                let var = if matches!(self, RootKeySource::Env) {
+                    ROOT_KEY_ENV
+                } else {
+                    PREVIOUS_ROOT_KEY_ENV
+                };
+                let text = zeroize::Zeroizing::new(
+                    std::env::var(var)
+                        .map_err(|_| ServerError::Config(format!("{var} is not UTF-8")))?,
+                );
                 let bytes = zeroize::Zeroizing::new(
                     base64::engine::general_purpose::STANDARD
                         .decode(text.trim())
-                        .map_err(|_| {
-                            ServerError::Config(format!("{ROOT_KEY_ENV} is not base64"))
-                        })?,
+                        .map_err(|_| ServerError::Config(format!("{var} is not base64")))?,
                 );
-                RootKey::from_slice(&bytes).map_err(|_| {
-                    ServerError::Config(format!("{ROOT_KEY_ENV} must decode to 32 bytes"))
-                })
+                RootKey::from_slice(&bytes)
+                    .map_err(|_| ServerError::Config(format!("{var} must decode to 32 bytes")))
             }
             RootKeySource::Dev(p) => {
                 if p.exists() {

@@ -62,6 +62,9 @@ pub struct Metrics {
     poisoned: Gauge,
     overdue_erasures: Gauge,
     oldest_pending_erasure: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Root-key generation, rotation in progress, rewrapped, remaining,
+    /// skipped.
+    rotation: [Gauge; 5],
 }
 
 impl Default for Metrics {
@@ -89,6 +92,31 @@ impl Default for Metrics {
         let poisoned = Gauge::default();
         let overdue_erasures = Gauge::default();
         let oldest_pending_erasure = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let rotation: [Gauge; 5] = Default::default();
+        for (g, (name, help)) in rotation.iter().zip([
+            (
+                "root_key_generation",
+                "Generation of the root key the store runs under (the new key's during a rotation)",
+            ),
+            (
+                "root_key_rotation_in_progress",
+                "1 while a root-key rotation is rewrapping key records",
+            ),
+            (
+                "root_key_rotation_rewrapped",
+                "Key records the rotation in progress has rewrapped",
+            ),
+            (
+                "root_key_rotation_remaining",
+                "Estimate of the key records the rotation in progress has still to rewrap",
+            ),
+            (
+                "root_key_rotation_skipped",
+                "Key records a rotation could not rewrap since start (damaged, unreadable under any key)",
+            ),
+        ]) {
+            registry.register(name, help, g.clone());
+        }
         registry.register(
             "auth_failures",
             "Calls refused for a missing, malformed or unknown bearer token, by reason",
@@ -195,6 +223,7 @@ impl Default for Metrics {
             poisoned,
             overdue_erasures,
             oldest_pending_erasure,
+            rotation,
         }
     }
 }
@@ -277,6 +306,15 @@ impl Metrics {
             self.overdue_erasures.set(to_i64(s.overdue_erasures));
             self.oldest_pending_erasure
                 .set(s.oldest_pending_erasure_ms as f64 / 1000.0);
+            for (g, v) in self.rotation.iter().zip([
+                u64::from(s.root_key_generation),
+                u64::from(s.rotation_in_progress),
+                s.rotation_rewrapped,
+                s.rotation_remaining_estimate,
+                s.rotation_skipped,
+            ]) {
+                g.set(to_i64(v));
+            }
         }
         for (reason, n) in auth.failures() {
             raise_to(

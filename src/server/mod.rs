@@ -24,7 +24,9 @@ use tonic::Status;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use auth::{Auth, AuthFailure, Caller, Role, hash_token};
-pub use config::{ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path};
+pub use config::{
+    PREVIOUS_ROOT_KEY_ENV, ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path,
+};
 pub use metrics::Metrics;
 
 use crate::{Error, Options, Store};
@@ -106,7 +108,11 @@ impl Server {
         let cfg = config.clone();
         let store = tokio::task::spawn_blocking(move || -> Result<Store, ServerError> {
             let root_key = cfg.root_key.load()?;
-            let options = Options::new(&cfg.data_dir, root_key)
+            let mut options = Options::new(&cfg.data_dir, root_key);
+            if let Some(previous) = &cfg.previous_root_key {
+                options = options.previous_root_key(previous.load()?);
+            }
+            let options = options
                 .durability(cfg.durability)
                 .max_payload(cfg.max_payload)
                 .max_read_limit(cfg.max_read_limit)

@@ -61,6 +61,8 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::ConversationSetLegalHold
             | AuditOp::ConversationLiftLegalHold
             | AuditOp::ConversationSetSubjects
+            | AuditOp::RootKeyRotationStarted
+            | AuditOp::RootKeyRotationFinished
     )
 }
 
@@ -223,7 +225,6 @@ impl Inner {
     /// Whether `receipt` was issued by this store and is unchanged.
     pub(super) fn verify_receipt(&self, receipt: &ErasureReceipt) -> bool {
         self.keys
-            .receipt_key
-            .verify(&receipt.signed_bytes(), &receipt.mac)
+            .verify_receipt(&receipt.signed_bytes(), &receipt.mac)
     }
 }

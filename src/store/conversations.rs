@@ -271,8 +271,8 @@ impl Inner {
             {
                 return Err(Error::Corrupt(Corruption::EpochMismatch));
             }
-            let secret = crypto::unwrap_secret(
-                &self.keys.wrap,
+            let secret = self.keys.unwrap(
+                rec.root_gen,
                 &ConvKeyRecord::wrap_aad(handle, rec.epoch),
                 &rec.wrapped_secret,
             )?;
@@ -331,8 +331,7 @@ impl Inner {
             None => 1,
         };
         let secret = Secret32::random(self.rng.as_ref())?;
-        let wrapped = crypto::wrap_secret(
-            &self.keys.wrap,
+        let (wrapped, root_gen) = self.keys.wrap(
             self.rng.as_ref(),
             &ConvKeyRecord::wrap_aad(handle, epoch),
             &secret,
@@ -357,6 +356,7 @@ impl Inner {
             first_seq,
             policy: UserPolicy::default(),
             subjects: Vec::new(),
+            root_gen,
         };
         let state = CachedConv {
             epoch,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::changes::ChangeLog;
 use super::conversations::Conversations;
@@ -36,9 +36,17 @@ pub struct StoreLimits {
 pub(super) struct StoreKeys {
     pub(super) salt: [u8; KEY_LEN],
     pub(super) handle_key: HandleKey,
-    /// Wraps user secrets and the handle key.
+    /// Wraps user and conversation secrets and the handle key: the
+    /// current root key's (see `rootkey.rs`).
     pub(super) wrap: SivCipher,
+    /// The current root key's generation (the new one during a rotation).
+    pub(super) generation: u32,
+    /// While a rotation runs: the previous root key's ciphers.
+    pub(super) previous: RwLock<Option<super::rootkey::Previous>>,
+    /// Signs erasure receipts.
     pub(super) receipt_key: crypto::ReceiptKey,
+    /// Receipt keys of retired root keys: receipts they signed still verify.
+    pub(super) older_receipt_keys: RwLock<Vec<crypto::ReceiptKey>>,
 }
 
 /// An erasure not yet made physical.
@@ -96,6 +104,15 @@ pub(crate) struct Inner {
     /// The `interrupt_purge` test hook.
     pub(super) interrupt_purge: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(super) purger_signal: purger::Signal,
+    /// The root-key rotation in progress, if any (see `rootkey.rs`).
+    pub(super) rotation: Mutex<Option<crate::codec::RotationRecord>>,
+    /// A copy of `rotation`'s progress, for readers that must not wait
+    /// for a batch (stats, metrics).
+    pub(super) rotation_view: Mutex<Option<super::rootkey::RotationStatus>>,
+    /// The rotation finished since open, with its final counts.
+    pub(super) rotation_finished: Mutex<Option<super::rootkey::RotationStatus>>,
+    /// Key records a rotation could not rewrap (damaged) since open.
+    pub(super) rotation_skipped: AtomicU64,
 }
 
 impl Inner {

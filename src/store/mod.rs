@@ -29,6 +29,7 @@ mod purger;
 mod read;
 mod redact;
 mod rights;
+mod rootkey;
 mod sealing;
 mod stats;
 mod users;
@@ -58,6 +59,7 @@ pub use purge::PurgeReport;
 pub use read::{Message, MessageIter, Redaction};
 pub use redact::Redacted;
 pub use rights::{Access, RightsState};
+pub use rootkey::{ROTATION_ACTOR, RotationStatus};
 pub use stats::Stats;
 pub use verify::{ErasureCheck, ErasureState};
 
@@ -146,6 +148,13 @@ pub mod layout {
     pub const META_STORE_SALT: &[u8] = b"store_salt";
     /// `meta` key of the wrapped handle key.
     pub const META_HANDLE_KEY: &[u8] = b"handle_key";
+    /// `meta` key of the root-key generation that wraps `handle_key` (u32
+    /// BE; absent: 1).
+    pub const META_ROOT_KEY_GENERATION: &[u8] = b"root_key_generation";
+    /// `meta` key of the root-key rotation in progress, if any.
+    pub const META_ROTATION: &[u8] = b"rotation";
+    /// `meta` key of the retired root keys (absent: none).
+    pub const META_ROOT_KEYS: &[u8] = b"root_keys";
     /// `meta` key present while every user has a seq high-water mark (see
     /// [`CF_SEQ_FLOORS`]); written when a store-wide retention period is in
     /// force.
@@ -161,6 +170,7 @@ pub const LIBRARY_ACTOR: &str = "library";
 pub struct Store {
     inner: Arc<Inner>,
     purger: Option<purger::Purger>,
+    rotator: Option<rootkey::Rotator>,
 }
 
 impl fmt::Debug for Store {
@@ -181,17 +191,60 @@ impl Store {
     /// [`Error::InvalidArgument`] for bad options, or a storage/I/O error.
     pub fn open(options: Options) -> Result<Store> {
         let purge_interval = options.purge_interval;
+        let (rotation_batch, rotation_pause) = (options.rotation_batch, options.rotation_pause);
         let inner = Inner::open(options)?;
         let purger = purge_interval
             .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
+            .transpose()?;
+        let rotator = inner
+            .rotation_status()
+            .map(|_| rootkey::Rotator::spawn(Arc::clone(&inner), rotation_batch, rotation_pause))
             .transpose()?;
         tracing::info!(
             data_dir = %inner.engine.dir().display(),
             users = inner.users.count.load(Ordering::Relaxed),
             pending_erasures = inner.pending.lock().len(),
+            root_key_generation = inner.keys.generation,
             "store opened"
         );
-        Ok(Store { inner, purger })
+        Ok(Store {
+            inner,
+            purger,
+            rotator,
+        })
+    }
+
+    /// The generation of the root key this store runs under: 1 until a
+    /// rotation, then one more for each (the new key's during a rotation).
+    pub fn root_key_generation(&self) -> u32 {
+        self.inner.keys.generation
+    }
+
+    /// The root-key rotation in progress, if any. It started when the
+    /// store was opened with a new root key and its previous one
+    /// ([`Options::previous_root_key`]), and runs in the background.
+    pub fn rotation(&self) -> Option<RotationStatus> {
+        self.inner.rotation_status()
+    }
+
+    /// Runs the root-key rotation in progress to its end in the calling
+    /// thread (the background thread may run batches too; they take turns).
+    /// When it returns, the previous root key opens nothing. Does nothing
+    /// without a rotation.
+    ///
+    /// # Errors
+    /// A storage error (the rotation stays resumable), or a damaged
+    /// `meta` record.
+    pub fn finish_rotation(&self) -> Result<()> {
+        while !self.inner.rotation_step(4096)? {}
+        Ok(())
+    }
+
+    /// The root-key rotation this store finished since it was opened (by
+    /// the background thread or [`Store::finish_rotation`]), with its final
+    /// counts; `None` if none finished.
+    pub fn finished_rotation(&self) -> Option<RotationStatus> {
+        self.inner.finished_rotation()
     }
 
     /// The argument limits this store enforces.
@@ -605,6 +658,9 @@ impl Store {
     /// store poisoned by an earlier failure cannot promise its buffered
     /// writes are durable.
     pub fn close(mut self) -> Result<()> {
+        if let Some(r) = self.rotator.take() {
+            r.stop();
+        }
         if let Some(p) = self.purger.take() {
             p.stop();
         }
@@ -614,6 +670,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if let Some(r) = self.rotator.take() {
+            r.stop();
+        }
         if let Some(p) = self.purger.take() {
             p.stop();
         }

@@ -14,16 +14,17 @@ use parking_lot::Mutex;
 use super::conversations::Conversations;
 use super::engine::{Cf, Engine, Scope};
 use super::filter_state::FilterState;
-use super::inner::{Inner, Pending, StoreKeys, StoreLimits};
+use super::inner::{Inner, Pending, StoreLimits};
 use super::layout;
 use super::options::Options;
 use super::purger;
+use super::rootkey::{self, OpenedKeys};
 use super::users::Users;
 use crate::codec::{
     self, ConvKeyRecord, EraseMarker, FORMAT_VERSION, HANDLE_KEY_AAD, KeyRecord, KeyState,
     UserPolicy,
 };
-use crate::crypto::{self, HandleKey, KEY_LEN, Secret32};
+use crate::crypto::{self, KEY_LEN, Secret32};
 use crate::error::{Corruption, Error, InvalidArgument, Result};
 use crate::types::Handle;
 
@@ -39,13 +40,11 @@ impl Inner {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let filter = Arc::new(FilterState::new(default_retention_ms));
         let engine = Engine::open(&options, &filter)?;
-        let (salt, handle_key) = init_meta(&engine, &options)?;
-        let keys = StoreKeys {
-            salt,
-            handle_key,
-            wrap: options.root_key.wrapping_cipher(&salt),
-            receipt_key: options.root_key.receipt_key(&salt),
-        };
+        let OpenedKeys {
+            keys,
+            rotation,
+            starting,
+        } = init_meta(&engine, &options)?;
         // Every audit record is a put, so each counter handed out is below
         // the engine's write position at the end of its session: starting
         // there never repeats one, without scanning the trail.
@@ -86,7 +85,14 @@ impl Inner {
             purge_interval: options.purge_interval,
             interrupt_purge: options.hooks.interrupt_purge.clone(),
             purger_signal: purger::Signal::default(),
+            rotation_view: Mutex::new(rotation.as_ref().map(rootkey::RotationStatus::of)),
+            rotation_finished: Mutex::new(None),
+            rotation: Mutex::new(rotation),
+            rotation_skipped: AtomicU64::new(0),
         });
+        if starting && let Some(rot) = inner.rotation.lock().as_ref() {
+            inner.start_rotation(rot)?;
+        }
         inner.recover_change_log()?;
         inner.load_markers()?;
         inner.load_policies()?;
@@ -275,8 +281,9 @@ impl Inner {
     }
 }
 
-/// Reads or creates the store's metadata; checks format version and root key.
-fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], HandleKey)> {
+/// Reads or creates the store's metadata; checks format version and root
+/// keys, and upgrades an older format in place.
+fn init_meta(engine: &Engine, options: &Options) -> Result<OpenedKeys> {
     let version = engine
         .get(Cf::Meta, layout::META_FORMAT_VERSION)?
         .map(|v| v.to_vec());
@@ -303,14 +310,14 @@ fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], Handl
             &FORMAT_VERSION.to_be_bytes(),
         )?;
         engine.write(batch, true)?;
-        return Ok((salt, HandleKey::new(handle_secret)));
+        return rootkey::open_keys(engine, options, &salt);
     };
     let version: [u8; 4] = version
         .as_slice()
         .try_into()
         .map_err(|_| Error::Corrupt(Corruption::Meta))?;
     let version = u32::from_be_bytes(version);
-    if version != FORMAT_VERSION && version != 2 {
+    if version != FORMAT_VERSION && !(2..FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             found: version,
             supported: FORMAT_VERSION,
@@ -320,19 +327,12 @@ fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], Handl
         .get(Cf::Meta, layout::META_STORE_SALT)?
         .and_then(|s| (*s).try_into().ok())
         .ok_or(Error::Corrupt(Corruption::Meta))?;
-    let wrapped = engine
-        .get(Cf::Meta, layout::META_HANDLE_KEY)?
-        .ok_or(Error::Corrupt(Corruption::Meta))?;
-    if wrapped.len() != crypto::WRAPPED_LEN {
-        return Err(Error::Corrupt(Corruption::Meta));
-    }
-    let wrap = options.root_key.wrapping_cipher(&salt);
-    let handle_secret =
-        crypto::unwrap_secret(&wrap, HANDLE_KEY_AAD, &wrapped).map_err(|_| Error::WrongRootKey)?;
-    drop(wrapped);
-    if version == 2 {
-        // Format 2 to 3 adds only column families (created at open): the
-        // upgrade is recording the new version.
+    // Checks the keys before anything is written.
+    let opened = rootkey::open_keys(engine, options, &salt)?;
+    if version != FORMAT_VERSION {
+        // Format 2 to 3 adds only column families (created at open); 3 to
+        // 4 adds root-key generations, which a store never rotated does
+        // not hold yet. The upgrade is recording the new version.
         let mut batch = engine.batch();
         batch.put(
             Cf::Meta,
@@ -342,5 +342,5 @@ fn init_meta(engine: &Engine, options: &Options) -> Result<([u8; KEY_LEN], Handl
         engine.write(batch, true)?;
         tracing::info!(from = version, to = FORMAT_VERSION, "store format upgraded");
     }
-    Ok((salt, HandleKey::new(handle_secret)))
+    Ok(opened)
 }

@@ -37,6 +37,9 @@ pub enum Durability {
 pub struct Options {
     pub(crate) data_dir: PathBuf,
     pub(crate) root_key: RootKey,
+    pub(crate) previous_root_key: Option<RootKey>,
+    pub(crate) rotation_batch: usize,
+    pub(crate) rotation_pause: Duration,
     pub(crate) durability: Durability,
     pub(crate) max_payload: usize,
     pub(crate) max_batch: usize,
@@ -109,6 +112,9 @@ impl Options {
         Options {
             data_dir: data_dir.as_ref().to_path_buf(),
             root_key,
+            previous_root_key: None,
+            rotation_batch: 256,
+            rotation_pause: Duration::from_millis(5),
             durability: Durability::Sync,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_batch: 1024,
@@ -191,6 +197,27 @@ impl Options {
         self
     }
 
+    /// The root key this store was sealed under before `root_key`: opening
+    /// a store whose key records are wrapped under it starts (or resumes) a
+    /// root-key rotation to `root_key`. The store serves at once; a
+    /// background thread rewraps every key record under the new key, and
+    /// once it is done the previous key opens nothing (see
+    /// [`Store::rotation`](crate::Store::rotation)). Ignored, with a
+    /// warning, by a store that needs only `root_key`.
+    pub fn previous_root_key(mut self, key: RootKey) -> Self {
+        self.previous_root_key = Some(key);
+        self
+    }
+
+    /// Key records rewrapped per batch of a root-key rotation (default
+    /// 256), and the pause between two batches (default 5 ms): a batch
+    /// holds the locks of the users it rewraps for one unsynced write.
+    pub fn rotation_pace(mut self, batch: usize, pause: Duration) -> Self {
+        self.rotation_batch = batch;
+        self.rotation_pause = pause;
+        self
+    }
+
     /// Also `delete_range` a user's messages inside the erase batch (default
     /// off: the compaction filter removes them, and reads skip them already).
     pub fn erase_delete_range(mut self, on: bool) -> Self {
@@ -260,7 +287,11 @@ impl Options {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let checks: [(bool, &'static str); 8] = [
+        let checks: [(bool, &'static str); 9] = [
+            (
+                (1..=65_536).contains(&self.rotation_batch),
+                "rotation batch must be 1..=65536 records",
+            ),
             (self.max_payload >= 1, "max_payload must be at least 1"),
             (
                 self.max_payload <= 64 * 1024 * 1024,

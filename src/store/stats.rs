@@ -46,6 +46,21 @@ pub struct Stats {
     pub pending_conversation_deletions: u64,
     /// The number of the newest change on the change feed (0 if none).
     pub last_change: u64,
+    /// Generation of the root key the store runs under (the new key's
+    /// during a rotation).
+    pub root_key_generation: u32,
+    /// A root-key rotation is in progress.
+    pub rotation_in_progress: bool,
+    /// Key records the rotation in progress has rewrapped.
+    pub rotation_rewrapped: u64,
+    /// Estimate of the key records it still has to rewrap: users and
+    /// conversations with a key, less those rewrapped (0 without a
+    /// rotation). It counts records created during the rotation, which
+    /// need no rewrap, so it stays above 0 until the rotation ends.
+    pub rotation_remaining_estimate: u64,
+    /// Key records a rotation could not rewrap since open (damaged: they
+    /// were unreadable under any key).
+    pub rotation_skipped: u64,
 }
 
 impl Inner {
@@ -65,8 +80,11 @@ impl Inner {
             });
             (pending.len() as u64, oldest, overdue)
         };
+        let rotation = self.rotation_status();
+        let users = self.users.count.load(Ordering::Relaxed);
+        let conversations = self.convs.count.load(Ordering::Relaxed);
         Ok(Stats {
-            users: self.users.count.load(Ordering::Relaxed),
+            users,
             messages_estimate: self.engine.estimate_keys(Cf::Messages)?,
             pending_erasures,
             oldest_pending_erasure_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
@@ -79,9 +97,18 @@ impl Inner {
             rocksdb_sequence: self.engine.write_position(),
             poisoned: self.engine.is_poisoned(),
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
-            conversations: self.convs.count.load(Ordering::Relaxed),
+            conversations,
             pending_conversation_deletions: self.pending_conv_deletions.lock().len() as u64,
             last_change: self.last_change(),
+            root_key_generation: self.keys.generation,
+            rotation_in_progress: rotation.is_some(),
+            rotation_rewrapped: rotation.map_or(0, |r| r.rewrapped),
+            rotation_remaining_estimate: rotation.map_or(0, |r| {
+                users
+                    .saturating_add(conversations)
+                    .saturating_sub(r.rewrapped)
+            }),
+            rotation_skipped: self.rotation_skipped.load(Ordering::Relaxed),
         })
     }
 }

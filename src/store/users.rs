@@ -133,8 +133,21 @@ impl Users {
 
     /// The lock of `handle`'s stripe.
     pub(super) fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
-        let idx = usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len();
-        self.locks[idx].lock()
+        self.locks[self.stripe(handle)].lock()
+    }
+
+    /// The locks of several users' stripes, each once, in stripe order (so
+    /// two callers never wait on each other in a cycle; nothing holding a
+    /// user's lock takes another's).
+    pub(super) fn lock_many(&self, handles: &[Handle]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = handles.iter().map(|h| self.stripe(h)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.locks[i].lock()).collect()
+    }
+
+    fn stripe(&self, handle: &Handle) -> usize {
+        usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len()
     }
 
     /// The cached state of `handle`.
@@ -278,8 +291,8 @@ impl Inner {
             {
                 return Err(Error::Corrupt(Corruption::EpochMismatch));
             }
-            let secret = crypto::unwrap_secret(
-                &self.keys.wrap,
+            let secret = self.keys.unwrap(
+                rec.root_gen,
                 &KeyRecord::wrap_aad(handle, rec.epoch),
                 &rec.wrapped_secret,
             )?;
@@ -331,8 +344,7 @@ impl Inner {
             None => 1,
         };
         let secret = Secret32::random(self.rng.as_ref())?;
-        let wrapped = crypto::wrap_secret(
-            &self.keys.wrap,
+        let (wrapped, root_gen) = self.keys.wrap(
             self.rng.as_ref(),
             &KeyRecord::wrap_aad(handle, epoch),
             &secret,
@@ -343,6 +355,7 @@ impl Inner {
             created_ms: self.clock.now_ms(),
             first_seq,
             state: KeyState::Active,
+            root_gen,
         };
         let state = CachedUser {
             epoch,

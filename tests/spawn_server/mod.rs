@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `shredstore serve --listen 127.0.0.1:0 --insecure-no-auth <extra...>`,
-/// without SHREDSTORE_ROOT_KEY in its environment.
+/// without SHREDSTORE_ROOT_KEY or SHREDSTORE_PREVIOUS_ROOT_KEY in its
+/// environment.
 pub fn spawn_serve<I, S>(extra: I) -> (Child, String)
 where
     I: IntoIterator<Item = S>,
@@ -18,6 +19,7 @@ where
         .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth"])
         .args(extra)
         .env_remove("SHREDSTORE_ROOT_KEY")
+        .env_remove("SHREDSTORE_PREVIOUS_ROOT_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

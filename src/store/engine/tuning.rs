@@ -215,10 +215,21 @@ fn check_root_key_read_only(options: &Options, existing: &[String]) -> Result<()
     let wrapped = db
         .get_cf(meta, META_HANDLE_KEY)?
         .ok_or(Error::Corrupt(Corruption::Meta))?;
-    let wrap = options.root_key.wrapping_cipher(&salt);
-    crate::crypto::unwrap_secret(&wrap, crate::codec::HANDLE_KEY_AAD, &wrapped)
-        .map(drop)
-        .map_err(|_| Error::WrongRootKey)
+    // A format-2 store was never rotated: its handle key opens under the
+    // root key, or under the previous one if a rotation is to start.
+    let opens = |key: &crate::RootKey| {
+        crate::crypto::unwrap_secret(
+            &key.wrapping_cipher(&salt),
+            crate::codec::HANDLE_KEY_AAD,
+            &wrapped,
+        )
+        .is_ok()
+    };
+    if opens(&options.root_key) || options.previous_root_key.as_ref().is_some_and(opens) {
+        Ok(())
+    } else {
+        Err(Error::WrongRootKey)
+    }
 }
 
 /// Opens a plain RocksDB in `options`' data dir with a single `messages`
