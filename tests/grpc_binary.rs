@@ -33,6 +33,23 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     panic!("server did not exit after SIGTERM");
 }
 
+/// The first message of `bin-user`, read from the server at `url`.
+fn read_first(rt: &tokio::runtime::Runtime, url: String) -> Vec<u8> {
+    rt.block_on(async {
+        let mut c = StoreClient::connect(url).await.unwrap();
+        let mut s = c
+            .read(ReadRequest {
+                user_id: b"bin-user".to_vec(),
+                from_seq: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().unwrap().payload
+    })
+}
+
 #[test]
 fn dev_mode_serves_and_shuts_down_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,20 +81,7 @@ fn dev_mode_serves_and_shuts_down_on_sigterm() {
 
     // Restart with the same dev key: the data is there.
     let (mut child, url) = serve(&data);
-    let got = rt.block_on(async {
-        let mut c = StoreClient::connect(url).await.unwrap();
-        let mut s = c
-            .read(ReadRequest {
-                user_id: b"bin-user".to_vec(),
-                from_seq: 0,
-                limit: 10,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        s.message().await.unwrap().unwrap().payload
-    });
-    assert_eq!(got, b"kept");
+    assert_eq!(read_first(&rt, url), b"kept");
     assert!(terminate(&mut child).success());
 }
 
@@ -101,21 +105,6 @@ fn rotates_the_root_key_online_through_the_flags() {
         spawn_server::spawn_serve(args)
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let read_back = |url: String| {
-        rt.block_on(async {
-            let mut c = StoreClient::connect(url).await.unwrap();
-            let mut s = c
-                .read(ReadRequest {
-                    user_id: b"bin-user".to_vec(),
-                    from_seq: 0,
-                    limit: 10,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            s.message().await.unwrap().unwrap().payload
-        })
-    };
     let (mut child, url) = with(&[("--root-key-file", &old)]);
     rt.block_on(async {
         let mut c = StoreClient::connect(url.clone()).await.unwrap();
@@ -133,7 +122,7 @@ fn rotates_the_root_key_online_through_the_flags() {
         ("--root-key-file", &new),
         ("--previous-root-key-file", &old),
     ]);
-    assert_eq!(read_back(url.clone()), b"sealed under the old key");
+    assert_eq!(read_first(&rt, url.clone()), b"sealed under the old key");
     let stats = rt.block_on(async {
         let mut admin = AdminClient::connect(url.clone()).await.unwrap();
         for _ in 0..600 {
@@ -168,7 +157,7 @@ fn rotates_the_root_key_online_through_the_flags() {
     );
     // The new key alone serves everything.
     let (mut child, url) = with(&[("--root-key-file", &new)]);
-    assert_eq!(read_back(url), b"sealed under the old key");
+    assert_eq!(read_first(&rt, url), b"sealed under the old key");
     assert!(terminate(&mut child).success());
 }
 

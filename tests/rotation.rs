@@ -43,6 +43,20 @@ fn user_n(u: u64) -> UserId {
     user(&format!("rotation-user-{u}"))
 }
 
+/// Restricts `u`'s appends.
+fn block_appends(store: &Store, u: &UserId) {
+    store
+        .restrict_as(
+            u,
+            Restriction {
+                block_appends: true,
+                block_reads: false,
+            },
+            "test",
+        )
+        .unwrap();
+}
+
 /// `users` users with two messages each and `convs` conversations with a
 /// message by each of two of them.
 fn fill(store: &Store, users: u64, convs: u64) {
@@ -105,16 +119,7 @@ fn rotation_rewraps_every_key_record_and_retires_the_old_key() {
     let (users, convs) = (300, 20);
     let store = Store::open(options(dir.path(), 1)).unwrap();
     fill(&store, users, convs);
-    store
-        .restrict_as(
-            &user_n(3),
-            Restriction {
-                block_appends: true,
-                block_reads: false,
-            },
-            "test",
-        )
-        .unwrap();
+    block_appends(&store, &user_n(3));
     let gone = user("rotation-erased-before");
     store.append(&gone, b"erased before the rotation").unwrap();
     let old_receipt = store.erase(&gone).unwrap().receipt;
@@ -137,16 +142,7 @@ fn rotation_rewraps_every_key_record_and_retires_the_old_key() {
     // (most likely) or already rewrapped: none is lost, none reverts a
     // record to the old key.
     for u in (0..users).step_by(7) {
-        store
-            .restrict_as(
-                &user_n(u),
-                Restriction {
-                    block_appends: true,
-                    block_reads: false,
-                },
-                "test",
-            )
-            .unwrap();
+        block_appends(&store, &user_n(u));
     }
     for c in 0..convs {
         store

@@ -16,7 +16,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::Inner;
 use super::engine::{Cf, Scope};
-use super::users::{CachedUser, Last, next_seq};
+use super::users::{CachedUser, Last, Stripes, next_seq};
 use crate::codec::{
     ConvHeader, ConvKeyRecord, EraseMarker, UserPolicy, message_key, parse_message_key,
 };
@@ -63,7 +63,7 @@ struct Pair {
 /// Stripe locks, the key cache, the pair cache and the count of
 /// conversations with a key.
 pub(super) struct Conversations {
-    locks: Box<[Mutex<()>]>,
+    locks: Stripes,
     cache: Mutex<LruCache<Handle, CachedConv, HandleBuildHasher>>,
     /// Keyed by (conversation, author). An erase or a deletion removes its
     /// entries after evicting the key from its own cache; an entry is only
@@ -98,7 +98,7 @@ pub(crate) fn pair_cache_entry_bytes() -> usize {
 impl Conversations {
     pub(super) fn new(cache_entries: NonZeroUsize) -> Self {
         Conversations {
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: Stripes::new(LOCK_STRIPES),
             cache: Mutex::new(LruCache::with_hasher(
                 cache_entries,
                 HandleBuildHasher::default(),
@@ -108,22 +108,15 @@ impl Conversations {
         }
     }
 
-    fn stripe(&self, handle: &Handle) -> usize {
-        usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len()
-    }
-
     /// The lock of `handle`'s stripe.
     pub(super) fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
-        self.locks[self.stripe(handle)].lock()
+        self.locks.lock(handle)
     }
 
     /// The locks of several conversations' stripes, each once, in stripe
     /// order (so two callers never wait on each other in a cycle).
     pub(super) fn lock_many(&self, handles: &[Handle]) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = handles.iter().map(|h| self.stripe(h)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        stripes.into_iter().map(|i| self.locks[i].lock()).collect()
+        self.locks.lock_many(handles)
     }
 
     /// The cached state of `handle`.

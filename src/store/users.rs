@@ -99,9 +99,37 @@ pub(super) fn next_seq(
         .max(1)
 }
 
+/// Striped locks over handles (users', or conversations').
+pub(super) struct Stripes(Box<[Mutex<()>]>);
+
+impl Stripes {
+    /// `n` stripes.
+    pub(super) fn new(n: usize) -> Self {
+        Stripes((0..n).map(|_| Mutex::new(())).collect())
+    }
+
+    fn stripe(&self, handle: &Handle) -> usize {
+        usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.0.len()
+    }
+
+    /// The lock of `handle`'s stripe.
+    pub(super) fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
+        self.0[self.stripe(handle)].lock()
+    }
+
+    /// The locks of several handles' stripes, each once, in stripe order
+    /// (so two callers never wait on each other in a cycle).
+    pub(super) fn lock_many(&self, handles: &[Handle]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = handles.iter().map(|h| self.stripe(h)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.0[i].lock()).collect()
+    }
+}
+
 /// Stripe locks, the key cache and the count of users with a key.
 pub(super) struct Users {
-    locks: Box<[Mutex<()>]>,
+    locks: Stripes,
     cache: Mutex<LruCache<Handle, CachedUser, HandleBuildHasher>>,
     /// Users with a live key record.
     pub(super) count: AtomicU64,
@@ -122,7 +150,7 @@ pub(crate) fn key_cache_entry_bytes() -> usize {
 impl Users {
     pub(super) fn new(cache_entries: NonZeroUsize) -> Self {
         Users {
-            locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: Stripes::new(LOCK_STRIPES),
             cache: Mutex::new(LruCache::with_hasher(
                 cache_entries,
                 HandleBuildHasher::default(),
@@ -133,21 +161,13 @@ impl Users {
 
     /// The lock of `handle`'s stripe.
     pub(super) fn lock(&self, handle: &Handle) -> MutexGuard<'_, ()> {
-        self.locks[self.stripe(handle)].lock()
+        self.locks.lock(handle)
     }
 
-    /// The locks of several users' stripes, each once, in stripe order (so
-    /// two callers never wait on each other in a cycle; nothing holding a
-    /// user's lock takes another's).
+    /// The locks of several users' stripes (see [`Stripes::lock_many`];
+    /// nothing holding a user's lock takes another's).
     pub(super) fn lock_many(&self, handles: &[Handle]) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = handles.iter().map(|h| self.stripe(h)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        stripes.into_iter().map(|i| self.locks[i].lock()).collect()
-    }
-
-    fn stripe(&self, handle: &Handle) -> usize {
-        usize::from(u16::from_be_bytes([handle.0[0], handle.0[1]])) % self.locks.len()
+        self.locks.lock_many(handles)
     }
 
     /// The cached state of `handle`.
