@@ -466,6 +466,52 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_root_key_comes_from_the_flag_or_the_config_file_never_with_the_dev_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.key");
+        let config = dir.path().join("serve.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "root_key_file = \"new.key\"\nprevious_root_key_file = {:?}\ninsecure_no_auth = true\n",
+                old.display().to_string()
+            ),
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(config),
+            data_dir: Some(dir.path().join("data")),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            matches!(&from_file.previous_root_key, Some(RootKeySource::File(p)) if *p == old),
+            "{:?}",
+            from_file.previous_root_key
+        );
+        if std::env::var_os(ROOT_KEY_ENV).is_none()
+            && std::env::var_os(PREVIOUS_ROOT_KEY_ENV).is_none()
+        {
+            let plain = ServeArgs {
+                data_dir: Some(dir.path().join("data")),
+                root_key_file: Some(dir.path().join("new.key")),
+                insecure_no_auth: true,
+                ..Default::default()
+            };
+            assert!(plain.clone().resolve().unwrap().previous_root_key.is_none());
+            // Rotating to the development key is refused.
+            let dev = ServeArgs {
+                root_key_file: None,
+                previous_root_key_file: Some(old),
+                ..plain
+            };
+            let e = dev.resolve().unwrap_err().to_string();
+            assert!(e.contains("development key"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_root_key_is_generated_only_in_development_mode() {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("t.toml");
