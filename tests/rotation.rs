@@ -43,6 +43,15 @@ fn user_n(u: u64) -> UserId {
     user(&format!("rotation-user-{u}"))
 }
 
+/// Asserts `err` refuses a root key of generation `retired` retired by a
+/// store now at `current`.
+fn assert_retired(err: &Error, retired: u32, current: u32) {
+    assert!(
+        matches!(err, Error::RetiredRootKey { retired: r, current: c } if *r == retired && *c == current),
+        "{err:?}"
+    );
+}
+
 /// Restricts `u`'s appends.
 fn block_appends(store: &Store, u: &UserId) {
     store
@@ -200,16 +209,7 @@ fn rotation_rewraps_every_key_record_and_retires_the_old_key() {
 
     // The old key is refused by name; an unknown key is just wrong.
     let err = Store::open(options(dir.path(), 1)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::RetiredRootKey {
-                retired: 1,
-                current: 2
-            }
-        ),
-        "{err:?}"
-    );
+    assert_retired(&err, 1, 2);
     assert!(err.to_string().contains("retired"), "{err}");
     assert!(matches!(
         Store::open(options(dir.path(), 9)),
@@ -219,16 +219,7 @@ fn rotation_rewraps_every_key_record_and_retires_the_old_key() {
     drop(Store::open(rotating(dir.path(), 2, 1)).unwrap());
     // The retired key cannot come back as the new key of another rotation.
     let err = Store::open(rotating(dir.path(), 1, 2)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::RetiredRootKey {
-                retired: 1,
-                current: 2
-            }
-        ),
-        "{err:?}"
-    );
+    assert_retired(&err, 1, 2);
     let store = Store::open(options(dir.path(), 2)).unwrap();
     check(&store, users, convs);
     for u in 0..users {
@@ -266,10 +257,7 @@ fn rotation_rewraps_every_key_record_and_retires_the_old_key() {
     store.close().unwrap();
     for (k, retired) in [(1, 1), (2, 2)] {
         let err = Store::open(options(dir.path(), k)).unwrap_err();
-        assert!(
-            matches!(err, Error::RetiredRootKey { retired: r, current: 3 } if r == retired),
-            "{err:?}"
-        );
+        assert_retired(&err, retired, 3);
     }
     let store = Store::open(options(dir.path(), 3)).unwrap();
     check(&store, users, convs);

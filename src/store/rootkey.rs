@@ -516,38 +516,40 @@ impl Inner {
         let Some(bytes) = self.engine.get(cf, h.as_bytes())? else {
             return Ok(false);
         };
-        let rng = self.rng.as_ref();
+        // Unwraps under the record's generation, wraps under the current one.
+        let rewrap = |wrapped: &mut Vec<u8>, root_gen: &mut u32, aad: &[u8]| -> Result<()> {
+            let secret = self.keys.unwrap(*root_gen, aad, wrapped)?;
+            (*wrapped, *root_gen) = self.keys.wrap(self.rng.as_ref(), aad, &secret)?;
+            Ok(())
+        };
+        let mut out = Vec::new();
         let encoded = match cf {
             Cf::Keys => KeyRecord::decode(&bytes).and_then(|mut rec| {
                 if rec.root_gen != from_gen {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 let aad = KeyRecord::wrap_aad(h, rec.epoch);
-                let secret = self.keys.unwrap(rec.root_gen, &aad, &rec.wrapped_secret)?;
-                (rec.wrapped_secret, rec.root_gen) = self.keys.wrap(rng, &aad, &secret)?;
-                let mut out = Vec::new();
+                rewrap(&mut rec.wrapped_secret, &mut rec.root_gen, &aad)?;
                 rec.encode(&mut out);
-                Ok(Some(out))
+                Ok(true)
             }),
             _ => ConvKeyRecord::decode(&bytes).and_then(|mut rec| {
                 if rec.root_gen != from_gen {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 let aad = ConvKeyRecord::wrap_aad(h, rec.epoch);
-                let secret = self.keys.unwrap(rec.root_gen, &aad, &rec.wrapped_secret)?;
-                (rec.wrapped_secret, rec.root_gen) = self.keys.wrap(rng, &aad, &secret)?;
-                let mut out = Vec::new();
+                rewrap(&mut rec.wrapped_secret, &mut rec.root_gen, &aad)?;
                 rec.encode(&mut out);
-                Ok(Some(out))
+                Ok(true)
             }),
         };
         drop(bytes);
         match encoded {
-            Ok(Some(v)) => {
-                batch.put(cf, h.as_bytes(), &v)?;
+            Ok(true) => {
+                batch.put(cf, h.as_bytes(), &out)?;
                 Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(false) => Ok(false),
             Err(e @ (Error::Decrypt | Error::Corrupt(_))) => {
                 self.rotation_skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(handle = %h, column_family = cf.name(), error = %e,
