@@ -106,6 +106,54 @@ pub enum Error {
     /// A filesystem operation outside RocksDB failed.
     #[error("I/O error")]
     Io(#[from] std::io::Error),
+
+    /// A backup, journal or restore cannot go on (see [`BackupError`]).
+    #[error("backup: {0}")]
+    Backup(#[from] BackupError),
+}
+
+/// Why a backup, an erasure journal or a restore was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The file is not a shredstore backup.
+    #[error("not a shredstore backup file")]
+    NotABackup,
+    /// The file is neither an erasure journal nor a backup.
+    #[error("not a shredstore erasure journal or backup file")]
+    NotAJournal,
+    /// The backup file is damaged or incomplete.
+    #[error("the backup file is damaged or incomplete: {0}")]
+    Damaged(&'static str),
+    /// The journal belongs to another store.
+    #[error("the erasure journal is of another store")]
+    OtherStore,
+    /// No journal newer than the backup was given: erasures made since the
+    /// backup was taken would come back.
+    #[error(
+        "no erasure journal newer than the backup (its journal is of {backup_ms} ms since the \
+         Unix epoch, the newest given of {journal_ms}): users and conversations erased since \
+         would come back. Give a newer journal (a newer backup, `shredstore journal`, or the \
+         running server's address), or accept this with --accept-stale-journal"
+    )]
+    StaleJournal {
+        /// The time of the backup's own journal.
+        backup_ms: u64,
+        /// The time of the newest journal given (the backup's own if none).
+        journal_ms: u64,
+    },
+    /// The directory to restore into exists and is not empty.
+    #[error("the target directory exists and is not empty")]
+    TargetNotEmpty,
+    /// A root-key rotation is in progress: back up once it finished.
+    #[error("a root-key rotation is in progress; take the backup once it finished")]
+    RotationInProgress,
+    /// Another backup of this store is being taken.
+    #[error("another backup of this store is being taken")]
+    Busy,
+    /// The store lives in memory (a test hook): it has no files to copy.
+    #[error("the store has no files to back up (in-memory test store)")]
+    InMemory,
 }
 
 impl From<rocksdb::Error> for Error {

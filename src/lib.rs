@@ -34,6 +34,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod backup;
 mod codec;
 mod crypto;
 mod error;
@@ -49,7 +50,7 @@ pub use codec::{
     MAX_REASON_LEN, PurgeStatus, ReceiptSubject, Restriction, Retention,
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
-pub use error::{Corruption, Error, InvalidArgument, Result};
+pub use error::{BackupError, Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Access, Appended, AuditCursor, AuthoredMessage, ChangeCursor, ChangeEntry, ConsentEntry,
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD,

@@ -1,7 +1,11 @@
 //! The `shredstore` command: `serve` runs the gRPC server; `hash-token` prints
 //! the hash a tokens file stores for a bearer token; `load` drives a running
 //! server with a request mix and reports throughput and latency;
-//! `verify-erasure` reports what is left on disk of one user.
+//! `verify-erasure` reports what is left on disk of one user; `backup`,
+//! `journal` and `restore` (in `cli/backup.rs`) take, rekey, inspect and
+//! restore backups that honour erasure.
+
+mod cli;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -41,6 +45,16 @@ enum Command {
     /// and 20) as NDJSON: one line per message (redacted ones as markers),
     /// then a manifest line (with the user's rights state and consents).
     Export(ExportArgs),
+    /// Take a backup from a running server (`--out FILE`), or `rekey` or
+    /// `inspect` a backup file. A backup carries the erasure journal at its
+    /// time; restoring it applies that and every newer journal given.
+    Backup(cli::backup::BackupArgs),
+    /// Export a running server's erasure journal (handles, epochs and times
+    /// of everything erased; no ids) to a file, for `restore --journal`.
+    Journal(cli::backup::JournalExportArgs),
+    /// Restore a backup offline into a new data directory, applying the
+    /// newest erasure journal given before the store can serve.
+    Restore(cli::backup::RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -114,8 +128,13 @@ struct VerifyErasureArgs {
 }
 
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logs to stderr at `level` unless RUST_LOG says otherwise.
+fn init_logging_at(level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
@@ -140,6 +159,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Load(args) => load(&args),
+        Command::Backup(args) => {
+            init_logging_at("warn");
+            cli::backup::backup_command(&args)
+        }
+        Command::Journal(args) => cli::backup::journal_command(&args),
+        Command::Restore(args) => {
+            init_logging_at("warn");
+            cli::backup::restore_command(&args)
+        }
         Command::Export(args) => {
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;

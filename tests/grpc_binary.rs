@@ -161,6 +161,176 @@ fn rotates_the_root_key_online_through_the_flags() {
     assert!(terminate(&mut child).success());
 }
 
+/// The CLI's backup, journal, inspect and restore against the real binary:
+/// a backup restored without a journal newer than it is refused; with the
+/// running server as the journal, the user erased since stays erased.
+#[test]
+fn backs_up_and_restores_through_the_cli_honouring_erasure() {
+    use shredstore::server::proto::EraseRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("root.key");
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    let file = dir.path().join("b.shredbak");
+    let journal = dir.path().join("j.shredjnl");
+    let restored = dir.path().join("restored");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_shredstore"))
+            .args(args)
+            .env_remove("SHREDSTORE_ROOT_KEY")
+            .env_remove("SHREDSTORE_PREVIOUS_ROOT_KEY")
+            .env_remove("SHREDSTORE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut child, url) = spawn_server::spawn_serve([
+        os("--data-dir"),
+        data.clone().into(),
+        os("--root-key-file"),
+        key.clone().into(),
+    ]);
+    rt.block_on(async {
+        let mut c = StoreClient::connect(url.clone()).await.unwrap();
+        for user in ["bin-user", "cli-erased"] {
+            c.append(AppendRequest {
+                user_id: user.as_bytes().to_vec(),
+                payload: format!("canary-{user}").into_bytes(),
+                client_message_id: None,
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let out = run(&[
+        "backup".as_ref(),
+        "--addr".as_ref(),
+        url.as_ref(),
+        "--out".as_ref(),
+        file.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("users:               2"), "{stdout}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(!bytes.windows(6).any(|w| w == b"canary"));
+    assert!(!bytes.windows(10).any(|w| w == b"cli-erased"));
+
+    std::thread::sleep(Duration::from_millis(5));
+    rt.block_on(async {
+        let mut c = StoreClient::connect(url.clone()).await.unwrap();
+        c.erase(EraseRequest {
+            user_id: b"cli-erased".to_vec(),
+            block_new: false,
+            delete_subject_conversations: false,
+        })
+        .await
+        .unwrap();
+    });
+    let restore = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "restore".as_ref(),
+            "--from".as_ref(),
+            file.as_os_str(),
+            "--data-dir".as_ref(),
+            restored.as_os_str(),
+            "--root-key-file".as_ref(),
+            key.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = restore(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no erasure journal newer than the backup"),
+        "{err}"
+    );
+    assert!(!restored.exists());
+
+    let out = run(&[
+        "journal".as_ref(),
+        "--addr".as_ref(),
+        url.as_ref(),
+        "--out".as_ref(),
+        journal.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 erased user(s)"));
+    let inspect = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "backup".as_ref(),
+            "inspect".as_ref(),
+            file.as_os_str(),
+            "--journal".as_ref(),
+            journal.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+        run(&args)
+    };
+    let out = inspect(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("erased users with key records:        1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("within the window"), "{stdout}");
+    let out = inspect(&["--window-days", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The running server as the journal.
+    let out = restore(&["--journal".as_ref(), url.as_ref()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 erasure(s)"), "{stdout}");
+    assert!(terminate(&mut child).success());
+
+    let (mut child, url) = spawn_server::spawn_serve([
+        os("--data-dir"),
+        restored.clone().into(),
+        os("--root-key-file"),
+        key.clone().into(),
+    ]);
+    assert_eq!(read_first(&rt, url.clone()), b"canary-bin-user");
+    let erased = rt.block_on(async {
+        let mut c = StoreClient::connect(url).await.unwrap();
+        let mut s = c
+            .read(ReadRequest {
+                user_id: b"cli-erased".to_vec(),
+                from_seq: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap()
+    });
+    assert!(erased.is_none(), "an erased user came back");
+    assert!(terminate(&mut child).success());
+}
+
 #[test]
 fn refuses_to_start_without_auth_configuration() {
     let dir = tempfile::tempdir().unwrap();

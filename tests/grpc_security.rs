@@ -5,7 +5,9 @@ mod grpc_support;
 
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
 use shredstore::server::proto::store_client::StoreClient;
-use shredstore::server::proto::{AppendRequest, EraseRequest, PurgeRequest, ReadRequest};
+use shredstore::server::proto::{
+    AppendRequest, BackupRequest, EraseRequest, ErasureJournalRequest, PurgeRequest, ReadRequest,
+};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -112,6 +114,41 @@ async fn tokens_and_roles_are_enforced() {
             .into_inner()
             .complete
     );
+
+    // Backups and the erasure journal are for the admin role only.
+    let mut a = server.admin(Some(READER)).await;
+    assert_eq!(
+        a.backup(BackupRequest {}).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        a.erasure_journal(ErasureJournalRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let mut s = admin
+        .erasure_journal(ErasureJournalRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(c) = s.message().await.unwrap() {
+        bytes.extend_from_slice(&c.data);
+    }
+    let journal = shredstore::backup::Journal::decode(&bytes).unwrap();
+    assert_eq!(journal.users.len(), 1, "u's erasure");
+    let mut s = admin.backup(BackupRequest {}).await.unwrap().into_inner();
+    let file = dir.path().join("b.shredbak");
+    let mut bytes = Vec::new();
+    while let Some(c) = s.message().await.unwrap() {
+        assert!(c.data.len() <= 1 << 20);
+        bytes.extend_from_slice(&c.data);
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let m = shredstore::backup::verify_file(&file).unwrap();
+    assert_eq!(m.users, 0, "u was erased");
     server.stop().await;
 }
 

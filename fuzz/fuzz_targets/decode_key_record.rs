@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(data[0] == 2, record.root_gen >= 2);
     }
     if let Ok(record) = RotationRecord::decode(data) {
-        assert_eq!(record.to_gen, record.from_gen + 1);
+        assert!(record.to_gen > record.from_gen);
         let mut again = Vec::new();
         record.encode(&mut again);
         assert_eq!(

@@ -63,6 +63,13 @@ pub enum AuditOp {
     /// A root-key rotation finished: every key record is wrapped under the
     /// new key, and the old one is retired.
     RootKeyRotationFinished,
+    /// A backup was taken (`Admin.Backup`).
+    Backup,
+    /// The erasure journal was read (`Admin.ErasureJournal`).
+    ErasureJournal,
+    /// The store was restored from a backup, with the journals given
+    /// applied (actor `restore`).
+    Restore,
 }
 
 impl AuditOp {
@@ -93,6 +100,9 @@ impl AuditOp {
             AuditOp::Changes => "changes",
             AuditOp::RootKeyRotationStarted => "root_key_rotation_started",
             AuditOp::RootKeyRotationFinished => "root_key_rotation_finished",
+            AuditOp::Backup => "backup",
+            AuditOp::ErasureJournal => "erasure_journal",
+            AuditOp::Restore => "restore",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! check it).
 
 mod audit;
+mod backup;
 mod changes;
 mod conversation;
 mod envelope;
@@ -19,6 +20,7 @@ mod rootkeys;
 use serde::{Deserialize, Serialize};
 
 pub use audit::*;
+pub use backup::*;
 pub use changes::*;
 pub use conversation::*;
 pub use envelope::*;

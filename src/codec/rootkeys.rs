@@ -30,7 +30,8 @@ pub enum RotationPhase {
 pub struct RotationRecord {
     /// Generation of the root key being retired.
     pub from_gen: u32,
-    /// Generation of the new root key (`from_gen + 1`).
+    /// Generation of the new root key: `from_gen + 1`, or a later one
+    /// when a backup is rekeyed to the live store's key (`backup rekey`).
     pub to_gen: u32,
     /// When the rotation started, ms since the Unix epoch.
     pub started_ms: u64,
@@ -61,7 +62,7 @@ impl RotationRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let r: RotationRecord = decode_record(bytes)?;
         if r.from_gen == 0
-            || r.from_gen.checked_add(1) != Some(r.to_gen)
+            || r.to_gen <= r.from_gen
             || r.new_handle_key.len() != WRAPPED_LEN
             || (r.phase == RotationPhase::Check && !r.cursor.is_empty())
         {
@@ -154,7 +155,7 @@ mod tests {
         assert_eq!(RotationRecord::decode(&b).unwrap(), r);
         for bad in [
             RotationRecord {
-                to_gen: 3,
+                to_gen: 1,
                 ..sample()
             },
             RotationRecord {

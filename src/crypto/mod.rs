@@ -113,6 +113,12 @@ impl RootKey {
         Ok(Self::from_bytes(*out))
     }
 
+    /// A second handle on the same key (for a restore that opens a store
+    /// twice).
+    pub(crate) fn duplicate(&self) -> RootKey {
+        RootKey::from_bytes(*self.0.expose())
+    }
+
     /// Reads a root key file: either exactly 32 raw bytes, or 64 hex digits
     /// (optionally followed by a newline).
     ///
@@ -251,6 +257,19 @@ impl SecureRandom for OsRandom {
             Ok(())
         })
     }
+}
+
+/// A store's id: `SHA-256("shredstore/v4/store-id\0" ‖ store salt)[0..16]`,
+/// one-way, so a journal or backup names its store without its salt.
+pub(crate) fn store_id(store_salt: &[u8; KEY_LEN]) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(b"shredstore/v4/store-id\0");
+    h.update(store_salt);
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
 }
 
 /// HKDF-SHA256 (RFC 5869) with a 32-byte output; `info` is the concatenation of

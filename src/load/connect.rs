@@ -12,6 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Status};
 
 use super::{LoadConfig, LoadError};
+use crate::server::proto::admin_client::AdminClient;
 use crate::server::proto::conversations_client::ConversationsClient;
 use crate::server::proto::store_client::StoreClient;
 
@@ -30,13 +31,33 @@ pub type Client = StoreClient<InterceptedService<Channel, Bearer>>;
 /// # Errors
 /// Bad settings, or a server that cannot be reached.
 pub async fn connect_client(config: &LoadConfig) -> Result<Client, LoadError> {
+    let (ch, bearer) = connect_channel(config).await?;
+    Ok(StoreClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
+}
+
+/// One connection with `config`'s settings, and its token.
+async fn connect_channel(config: &LoadConfig) -> Result<(Channel, Bearer), LoadError> {
     let (ep, addr) = endpoint(config)?;
     let bearer = bearer(config)?;
     let ch = ep.connect().await.map_err(|e| LoadError::Connect {
         addr,
         reason: chain(&e),
     })?;
-    Ok(StoreClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
+    Ok((ch, bearer))
+}
+
+/// An Admin client that sends the configured bearer token.
+pub type AdminGrpc = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects one Admin client with `config`'s address, TLS settings and
+/// token (what `shredstore backup`, `journal` and `restore --journal`
+/// use).
+///
+/// # Errors
+/// Bad settings, or a server that cannot be reached.
+pub async fn connect_admin(config: &LoadConfig) -> Result<AdminGrpc, LoadError> {
+    let (ch, bearer) = connect_channel(config).await?;
+    Ok(AdminClient::with_interceptor(ch, bearer).max_decoding_message_size(MAX_DECODING))
 }
 
 /// A Conversations client that sends the configured bearer token.

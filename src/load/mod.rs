@@ -69,7 +69,7 @@ mod users;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use connect::{Bearer, Client, code_name, connect_client};
+pub use connect::{AdminGrpc, Bearer, Client, code_name, connect_admin, connect_client};
 pub use conversations::{ConversationPicker, author_id, conversation_id};
 pub use mix::{Mix, MixError, Op};
 pub use payload::{PAYLOAD_HEADER_LEN, PAYLOAD_MAGIC, VerifyError, build_payload, verify_payload};

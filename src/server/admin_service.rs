@@ -1,6 +1,7 @@
 //! `shredstore.v1.Admin`: Purge, Stats, VerifyReceipt, Audit and the
 //! rights operations. Every call is audited, refusals included.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,73 @@ use crate::{AuditOp, AuditOutcome, ChangeCursor, Store, UserId};
 /// How long one wait of a live change-feed tail lasts before it checks that
 /// its client is still there and the server is not shutting down.
 const TAIL_POLL: Duration = Duration::from_millis(500);
+
+/// Largest chunk of a streamed file (backup, journal).
+const FILE_CHUNK: usize = 1 << 20;
+
+/// A `Write` that sends what is written, in chunks of [`FILE_CHUNK`], to a
+/// response stream (from the blocking pool; it waits while the client is
+/// slow). Fails once the client has gone.
+struct ChunkWriter<T> {
+    tx: mpsc::Sender<Result<T, Status>>,
+    buf: Vec<u8>,
+    wrap: fn(Vec<u8>) -> T,
+}
+
+impl<T> ChunkWriter<T> {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(FILE_CHUNK));
+        self.tx.blocking_send(Ok((self.wrap)(data))).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl<T> Write for ChunkWriter<T> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(FILE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == FILE_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// A response stream of the file `produce` writes, on the blocking pool;
+/// an error ends the stream with its status.
+fn stream_file<T: Send + 'static>(
+    produce: impl FnOnce(&mut dyn Write) -> crate::Result<()> + Send + 'static,
+    wrap: fn(Vec<u8>) -> T,
+) -> BoxStream<T> {
+    let (tx, rx) = mpsc::channel(4);
+    let err_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(FILE_CHUNK),
+            wrap,
+        };
+        let r = produce(&mut w).and_then(|()| w.flush().map_err(crate::Error::Io));
+        if let Err(e) = r {
+            let gone =
+                matches!(&e, crate::Error::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe);
+            if gone {
+                tracing::info!("a streamed file's client went away");
+            } else {
+                let _ = err_tx.blocking_send(Err(status(e)));
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
 
 /// `shredstore.v1.Admin`.
 pub struct AdminService {
@@ -380,6 +448,71 @@ impl proto::admin_server::Admin for AdminService {
         }
         .await;
         self.metrics.observe_result("Audit", started, &r);
+        r
+    }
+
+    type BackupStream = BoxStream<proto::BackupResponse>;
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(AuditOp::Backup)).await?;
+            let actor = caller.name().to_owned();
+            let store = Arc::clone(&self.store);
+            Ok(Response::new(stream_file(
+                move |out| crate::backup::write_backup(&store, out, &actor).map(|_| ()),
+                |data| proto::BackupResponse { data },
+            ) as Self::BackupStream))
+        }
+        .await;
+        self.metrics.observe_result("Backup", started, &r);
+        r
+    }
+
+    type ErasureJournalStream = BoxStream<proto::ErasureJournalResponse>;
+
+    async fn erasure_journal(
+        &self,
+        request: Request<proto::ErasureJournalRequest>,
+    ) -> Result<Response<Self::ErasureJournalStream>, Status> {
+        let started = Instant::now();
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(
+                &self.store,
+                &caller,
+                Role::Admin,
+                Some(AuditOp::ErasureJournal),
+            )
+            .await?;
+            let actor = caller.name().to_owned();
+            let s = Arc::clone(&self.store);
+            // Read (and audited) before the stream opens: a failure is the
+            // call's status.
+            let bytes = blocking(move || {
+                let journal = s.erasure_journal().map_err(status)?;
+                s.record_audit(&actor, AuditOp::ErasureJournal, None, AuditOutcome::Ok)
+                    .map_err(status)?;
+                let mut bytes = Vec::new();
+                journal.encode(&mut bytes);
+                Ok(bytes)
+            })
+            .await?;
+            Ok(Response::new(stream_file(
+                move |out| {
+                    out.write_all(&bytes)?;
+                    out.flush()?;
+                    Ok(())
+                },
+                |data| proto::ErasureJournalResponse { data },
+            ) as Self::ErasureJournalStream))
+        }
+        .await;
+        self.metrics.observe_result("ErasureJournal", started, &r);
         r
     }
 

@@ -79,6 +79,11 @@ pub fn status(e: Error) -> Status {
         Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Poisoned => Status::unavailable(e.to_string()),
         Error::SeqExhausted => Status::resource_exhausted(e.to_string()),
+        Error::Backup(
+            crate::BackupError::Busy
+            | crate::BackupError::RotationInProgress
+            | crate::BackupError::InMemory,
+        ) => Status::failed_precondition(e.to_string()),
         other => {
             tracing::error!(error = %other, "internal error");
             Status::internal("internal storage error")

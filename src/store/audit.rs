@@ -63,6 +63,8 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::ConversationSetSubjects
             | AuditOp::RootKeyRotationStarted
             | AuditOp::RootKeyRotationFinished
+            | AuditOp::Backup
+            | AuditOp::Restore
     )
 }
 

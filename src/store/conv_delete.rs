@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use super::conversation::ConversationDeleted;
 use super::conversations::ConvState;
 use super::engine::Cf;
+use super::erase::Replay;
 use super::redact::Redacted;
 use super::{Inner, Pending};
 use crate::codec::{
@@ -43,9 +44,19 @@ impl Inner {
     pub(super) fn conv_delete(&self, handle: &Handle, actor: &str) -> Result<ConversationDeleted> {
         self.engine.check_writable()?;
         let _guard = self.convs.lock(handle);
+        self.conv_delete_locked(handle, actor, None)
+    }
+
+    /// [`Inner::conv_delete`] with the conversation's lock held.
+    pub(super) fn conv_delete_locked(
+        &self,
+        handle: &Handle,
+        actor: &str,
+        replay: Option<Replay>,
+    ) -> Result<ConversationDeleted> {
         let now = self.clock.now_ms();
         let mut batch = self.engine.batch();
-        let deletion = match self.conv_delete_into(&mut batch, handle, actor, now) {
+        let deletion = match self.conv_delete_into(&mut batch, handle, actor, now, replay) {
             Err(Error::LegalHold) => {
                 tracing::info!(conversation = %handle, "delete refused: legal hold");
                 return self.audit_refusal(
@@ -69,6 +80,9 @@ impl Inner {
     /// deleted, its marker, its idempotency entries and seq high-water mark
     /// deleted, the audit record. Caller holds the conversation's lock.
     ///
+    /// A `replay` (restore) is not refused by a hold and records at least
+    /// its epoch and next seq.
+    ///
     /// # Errors
     /// [`Error::LegalHold`] under an active hold (nothing is added), a
     /// damaged record or a storage error.
@@ -78,10 +92,11 @@ impl Inner {
         handle: &Handle,
         actor: &str,
         now: u64,
+        replay: Option<Replay>,
     ) -> Result<ConvDeletion> {
         let (live, old_marker, next) = match self.load_conv(handle)? {
             ConvState::Live(c) => {
-                if c.policy.active_hold(now).is_some() {
+                if replay.is_none() && c.policy.active_hold(now).is_some() {
                     return Err(Error::LegalHold);
                 }
                 // An unreadable earlier marker is rewritten, as erase does.
@@ -101,7 +116,9 @@ impl Inner {
         let epoch = live
             .as_ref()
             .map_or(0, |c| c.epoch)
-            .max(old_marker.as_ref().map_or(0, |m| m.epoch));
+            .max(old_marker.as_ref().map_or(0, |m| m.epoch))
+            .max(replay.map_or(0, |r| r.epoch));
+        let next = next.max(replay.map_or(0, |r| r.next_seq));
         let messages_deleted = live
             .as_ref()
             .map_or(0, |c| next.saturating_sub(c.first_seq));
@@ -109,7 +126,7 @@ impl Inner {
         let purged = live.is_none() && old_marker.as_ref().is_none_or(|m| m.purged);
         let marker = EraseMarker {
             epoch,
-            erased_at_ms: now,
+            erased_at_ms: replay.map_or(now, |r| r.erased_at_ms),
             next_seq: next,
             block_new: false,
             purged,
@@ -205,12 +222,15 @@ impl Inner {
         d.deleted
     }
 
+    /// Redacts slot `seq`. `replayed_at` (a restore replaying a journal)
+    /// is when it was redacted where it happened: a hold does not refuse it.
     pub(super) fn conv_redact(
         &self,
         handle: &Handle,
         seq: u64,
         reason: &str,
         actor: &str,
+        replayed_at: Option<u64>,
     ) -> Result<Redacted> {
         self.engine.check_writable()?;
         let _guard = self.convs.lock(handle);
@@ -218,7 +238,7 @@ impl Inner {
         let ConvState::Live(conv) = self.load_conv(handle)? else {
             return Err(Error::NoSuchMessage);
         };
-        if conv.policy.active_hold(now).is_some() {
+        if replayed_at.is_none() && conv.policy.active_hold(now).is_some() {
             return Err(Error::LegalHold);
         }
         if seq < conv.first_seq {
@@ -270,7 +290,7 @@ impl Inner {
         };
         drop(stored);
         let body = RedactionBody {
-            redacted_at_ms: now,
+            redacted_at_ms: replayed_at.unwrap_or(now),
             reason: reason.to_owned(),
         }
         .to_bytes();

@@ -282,8 +282,9 @@ impl Conversation<'_> {
     /// As [`Conversation::redact`].
     pub fn redact_as(&self, seq: u64, reason: &str, actor: &str) -> Result<Redacted> {
         let inner = &self.store.inner;
-        let r = check_text("redaction reason", reason)
-            .and_then(|()| inner.counted(inner.conv_redact(&self.handle, seq, reason, actor)));
+        let r = check_text("redaction reason", reason).and_then(|()| {
+            inner.counted(inner.conv_redact(&self.handle, seq, reason, actor, None))
+        });
         inner.audit_refusal(actor, AuditOp::ConversationRedact, self.handle, r)
     }
 

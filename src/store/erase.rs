@@ -47,6 +47,22 @@ pub struct EraseOptions {
     /// become tombstones and the conversations stay (the user is removed
     /// from their subjects).
     pub delete_subject_conversations: bool,
+    /// Set when a restore replays an erasure from a journal.
+    pub(super) replay: Option<Replay>,
+}
+
+/// An erasure (or a conversation's deletion) replayed from an erasure
+/// journal at restore: what the store it came from recorded. A replay is
+/// not refused by a legal hold (the erasure was allowed where it
+/// happened), and never records less than the journal says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replay {
+    /// The journal's erased epoch.
+    pub(super) epoch: u32,
+    /// The journal's next seq.
+    pub(super) next_seq: u64,
+    /// When it was erased.
+    pub(super) erased_at_ms: u64,
 }
 
 impl EraseOptions {
@@ -93,7 +109,7 @@ impl Inner {
 
     /// [`Inner::erase`] with the user's lock and its subject conversations'
     /// held.
-    fn erase_locked(
+    pub(super) fn erase_locked(
         &self,
         user_handle: &Handle,
         options: EraseOptions,
@@ -116,9 +132,10 @@ impl Inner {
         let had_record = record.is_some();
         let decoded = record.as_ref().and_then(|b| KeyRecord::decode(b).ok());
         drop(record);
-        if decoded
-            .as_ref()
-            .is_some_and(|r| r.state.policy().active_hold(now).is_some())
+        if options.replay.is_none()
+            && decoded
+                .as_ref()
+                .is_some_and(|r| r.state.policy().active_hold(now).is_some())
         {
             tracing::info!(%handle, "erase refused: legal hold");
             return self.audit_refusal(actor, AuditOp::Erase, handle, Err(Error::LegalHold));
@@ -145,6 +162,9 @@ impl Inner {
         if had_record {
             epoch = epoch.max(1);
         }
+        if let Some(r) = options.replay {
+            epoch = epoch.max(r.epoch);
+        }
         // Consent records without a readable key record: their range must
         // be purged too.
         if let Some(c) = self.last_in(Cf::Consent, &handle)? {
@@ -156,7 +176,8 @@ impl Inner {
             floor,
             old_marker.as_ref(),
             known.map(|(_, f)| f),
-        );
+        )
+        .max(options.replay.map_or(0, |r| r.next_seq));
         let messages_erased = known.map_or(0, |(_, first)| next.saturating_sub(first));
         // Epoch 0: nothing was ever stored. The same epoch as an erasure
         // already purged, with no key record since: nothing new to purge.
@@ -166,9 +187,10 @@ impl Inner {
                 .as_ref()
                 .is_some_and(|m| m.purged && m.epoch == epoch);
         let purged = nothing_stored || already_purged;
+        let erased_at_ms = options.replay.map_or(now, |r| r.erased_at_ms);
         let marker = EraseMarker {
             epoch,
-            erased_at_ms: now,
+            erased_at_ms,
             next_seq: next,
             block_new: options.block_new || old_marker.as_ref().is_some_and(|m| m.block_new),
             purged,
@@ -204,7 +226,7 @@ impl Inner {
         let mut deletions = Vec::new();
         for conv in subject_convs {
             if options.delete_subject_conversations {
-                match self.conv_delete_into(&mut batch, conv, actor, now) {
+                match self.conv_delete_into(&mut batch, conv, actor, now, None) {
                     Err(Error::LegalHold) => {
                         tracing::info!(%handle, conversation = %conv,
                             "erase refused: a subject conversation is on legal hold");
@@ -262,7 +284,7 @@ impl Inner {
                 handle,
                 Pending {
                     epoch,
-                    erased_at_ms: now,
+                    erased_at_ms,
                 },
             );
             self.purger_signal.notify();

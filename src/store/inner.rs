@@ -47,6 +47,11 @@ pub(super) struct StoreKeys {
     pub(super) receipt_key: crypto::ReceiptKey,
     /// Receipt keys of retired root keys: receipts they signed still verify.
     pub(super) older_receipt_keys: RwLock<Vec<crypto::ReceiptKey>>,
+    /// The current root key's check value (one-way), for journals and
+    /// backup manifests.
+    pub(super) root_check: [u8; 16],
+    /// The store's id ([`crypto::store_id`]).
+    pub(super) store_id: [u8; 16],
 }
 
 /// An erasure not yet made physical.
@@ -113,6 +118,8 @@ pub(crate) struct Inner {
     pub(super) rotation_finished: Mutex<Option<super::rootkey::RotationStatus>>,
     /// Key records a rotation could not rewrap (damaged) since open.
     pub(super) rotation_skipped: AtomicU64,
+    /// Held while a backup is taken (one at a time).
+    pub(super) backup_lock: Mutex<()>,
 }
 
 impl Inner {

@@ -8,6 +8,7 @@
 
 mod append;
 mod audit;
+mod backup;
 mod changes;
 mod consent;
 mod conv_append;
@@ -43,6 +44,8 @@ pub use append::{
     Appended, IdempotentAppend, MAX_CLIENT_MESSAGE_ID_LEN, validate_client_message_id,
 };
 pub use audit::AuditCursor;
+pub(crate) use backup::inspect_dir;
+pub use backup::{JournalReplay, RESTORE_ACTOR};
 pub use changes::{ChangeCursor, ChangeEntry};
 pub use consent::ConsentEntry;
 pub use conv_rights::MAX_SUBJECTS;

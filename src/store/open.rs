@@ -89,6 +89,7 @@ impl Inner {
             rotation_finished: Mutex::new(None),
             rotation: Mutex::new(rotation),
             rotation_skipped: AtomicU64::new(0),
+            backup_lock: Mutex::new(()),
         });
         if starting && let Some(rot) = inner.rotation.lock().as_ref() {
             inner.start_rotation(rot)?;

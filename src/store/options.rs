@@ -38,6 +38,10 @@ pub struct Options {
     pub(crate) data_dir: PathBuf,
     pub(crate) root_key: RootKey,
     pub(crate) previous_root_key: Option<RootKey>,
+    /// A rotation that starts at this open goes to this generation (not
+    /// the next one) if the root key's check value is this: a backup
+    /// rekeyed to the live store's key takes its generation too.
+    pub(crate) rotation_target: Option<(u32, [u8; 16])>,
     pub(crate) rotation_batch: usize,
     pub(crate) rotation_pause: Duration,
     pub(crate) durability: Durability,
@@ -113,6 +117,7 @@ impl Options {
             data_dir: data_dir.as_ref().to_path_buf(),
             root_key,
             previous_root_key: None,
+            rotation_target: None,
             rotation_batch: 256,
             rotation_pause: Duration::from_millis(5),
             durability: Durability::Sync,

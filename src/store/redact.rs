@@ -47,19 +47,23 @@ impl Store {
         let handle = self.handle(user);
         let r = check_text("redaction reason", reason).and_then(|()| {
             self.inner
-                .counted(self.inner.redact(&handle, seq, reason, actor))
+                .counted(self.inner.redact(&handle, seq, reason, actor, None))
         });
         self.inner.audit_refusal(actor, AuditOp::Redact, handle, r)
     }
 }
 
 impl Inner {
+    /// Redacts message `seq` of `handle`. `replayed_at` (a restore
+    /// replaying a journal) is when it was redacted where it happened: a
+    /// hold does not refuse it.
     pub(super) fn redact(
         &self,
         handle: &Handle,
         seq: u64,
         reason: &str,
         actor: &str,
+        replayed_at: Option<u64>,
     ) -> Result<Redacted> {
         self.engine.check_writable()?;
         let _guard = self.users.lock(handle);
@@ -68,7 +72,7 @@ impl Inner {
             return Err(Error::NoSuchMessage);
         };
         let state = &user.state;
-        if state.policy().active_hold(now).is_some() {
+        if replayed_at.is_none() && state.policy().active_hold(now).is_some() {
             return Err(Error::LegalHold);
         }
         if seq < state.first_seq {
@@ -101,7 +105,7 @@ impl Inner {
         let timestamp_ms = env.timestamp_ms;
         drop(stored);
         let body = RedactionBody {
-            redacted_at_ms: now,
+            redacted_at_ms: replayed_at.unwrap_or(now),
             reason: reason.to_owned(),
         }
         .to_bytes();

@@ -295,9 +295,13 @@ pub(super) fn open_keys(
             {
                 return Err(e);
             }
-            let to_gen = current
+            let next = current
                 .checked_add(1)
                 .ok_or(Error::RootKeyRotation("root-key generations are exhausted"))?;
+            let to_gen = match options.rotation_target {
+                Some((g, check)) if g > current && check == options.root_key.check_value(salt) => g,
+                _ => next,
+            };
             let previous = options
                 .previous_root_key
                 .as_ref()
@@ -337,6 +341,8 @@ pub(super) fn open_keys(
             previous: parking_lot::RwLock::new(previous),
             receipt_key: options.root_key.receipt_key(salt),
             older_receipt_keys: parking_lot::RwLock::new(older),
+            root_check: options.root_key.check_value(salt),
+            store_id: crypto::store_id(salt),
         },
         rotation,
         starting,

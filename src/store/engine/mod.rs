@@ -142,6 +142,52 @@ impl Cf {
     }
 }
 
+/// A store's files opened read-only, without its keys (to count and
+/// compare records of a backup: `shredstore backup inspect`).
+pub(crate) struct ReadOnly {
+    db: DB,
+}
+
+impl ReadOnly {
+    /// Opens the store in `dir` read-only.
+    pub(crate) fn open(dir: &Path) -> Result<ReadOnly> {
+        let existing = DB::list_cf(&rocksdb::Options::default(), dir)?;
+        if !existing.iter().any(|e| e == Cf::Meta.name()) {
+            return Err(Error::Corrupt(Corruption::Meta));
+        }
+        let db = DB::open_cf_for_read_only(&rocksdb::Options::default(), dir, &existing, false)?;
+        Ok(ReadOnly { db })
+    }
+
+    /// The value under `key` (`None` also when the column family is absent:
+    /// an older format).
+    pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.db.cf_handle(cf.name()) {
+            Some(h) => Ok(self.db.get_cf(h, key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` with every key and value of `cf`, in key order.
+    pub(crate) fn for_each(
+        &self,
+        cf: Cf,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let Some(h) = self.db.cf_handle(cf.name()) else {
+            return Ok(());
+        };
+        let mut it = self.db.raw_iterator_cf(h);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            f(k, v)?;
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+}
+
 /// An open RocksDB instance with the store's column families.
 pub(crate) struct Engine {
     db: DB,
@@ -309,6 +355,18 @@ impl Engine {
         opts.set_exclusive_manual_compaction(false);
         self.db
             .compact_range_cf_opt(self.cf(cf)?, start, end, &opts);
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the store into `dir` (which must not
+    /// exist; on the same filesystem its SST files are hard links): a
+    /// RocksDB checkpoint, taken after a flush of the memtables, while
+    /// writes go on.
+    pub(crate) fn checkpoint(&self, dir: &Path) -> Result<()> {
+        if self.in_memory {
+            return Err(Error::Backup(crate::error::BackupError::InMemory));
+        }
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
     }
 
