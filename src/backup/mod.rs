@@ -90,7 +90,7 @@ fn write_backup_as(
     let dir = Scratch::fresh(sibling(store.data_dir(), "backup-tmp")?)?;
     let info = store.checkpoint(&dir.0, actor)?;
     let mut journal = info.journal;
-    let contents = inspect_dir(&dir.0, &journal)?;
+    let contents = inspect_dir(&dir.0, &journal, false)?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir.0)? {
         let entry = entry?;
@@ -477,7 +477,7 @@ pub fn inspect(path: &Path, journals: &[Journal]) -> Result<Inspection> {
         .max_by_key(|j| j.taken_ms);
     let current_root_key = newer.map(|j| j.root_key_check == manifest.root_key_check);
     let journal = journals.iter().fold(own, |a, j| a.merged(j));
-    let c = inspect_dir(&tmp.0, &journal)?;
+    let c = inspect_dir(&tmp.0, &journal, true)?;
     Ok(Inspection {
         journal_ms: journal.taken_ms,
         newer_journal: newer.is_some(),

@@ -171,7 +171,13 @@ pub(crate) struct DirContents {
 
 /// Reads the store in `dir` read-only and compares its key records with
 /// `journal`'s erasures.
-pub(crate) fn inspect_dir(dir: &Path, journal: &Journal) -> Result<DirContents> {
+/// Counting the stored messages reads every one of them: only `inspect`
+/// asks for it (`count_messages`), a backup's manifest needs key records.
+pub(crate) fn inspect_dir(
+    dir: &Path,
+    journal: &Journal,
+    count_messages: bool,
+) -> Result<DirContents> {
     let db = super::engine::ReadOnly::open(dir)?;
     let mut c = DirContents {
         root_key_generation: db
@@ -194,8 +200,10 @@ pub(crate) fn inspect_dir(dir: &Path, journal: &Journal) -> Result<DirContents> 
         })
         .map(|()| n)
     };
-    c.messages = count(Cf::Messages)?;
-    c.conversation_messages = count(Cf::ConvMessages)?;
+    if count_messages {
+        c.messages = count(Cf::Messages)?;
+        c.conversation_messages = count(Cf::ConvMessages)?;
+    }
     let users = by_handle(&journal.users);
     db.for_each(Cf::Keys, |k, v| {
         c.users += 1;
@@ -361,16 +369,7 @@ impl Inner {
     /// Replays one user's erasure; whether anything changed.
     fn replay_erasure(&self, e: &JournalErasure) -> Result<bool> {
         let handle = Handle(e.handle);
-        // The locks as erase takes them (see `Inner::erase`).
-        loop {
-            let convs = self.subject_conversations(&handle)?;
-            let conv_guards = self.convs.lock_many(&convs);
-            let guard = self.users.lock(&handle);
-            if self.subject_conversations(&handle)? != convs {
-                drop(guard);
-                drop(conv_guards);
-                continue;
-            }
+        self.with_erase_locks(&handle, |convs| {
             let key = self.engine.get(Cf::Keys, handle.as_bytes())?;
             // An undecodable key record is erased too (its epoch unknown).
             let key_epoch = key
@@ -394,9 +393,9 @@ impl Inner {
                     erased_at_ms: e.erased_at_ms,
                 }),
             };
-            self.erase_locked(&handle, options, RESTORE_ACTOR, &convs)?;
-            return Ok(true);
-        }
+            self.erase_locked(&handle, options, RESTORE_ACTOR, convs)?;
+            Ok(true)
+        })
     }
 
     /// Replays one conversation's deletion; whether anything changed.

@@ -91,19 +91,31 @@ impl Inner {
     ) -> Result<Erased> {
         self.engine.check_writable()?;
         let handle = self.handle(user);
-        // Lock order: the subject conversations' stripes, then the user's.
-        // Their list is read again under the locks; a change meanwhile (a
-        // concurrent SetSubjects) starts over.
+        self.with_erase_locks(&handle, |convs| {
+            self.erase_locked(&handle, options, actor, convs)
+        })
+    }
+
+    /// Runs `f` with the locks an erasure of `handle` takes, given the
+    /// user's subject conversations. Lock order: the subject
+    /// conversations' stripes, then the user's. Their list is read again
+    /// under the locks; a change meanwhile (a concurrent SetSubjects)
+    /// starts over.
+    pub(super) fn with_erase_locks<T>(
+        &self,
+        handle: &Handle,
+        f: impl FnOnce(&[Handle]) -> Result<T>,
+    ) -> Result<T> {
         loop {
-            let convs = self.subject_conversations(&handle)?;
+            let convs = self.subject_conversations(handle)?;
             let conv_guards = self.convs.lock_many(&convs);
-            let guard = self.users.lock(&handle);
-            if self.subject_conversations(&handle)? != convs {
+            let guard = self.users.lock(handle);
+            if self.subject_conversations(handle)? != convs {
                 drop(guard);
                 drop(conv_guards);
                 continue;
             }
-            return self.erase_locked(&handle, options, actor, &convs);
+            return f(&convs);
         }
     }
 
