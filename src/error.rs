@@ -83,6 +83,15 @@ pub enum Error {
     #[error("no such message")]
     NoSuchMessage,
 
+    /// No erasure request has this id.
+    #[error("no such erasure request")]
+    NoSuchRequest,
+
+    /// The erasure request can no longer be cancelled: its grace period is
+    /// over, or it is done or cancelled.
+    #[error("the erasure request is past its grace period, done or cancelled")]
+    RequestClosed,
+
     /// A client message id was reused for the same user with a different payload.
     #[error("client message id already used with a different payload")]
     IdempotencyConflict,
@@ -270,6 +279,19 @@ pub enum InvalidArgument {
     /// A legal hold's end lies in the past.
     #[error("legal hold end time is not in the future")]
     HoldEndsInPast,
+
+    /// An erasure request's grace period ends after its due date.
+    #[error("grace period of {grace_ms} ms ends after the due date ({due_ms} ms after receipt)")]
+    GraceTooLong {
+        /// The grace period asked for.
+        grace_ms: u64,
+        /// The store's due period.
+        due_ms: u64,
+    },
+
+    /// An erasure request id that is not 16 bytes (32 hex digits).
+    #[error("erasure request id is not 32 hex digits")]
+    RequestId,
     /// [`Store::record_audit`](crate::Store::record_audit) was asked to record
     /// one of the store's own operations as done (only the store does).
     #[error("the {op} operation records itself; a caller may record only its refusal or failure")]

@@ -54,11 +54,12 @@ pub use error::{BackupError, Corruption, Error, InvalidArgument, Result};
 pub use store::{
     Access, Appended, AuditCursor, AuthoredMessage, ChangeCursor, ChangeEntry, ConsentEntry,
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD,
-    Durability, EraseOptions, Erased, ErasureCheck, ErasureState, ExportCursor, ExportItem,
-    ExportManifest, IdempotentAppend, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MAX_SUBJECTS,
-    MemoryBudget, MemoryEnv, Message, MessageIter, Options, PurgeReport, ROTATION_ACTOR, Redacted,
-    Redaction, RightsState, RotationStatus, Stats, Store, StoreLimits, TestHooks, Tombstone,
-    TombstoneCause, layout, open_plain_baseline, validate_client_message_id,
+    Durability, EraseOptions, Erased, ErasureCheck, ErasureRequest, ErasureRequestState,
+    ErasureRequested, ErasureState, ExportCursor, ExportItem, ExportManifest, IdempotentAppend,
+    LEDGER_ACTOR, LIBRARY_ACTOR, MAX_CLIENT_MESSAGE_ID_LEN, MAX_SUBJECTS, MemoryBudget, MemoryEnv,
+    Message, MessageIter, Options, PurgeReport, ROTATION_ACTOR, Redacted, Redaction, RequestId,
+    RightsState, RotationStatus, Stats, Store, StoreLimits, TestHooks, Tombstone, TombstoneCause,
+    layout, open_plain_baseline, validate_client_message_id,
 };
 pub use types::{
     Clock, ConversationId, Handle, MAX_CONVERSATION_ID_LEN, MAX_USER_ID_LEN, SystemClock, UserId,

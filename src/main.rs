@@ -7,6 +7,8 @@
 
 mod cli;
 
+use cli::UserIdArg;
+
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
@@ -55,6 +57,12 @@ enum Command {
     /// Restore a backup offline into a new data directory, applying the
     /// newest erasure journal given before the store can serve.
     Restore(cli::backup::RestoreArgs),
+    /// Record, cancel or list erasure requests on a running server (the
+    /// erasure ledger): a request restricts the user at once and erases it
+    /// when its grace ends (answer due within one month, GDPR Art. 12(3)).
+    ///
+    /// Exit status of `list`: 0, or 2 if a request is overdue; 1 error.
+    ErasureRequest(cli::ledger::ErasureRequestArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,34 +84,6 @@ struct ExportArgs {
     /// personal data.
     #[arg(long)]
     out: std::path::PathBuf,
-}
-
-/// `--user-id` or `--user-id-base64`.
-#[derive(clap::Args)]
-struct UserIdArg {
-    /// The user id (UTF-8).
-    #[arg(
-        long,
-        conflicts_with = "user_id_base64",
-        required_unless_present = "user_id_base64"
-    )]
-    user_id: Option<String>,
-    /// The user id as standard base64 (for ids that are not UTF-8).
-    #[arg(long)]
-    user_id_base64: Option<String>,
-}
-
-impl UserIdArg {
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        use base64::Engine;
-        match (&self.user_id, &self.user_id_base64) {
-            (Some(s), _) => Ok(s.as_bytes().to_vec()),
-            (None, Some(b)) => base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map_err(|_| "--user-id-base64 is not valid base64".to_owned()),
-            (None, None) => Err("give --user-id or --user-id-base64".into()),
-        }
-    }
 }
 
 #[derive(clap::Args)]
@@ -164,6 +144,7 @@ fn main() -> ExitCode {
             cli::backup::backup_command(&args)
         }
         Command::Journal(args) => cli::backup::journal_command(&args),
+        Command::ErasureRequest(args) => cli::ledger::erasure_request_command(&args),
         Command::Restore(args) => {
             init_logging_at("warn");
             cli::backup::restore_command(&args)

@@ -331,6 +331,111 @@ fn backs_up_and_restores_through_the_cli_honouring_erasure() {
     assert!(terminate(&mut child).success());
 }
 
+/// `shredstore erasure-request create|cancel|list` against the real binary
+/// (with `--erasure-due-days`): a request is listed pending, cancelled, and
+/// one with no grace is run by the server itself; bad ids and grace are
+/// refused with exit status 1.
+#[test]
+fn records_cancels_and_lists_erasure_requests_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = dir.path().join("root.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (mut child, url) = spawn_server::spawn_serve([
+        os("--data-dir"),
+        data.into(),
+        os("--root-key-file"),
+        key.into(),
+        os("--erasure-due-days"),
+        os("7"),
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = StoreClient::connect(url.clone()).await.unwrap();
+        for user in ["cli-ledger-a", "cli-ledger-b"] {
+            c.append(AppendRequest {
+                user_id: user.as_bytes().to_vec(),
+                payload: b"x".to_vec(),
+                client_message_id: None,
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shredstore"))
+            .arg("erasure-request")
+            .args(args)
+            .args(["--addr", &url])
+            .env_remove("SHREDSTORE_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&[
+        "create",
+        "--user-id",
+        "cli-ledger-a",
+        "--grace-ms",
+        "600000",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(" pending handle="), "{out}");
+    // Due 7 days after receipt.
+    assert!(out.contains("due=") && !out.contains("OVERDUE"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{out}");
+    let (code, out, _) = run(&["list", "--state", "pending"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with(&id), "{out}");
+    let (code, _, err) = run(&[
+        "create",
+        "--user-id",
+        "cli-ledger-b",
+        "--grace-ms",
+        "700000000",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("InvalidArgument"), "{err}");
+    let (code, _, err) = run(&["cancel", "not-an-id"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("InvalidArgument"), "{err}");
+    let (code, out, err) = run(&["cancel", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(" cancelled "), "{out}");
+    let (code, _, err) = run(&["cancel", &id]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("FailedPrecondition"), "{err}");
+
+    let (code, out, err) = run(&["create", "--user-id", "cli-ledger-b"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let b = out.split_whitespace().next().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, _) = run(&["list", "--state", "done"]);
+        assert_eq!(code, Some(0));
+        if out.starts_with(&b) {
+            assert!(out.contains("messages_erased=1"), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never done: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, out, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        !out.contains("cli-ledger"),
+        "a user id in the listing: {out}"
+    );
+    assert!(terminate(&mut child).success());
+}
+
 #[test]
 fn refuses_to_start_without_auth_configuration() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Incident signals (issue 11, GDPR Art. 33): the server's `/metrics`
 //! exposes authentication failures by reason, permission refusals,
-//! integrity failures, a poisoned store, incomplete purges and overdue
-//! erasures; `docs/ops/alerts.yml` passes `promtool check rules` and its
+//! integrity failures, a poisoned store, incomplete purges, overdue
+//! erasures and overdue erasure requests; `docs/ops/alerts.yml` passes `promtool check rules` and its
 //! unit tests (`docs/ops/alerts_test.yml`), and every metric it alerts on
 //! is one the server really exports.
 #![cfg(feature = "server")]
@@ -89,6 +89,8 @@ async fn incident_signals_are_exported_and_alerted_on() {
         ("shredstore_store_poisoned", 0.0),
         ("shredstore_overdue_erasures", 0.0),
         ("shredstore_oldest_pending_erasure_seconds", 0.0),
+        ("shredstore_erasure_requests_open", 0.0),
+        ("shredstore_erasure_requests_overdue", 0.0),
     ];
     for (series, value) in want {
         assert_eq!(sample(&body, series), Some(value), "{series} in\n{body}");

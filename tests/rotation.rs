@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::user;
@@ -369,27 +368,13 @@ fn rotation_survives_kill_9_at_random_points() {
         } else {
             150 + rng % 450
         });
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "rotation_child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env(CHILD_ROOT_ENV, root.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines.next().expect("child exited before ready").unwrap();
-            // libtest's "test rotation_child_process ... " has no newline.
-            if line.ends_with("ready") {
-                break;
-            }
-        }
+        let (mut child, lines) = common::spawn_child(
+            "rotation_child_process",
+            &[
+                (CHILD_ENV, dir.path().as_os_str()),
+                (CHILD_ROOT_ENV, root.to_string().as_ref()),
+            ],
+        );
         let started = Instant::now();
         let reader = std::thread::spawn(move || {
             let mut acked = Vec::new();

@@ -16,7 +16,7 @@ use shredstore::{Clock, RootKey, SystemClock};
 pub(crate) struct ServerArgs {
     /// Server URL: http://host:port, or https://host:port with --tls-ca.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    addr: String,
+    pub(crate) addr: String,
     /// CA certificate (PEM) to trust for https.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -26,7 +26,7 @@ pub(crate) struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn config(&self, addr: &str) -> shredstore::load::LoadConfig {
+    pub(crate) fn config(&self, addr: &str) -> shredstore::load::LoadConfig {
         shredstore::load::LoadConfig {
             tls_ca: self.tls_ca.clone(),
             token: self.token.clone(),
@@ -171,7 +171,7 @@ fn root_key(file: Option<&Path>) -> Result<RootKey, String> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -242,7 +242,7 @@ impl Chunk for shredstore::server::proto::ErasureJournalResponse {
     }
 }
 
-fn date(ms: u64) -> String {
+pub(crate) fn date(ms: u64) -> String {
     // Days since the epoch to a civil date (Howard Hinnant's algorithm).
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
@@ -367,7 +367,7 @@ pub(crate) fn backup_command(args: &BackupArgs) -> ExitCode {
     finish(r)
 }
 
-fn finish(r: Result<(), String>) -> ExitCode {
+pub(crate) fn finish(r: Result<(), String>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -70,6 +70,16 @@ pub enum AuditOp {
     /// The store was restored from a backup, with the journals given
     /// applied (actor `restore`).
     Restore,
+    /// An erasure request was received (`Admin.RequestErasure`): the user
+    /// is restricted until it runs or is cancelled.
+    ErasureRequested,
+    /// An erasure request was cancelled within its grace period.
+    ErasureRequestCancelled,
+    /// An erasure request came due while a legal hold blocks it: it waits
+    /// (recorded once) and runs when the hold lifts or ends.
+    ErasureRequestWaitingForHold,
+    /// The erasure requests were listed (`Admin.ErasureRequests`).
+    ErasureRequests,
 }
 
 impl AuditOp {
@@ -103,6 +113,10 @@ impl AuditOp {
             AuditOp::Backup => "backup",
             AuditOp::ErasureJournal => "erasure_journal",
             AuditOp::Restore => "restore",
+            AuditOp::ErasureRequested => "erasure_requested",
+            AuditOp::ErasureRequestCancelled => "erasure_request_cancelled",
+            AuditOp::ErasureRequestWaitingForHold => "erasure_request_waiting_for_hold",
+            AuditOp::ErasureRequests => "erasure_requests",
         }
     }
 }

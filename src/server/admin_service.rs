@@ -11,7 +11,10 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{Auth, Role};
 use super::calls::{BoxStream, blocking, log_outcome, require, send_bounded};
-use super::convert::{audit_to_proto, change_to_proto, purge_status_to_proto, rights_to_proto};
+use super::convert::{
+    audit_to_proto, change_to_proto, erasure_request_to_proto, purge_status_to_proto,
+    rights_to_proto,
+};
 use super::metrics::Metrics;
 use super::proto::{
     self, AuditRequest, ChangesRequest, GetRightsRequest, GetRightsResponse, LiftLegalHoldRequest,
@@ -229,6 +232,8 @@ impl proto::admin_server::Admin for AdminService {
                 rotation_rewrapped: s.rotation_rewrapped,
                 rotation_remaining_estimate: s.rotation_remaining_estimate,
                 rotation_skipped: s.rotation_skipped,
+                erasure_requests_open: s.erasure_requests_open,
+                erasure_requests_overdue: s.erasure_requests_overdue,
                 purges_done: s.purges_done,
                 filter_drops: s.filter_drops,
                 bytes_on_disk: s.bytes_on_disk,
@@ -513,6 +518,124 @@ impl proto::admin_server::Admin for AdminService {
         }
         .await;
         self.metrics.observe_result("ErasureJournal", started, &r);
+        r
+    }
+
+    async fn request_erasure(
+        &self,
+        request: Request<proto::RequestErasureRequest>,
+    ) -> Result<Response<proto::RequestErasureResponse>, Status> {
+        let started = Instant::now();
+        let op = AuditOp::ErasureRequested;
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let req = request.into_inner();
+            let user = super::validate::user_id(req.user_id)?;
+            let handle = self.store.handle(&user);
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || {
+                store
+                    .request_erasure_as(&user, req.grace_ms, req.delete_subject_conversations, &who)
+                    .map_err(status)
+            })
+            .await;
+            log_outcome(&actor, op, Some(handle), &result);
+            let done = result?;
+            Ok(Response::new(proto::RequestErasureResponse {
+                request: Some(erasure_request_to_proto(&done.request)),
+                existing: done.existing,
+            }))
+        }
+        .await;
+        self.metrics.observe_result("RequestErasure", started, &r);
+        r
+    }
+
+    async fn cancel_erasure(
+        &self,
+        request: Request<proto::CancelErasureRequest>,
+    ) -> Result<Response<proto::CancelErasureResponse>, Status> {
+        let started = Instant::now();
+        let op = AuditOp::ErasureRequestCancelled;
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let id: crate::RequestId = match request.into_inner().request_id.parse() {
+                Ok(id) => id,
+                Err(e) => {
+                    let _ = self
+                        .store
+                        .record_audit(&actor, op, None, AuditOutcome::Refused);
+                    return Err(Status::invalid_argument(format!("request_id: {e}")));
+                }
+            };
+            let store = Arc::clone(&self.store);
+            let who = actor.clone();
+            let result = blocking(move || store.cancel_erasure_as(id, &who).map_err(status)).await;
+            let handle = result.as_ref().ok().map(|r| r.handle);
+            log_outcome(&actor, op, handle, &result);
+            Ok(Response::new(proto::CancelErasureResponse {
+                request: Some(erasure_request_to_proto(&result?)),
+            }))
+        }
+        .await;
+        self.metrics.observe_result("CancelErasure", started, &r);
+        r
+    }
+
+    type ErasureRequestsStream = BoxStream<proto::ErasureRequestsResponse>;
+
+    async fn erasure_requests(
+        &self,
+        request: Request<proto::ErasureRequestsRequest>,
+    ) -> Result<Response<Self::ErasureRequestsStream>, Status> {
+        let started = Instant::now();
+        let op = AuditOp::ErasureRequests;
+        let r = async {
+            let caller = self.auth.caller(&request)?;
+            require(&self.store, &caller, Role::Admin, Some(op)).await?;
+            let actor = caller.name().to_owned();
+            let state = match proto::ErasureRequestState::try_from(request.into_inner().state) {
+                Ok(proto::ErasureRequestState::Unspecified) => None,
+                Ok(proto::ErasureRequestState::Pending) => {
+                    Some(crate::ErasureRequestState::Pending)
+                }
+                Ok(proto::ErasureRequestState::WaitingForHold) => {
+                    Some(crate::ErasureRequestState::WaitingForHold)
+                }
+                Ok(proto::ErasureRequestState::Done) => Some(crate::ErasureRequestState::Done),
+                Ok(proto::ErasureRequestState::Cancelled) => {
+                    Some(crate::ErasureRequestState::Cancelled)
+                }
+                Err(_) => return Err(Status::invalid_argument("state: unknown value")),
+            };
+            let store = Arc::clone(&self.store);
+            let list = blocking(move || {
+                let list = store.erasure_requests(state).map_err(status)?;
+                store
+                    .record_audit(&actor, op, None, AuditOutcome::Ok)
+                    .map_err(status)?;
+                Ok(list)
+            })
+            .await?;
+            let items: Vec<Result<proto::ErasureRequestsResponse, Status>> = list
+                .iter()
+                .map(|r| {
+                    Ok(proto::ErasureRequestsResponse {
+                        request: Some(erasure_request_to_proto(r)),
+                    })
+                })
+                .collect();
+            Ok(Response::new(
+                Box::pin(tokio_stream::iter(items)) as Self::ErasureRequestsStream
+            ))
+        }
+        .await;
+        self.metrics.observe_result("ErasureRequests", started, &r);
         r
     }
 

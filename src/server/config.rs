@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// legal holds override it.
     #[arg(long)]
     pub retention_secs: Option<u64>,
+    /// Days after its receipt an erasure request (Admin.RequestErasure) is
+    /// due: its grace may not end later, and it counts as overdue after
+    /// that (GDPR Art. 12(3): one month) [default: 30].
+    #[arg(long)]
+    pub erasure_due_days: Option<u64>,
     /// RocksDB block cache in MiB, index and filter blocks included [default: 64].
     #[arg(long)]
     pub block_cache_mb: Option<usize>,
@@ -143,6 +148,8 @@ pub struct ServerConfig {
     pub purge_interval: Duration,
     /// Store-wide retention period.
     pub retention: Option<Duration>,
+    /// Due period of erasure requests.
+    pub erasure_due: Duration,
     /// Block cache bytes.
     pub block_cache_bytes: usize,
     /// Messages memtable bytes.
@@ -271,6 +278,12 @@ impl ServeArgs {
                 "retention_secs must be at least 1".into(),
             ));
         }
+        let erasure_due_days = a.erasure_due_days.or(file.erasure_due_days).unwrap_or(30);
+        if !(1..=3650).contains(&erasure_due_days) {
+            return Err(ServerError::Config(
+                "erasure_due_days must be 1..=3650".into(),
+            ));
+        }
         Ok(ServerConfig {
             data_dir,
             listen: a
@@ -294,6 +307,7 @@ impl ServeArgs {
             max_stream_in_flight,
             purge_interval: Duration::from_secs(purge_secs),
             retention: retention_secs.map(Duration::from_secs),
+            erasure_due: Duration::from_secs(erasure_due_days * 24 * 3600),
             block_cache_bytes: mib(a.block_cache_mb.or(file.block_cache_mb).unwrap_or(64)),
             write_buffer_bytes: mib(a.write_buffer_mb.or(file.write_buffer_mb).unwrap_or(64)),
             key_cache_entries: a

@@ -234,3 +234,29 @@ pub(super) fn conversation_item_to_proto(item: crate::ConversationItem) -> proto
         }
     }
 }
+
+pub(super) fn erasure_request_state_to_proto(
+    s: crate::ErasureRequestState,
+) -> proto::ErasureRequestState {
+    match s {
+        crate::ErasureRequestState::Pending => proto::ErasureRequestState::Pending,
+        crate::ErasureRequestState::WaitingForHold => proto::ErasureRequestState::WaitingForHold,
+        crate::ErasureRequestState::Done => proto::ErasureRequestState::Done,
+        crate::ErasureRequestState::Cancelled => proto::ErasureRequestState::Cancelled,
+    }
+}
+
+pub(super) fn erasure_request_to_proto(r: &crate::ErasureRequest) -> proto::ErasureRequest {
+    proto::ErasureRequest {
+        request_id: r.id.to_string(),
+        handle: r.handle.to_string(),
+        received_ms: r.received_ms,
+        due_ms: r.due_ms,
+        grace_until_ms: r.grace_until_ms,
+        delete_subject_conversations: r.delete_subject_conversations,
+        state: erasure_request_state_to_proto(r.state).into(),
+        state_since_ms: r.state_since_ms,
+        receipt: r.receipt.as_ref().map(receipt_to_proto),
+        overdue: r.overdue,
+    }
+}

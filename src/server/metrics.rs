@@ -65,6 +65,8 @@ pub struct Metrics {
     /// Root-key generation, rotation in progress, rewrapped, remaining,
     /// skipped.
     rotation: [Gauge; 5],
+    /// Erasure requests open, and overdue.
+    ledger: [Gauge; 2],
 }
 
 impl Default for Metrics {
@@ -93,6 +95,19 @@ impl Default for Metrics {
         let overdue_erasures = Gauge::default();
         let oldest_pending_erasure = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let rotation: [Gauge; 5] = Default::default();
+        let ledger: [Gauge; 2] = Default::default();
+        for (g, (name, help)) in ledger.iter().zip([
+            (
+                "erasure_requests_open",
+                "Erasure requests not yet done or cancelled (pending or waiting for a legal hold)",
+            ),
+            (
+                "erasure_requests_overdue",
+                "Open erasure requests past their due date (GDPR Art. 12(3): one month)",
+            ),
+        ]) {
+            registry.register(name, help, g.clone());
+        }
         for (g, (name, help)) in rotation.iter().zip([
             (
                 "root_key_generation",
@@ -224,6 +239,7 @@ impl Default for Metrics {
             overdue_erasures,
             oldest_pending_erasure,
             rotation,
+            ledger,
         }
     }
 }
@@ -313,6 +329,13 @@ impl Metrics {
                 s.rotation_remaining_estimate,
                 s.rotation_skipped,
             ]) {
+                g.set(to_i64(v));
+            }
+            for (g, v) in self
+                .ledger
+                .iter()
+                .zip([s.erasure_requests_open, s.erasure_requests_overdue])
+            {
                 g.set(to_i64(v));
             }
         }

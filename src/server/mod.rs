@@ -74,8 +74,9 @@ pub fn status(e: Error) -> Status {
         Error::Blocked
         | Error::IdempotencyConflict
         | Error::Restricted { .. }
-        | Error::LegalHold => Status::failed_precondition(e.to_string()),
-        Error::NoSuchMessage => Status::not_found(e.to_string()),
+        | Error::LegalHold
+        | Error::RequestClosed => Status::failed_precondition(e.to_string()),
+        Error::NoSuchMessage | Error::NoSuchRequest => Status::not_found(e.to_string()),
         Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Poisoned => Status::unavailable(e.to_string()),
         Error::SeqExhausted => Status::resource_exhausted(e.to_string()),
@@ -123,6 +124,7 @@ impl Server {
                 .max_read_limit(cfg.max_read_limit)
                 .purge_interval(Some(cfg.purge_interval))
                 .retention(cfg.retention)
+                .erasure_due(cfg.erasure_due)
                 .block_cache_bytes(cfg.block_cache_bytes)
                 .write_buffer_bytes(cfg.write_buffer_bytes)
                 .key_cache_entries(cfg.key_cache_entries);

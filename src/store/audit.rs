@@ -26,6 +26,8 @@ pub(super) fn is_refusal(e: &Error) -> bool {
             | Error::Restricted { .. }
             | Error::Blocked
             | Error::NoSuchMessage
+            | Error::NoSuchRequest
+            | Error::RequestClosed
             | Error::InvalidArgument(_)
     )
 }
@@ -65,6 +67,9 @@ fn store_recorded(op: AuditOp) -> bool {
             | AuditOp::RootKeyRotationFinished
             | AuditOp::Backup
             | AuditOp::Restore
+            | AuditOp::ErasureRequested
+            | AuditOp::ErasureRequestCancelled
+            | AuditOp::ErasureRequestWaitingForHold
     )
 }
 

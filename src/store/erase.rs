@@ -273,7 +273,26 @@ impl Inner {
             next_seq: next,
         }];
         changes.extend(deletions.iter().map(|d| d.change()));
+        let receipt = self.receipt(ErasureReceipt {
+            subject: ReceiptSubject::User,
+            handle,
+            epoch,
+            erased_at_ms: now,
+            messages_erased,
+            purge_status: if purged {
+                PurgeStatus::Purged
+            } else {
+                PurgeStatus::Pending
+            },
+            mac: [0; 32],
+        });
+        // An open erasure request of the user is done with this erasure,
+        // in its batch: it runs at most once, whoever erased.
+        let request = self.put_request_done(&mut batch, &handle, &receipt)?;
         let number = self.write_with_changes(batch, now, &changes, true)?;
+        if let Some(id) = request {
+            self.request_done(&handle, id);
+        }
         let conversations_deleted: Vec<crate::ConversationDeleted> = deletions
             .into_iter()
             .map(|d| self.finish_conv_delete(d))
@@ -306,19 +325,6 @@ impl Inner {
         // Readers of the feed learn of it once no cache can serve the user.
         self.publish_changes(number);
         tracing::info!(%handle, epoch, messages_erased, "user erased");
-        let receipt = self.receipt(ErasureReceipt {
-            subject: ReceiptSubject::User,
-            handle,
-            epoch,
-            erased_at_ms: now,
-            messages_erased,
-            purge_status: if purged {
-                PurgeStatus::Purged
-            } else {
-                PurgeStatus::Pending
-            },
-            mac: [0; 32],
-        });
         Ok(Erased {
             handle,
             messages_erased,

@@ -120,6 +120,14 @@ pub(crate) struct Inner {
     pub(super) rotation_skipped: AtomicU64,
     /// Held while a backup is taken (one at a time).
     pub(super) backup_lock: Mutex<()>,
+    /// The open erasure requests (pending or waiting for a hold), by user;
+    /// changed under the user's lock (see `ledger.rs`).
+    pub(super) ledger:
+        Mutex<HashMap<Handle, (super::ledger::RequestId, crate::codec::LedgerRecord)>>,
+    /// Wakes the ledger runner and tells it to stop.
+    pub(super) ledger_signal: purger::Signal,
+    /// How long after its receipt an erasure request is due, ms.
+    pub(super) erasure_due_ms: u64,
 }
 
 impl Inner {

@@ -23,6 +23,7 @@ mod erase;
 mod export;
 mod filter_state;
 mod inner;
+mod ledger;
 mod open;
 mod options;
 mod purge;
@@ -57,6 +58,7 @@ pub use engine::open_plain_baseline;
 pub use erase::{EraseOptions, Erased};
 pub use export::{AuthoredMessage, ExportCursor, ExportItem, ExportManifest};
 pub use inner::StoreLimits;
+pub use ledger::{ErasureRequest, ErasureRequestState, ErasureRequested, LEDGER_ACTOR, RequestId};
 pub use options::{DEFAULT_MAX_PAYLOAD, Durability, MemoryBudget, MemoryEnv, Options, TestHooks};
 pub use purge::PurgeReport;
 pub use read::{Message, MessageIter, Redaction};
@@ -174,6 +176,7 @@ pub struct Store {
     inner: Arc<Inner>,
     purger: Option<purger::Purger>,
     rotator: Option<rootkey::Rotator>,
+    ledger: Option<ledger::LedgerRunner>,
 }
 
 impl fmt::Debug for Store {
@@ -195,6 +198,7 @@ impl Store {
     pub fn open(options: Options) -> Result<Store> {
         let purge_interval = options.purge_interval;
         let (rotation_batch, rotation_pause) = (options.rotation_batch, options.rotation_pause);
+        let ledger_interval = options.ledger_interval;
         let inner = Inner::open(options)?;
         let purger = purge_interval
             .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
@@ -202,6 +206,9 @@ impl Store {
         let rotator = inner
             .rotation_status()
             .map(|_| rootkey::Rotator::spawn(Arc::clone(&inner), rotation_batch, rotation_pause))
+            .transpose()?;
+        let ledger = ledger_interval
+            .map(|every| ledger::LedgerRunner::spawn(Arc::clone(&inner), every))
             .transpose()?;
         tracing::info!(
             data_dir = %inner.engine.dir().display(),
@@ -214,6 +221,7 @@ impl Store {
             inner,
             purger,
             rotator,
+            ledger,
         })
     }
 
@@ -661,6 +669,9 @@ impl Store {
     /// store poisoned by an earlier failure cannot promise its buffered
     /// writes are durable.
     pub fn close(mut self) -> Result<()> {
+        if let Some(l) = self.ledger.take() {
+            l.stop();
+        }
         if let Some(r) = self.rotator.take() {
             r.stop();
         }
@@ -673,6 +684,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if let Some(l) = self.ledger.take() {
+            l.stop();
+        }
         if let Some(r) = self.rotator.take() {
             r.stop();
         }

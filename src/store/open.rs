@@ -90,6 +90,9 @@ impl Inner {
             rotation: Mutex::new(rotation),
             rotation_skipped: AtomicU64::new(0),
             backup_lock: Mutex::new(()),
+            ledger: Mutex::new(HashMap::new()),
+            ledger_signal: purger::Signal::default(),
+            erasure_due_ms: u64::try_from(options.erasure_due.as_millis()).unwrap_or(u64::MAX),
         });
         if starting && let Some(rot) = inner.rotation.lock().as_ref() {
             inner.start_rotation(rot)?;
@@ -99,6 +102,7 @@ impl Inner {
         inner.load_policies()?;
         inner.load_conversations()?;
         inner.ensure_seq_floors()?;
+        inner.load_ledger()?;
         // Only now may compactions expire messages (see FilterState::set_ready).
         inner.filter.set_ready();
         Ok(inner)

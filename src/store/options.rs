@@ -53,6 +53,8 @@ pub struct Options {
     pub(crate) block_cache_bytes: usize,
     pub(crate) write_buffer_bytes: usize,
     pub(crate) purge_interval: Option<Duration>,
+    pub(crate) erasure_due: Duration,
+    pub(crate) ledger_interval: Option<Duration>,
     pub(crate) periodic_compaction: Duration,
     pub(crate) erase_delete_range: bool,
     pub(crate) retention: Option<Duration>,
@@ -129,6 +131,8 @@ impl Options {
             block_cache_bytes: 64 * 1024 * 1024,
             write_buffer_bytes: 64 * 1024 * 1024,
             purge_interval: Some(Duration::from_secs(60)),
+            erasure_due: Duration::from_secs(30 * 24 * 3600),
+            ledger_interval: Some(Duration::from_secs(1)),
             periodic_compaction: Duration::from_secs(7 * 24 * 3600),
             erase_delete_range: false,
             retention: None,
@@ -192,6 +196,24 @@ impl Options {
     /// [`Store::purge`](crate::Store::purge) yourself.
     pub fn purge_interval(mut self, interval: Option<Duration>) -> Self {
         self.purge_interval = interval;
+        self
+    }
+
+    /// How long after its receipt an erasure request is due (default 30
+    /// days, the month of GDPR Art. 12(3)): its grace may not end later,
+    /// and it counts as overdue once this has passed and it is not done.
+    pub fn erasure_due(mut self, period: Duration) -> Self {
+        self.erasure_due = period;
+        self
+    }
+
+    /// How often the ledger runner looks for erasure requests whose grace
+    /// has ended, and for parked ones whose hold is gone (default 1 s; a
+    /// new request wakes it). `None` disables it; call
+    /// [`Store::run_erasure_requests`](crate::Store::run_erasure_requests)
+    /// yourself.
+    pub fn ledger_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ledger_interval = interval;
         self
     }
 
@@ -331,6 +353,12 @@ impl Options {
         }
         if self.retention.is_some_and(|d| d.as_millis() == 0) {
             return Err(InvalidArgument::Option("retention must be at least 1 ms").into());
+        }
+        if self.ledger_interval.is_some_and(|d| d.is_zero()) {
+            return Err(InvalidArgument::Option("ledger_interval must be at least 1 ms").into());
+        }
+        if self.erasure_due.as_millis() == 0 {
+            return Err(InvalidArgument::Option("erasure_due must be at least 1 ms").into());
         }
         if self.purge_interval.is_some_and(|d| d.is_zero()) {
             return Err(InvalidArgument::Option("purge_interval must be positive").into());

@@ -11,7 +11,8 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use crate::error::Result;
 
-/// Wakes the purger (on erase) and tells it to stop.
+/// Wakes a background thread (the purger on erase, the ledger runner on a
+/// request) and tells it to stop.
 #[derive(Default)]
 pub(crate) struct Signal {
     stop: Mutex<bool>,
@@ -24,6 +25,21 @@ impl Signal {
     pub(crate) fn notify(&self) {
         let _guard = self.stop.lock();
         self.cv.notify_all();
+    }
+
+    /// Tells the thread to stop.
+    pub(crate) fn stop(&self) {
+        *self.stop.lock() = true;
+        self.cv.notify_all();
+    }
+
+    /// Sleeps up to `d` or until notified; whether a stop was asked.
+    pub(crate) fn wait(&self, d: Duration) -> bool {
+        let mut stop = self.stop.lock();
+        if !*stop {
+            self.cv.wait_for(&mut stop, d);
+        }
+        *stop
     }
 }
 
@@ -50,8 +66,7 @@ impl Purger {
     }
 
     fn shutdown(&mut self) {
-        *self.inner.purger_signal.stop.lock() = true;
-        self.inner.purger_signal.cv.notify_all();
+        self.inner.purger_signal.stop();
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {

@@ -61,6 +61,11 @@ pub struct Stats {
     /// Key records a rotation could not rewrap since open (damaged: they
     /// were unreadable under any key).
     pub rotation_skipped: u64,
+    /// Erasure requests not yet done or cancelled (pending or waiting for
+    /// a legal hold).
+    pub erasure_requests_open: u64,
+    /// Open erasure requests past their due date.
+    pub erasure_requests_overdue: u64,
 }
 
 impl Inner {
@@ -81,6 +86,7 @@ impl Inner {
             (pending.len() as u64, oldest, overdue)
         };
         let rotation = self.rotation_status();
+        let (erasure_requests_open, erasure_requests_overdue) = self.ledger_counts(now);
         let users = self.users.count.load(Ordering::Relaxed);
         let conversations = self.convs.count.load(Ordering::Relaxed);
         Ok(Stats {
@@ -109,6 +115,8 @@ impl Inner {
                     .saturating_sub(r.rewrapped)
             }),
             rotation_skipped: self.rotation_skipped.load(Ordering::Relaxed),
+            erasure_requests_open,
+            erasure_requests_overdue,
         })
     }
 }

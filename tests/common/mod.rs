@@ -96,3 +96,37 @@ pub fn raw_entries(db: &rocksdb::DB, cf: &str, prefix: &[u8]) -> Vec<(Vec<u8>, V
     it.status().unwrap();
     out
 }
+
+/// The stdout lines of a child test process.
+pub type ChildLines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// Re-executes this test binary as a child running test `name` alone (the
+/// kill -9 tests: the child test returns at once unless its variables are
+/// set), with `env` set, and reads its stdout past the line ending in
+/// "ready" (libtest's "test NAME ... " precedes it without a newline).
+pub fn spawn_child(
+    name: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::Child, ChildLines) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.ends_with("ready") => return (child, lines),
+            Some(Ok(_)) => {}
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child exited before ready");
+            }
+        }
+    }
+}
