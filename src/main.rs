@@ -302,7 +302,9 @@ fn verify_erasure(args: &VerifyErasureArgs) -> Result<ExitCode, String> {
     if !args.data_dir.join("CURRENT").exists() {
         return Err(format!("no store in {}", args.data_dir.display()));
     }
-    let mut options = Options::new(&args.data_dir, root_key).purge_interval(None);
+    let mut options = Options::new(&args.data_dir, root_key)
+        .purge_interval(None)
+        .ledger_interval(None);
     let previous = match &args.previous_root_key_file {
         Some(p) => Some(RootKeySource::File(p.clone())),
         None if std::env::var_os(PREVIOUS_ROOT_KEY_ENV).is_some() => {

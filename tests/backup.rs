@@ -468,3 +468,72 @@ fn a_damaged_backup_file_is_refused() {
     // Only one backup at a time is not tested here; the good file restores.
     assert!(restore_bytes(&good, "good").is_ok());
 }
+
+/// The journal carries the erasure ledger: a restore of an older backup
+/// knows the requests cancelled, done or received since. A request
+/// cancelled since does not run in the restored store (its user is no
+/// longer restricted), one received since is there and restricts its
+/// user, one done since is closed with the live receipt.
+#[test]
+fn a_restore_brings_the_erasure_ledger_up_to_the_journal() {
+    use shredstore::{Access, ErasureRequestState};
+    let tmp = tempfile::tempdir().unwrap();
+    let live = tmp.path().join("live");
+    let (carol, dave, erin) = (user("carol"), user("dave"), user("erin"));
+    let store = Store::open(options(&live, 1).ledger_interval(None)).unwrap();
+    for u in [&carol, &dave, &erin] {
+        store.append(u, b"m").unwrap();
+    }
+    let hour = 3_600_000;
+    let c = store
+        .request_erasure_as(&carol, hour, false, "dpo")
+        .unwrap()
+        .request;
+    let d = store
+        .request_erasure_as(&dave, 0, false, "dpo")
+        .unwrap()
+        .request;
+    let file = tmp.path().join("b.shredbak");
+    take_backup(&store, &file);
+    // Since the backup: carol's request cancelled, dave's run, erin's
+    // received.
+    store.cancel_erasure_as(c.id, "dpo").unwrap();
+    assert_eq!(store.run_erasure_requests().unwrap(), 1);
+    let e = store
+        .request_erasure_as(&erin, hour, false, "dpo")
+        .unwrap()
+        .request;
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let journal = store.erasure_journal().unwrap();
+    assert_eq!(journal.requests.len(), 3);
+    let live_list = store.erasure_requests(None).unwrap();
+    store.close().unwrap();
+
+    let target = tmp.path().join("restored");
+    let r = backup::restore(RestoreOptions::new(&file, &target, key(1)).journal(journal)).unwrap();
+    assert_eq!(r.replay.requests, 3);
+    let restored = Store::open(options(&target, 1).ledger_interval(None)).unwrap();
+    let listed = restored.erasure_requests(None).unwrap();
+    assert_eq!(listed, live_list);
+    let state = |id| listed.iter().find(|r| r.id == id).unwrap().state;
+    assert_eq!(state(c.id), ErasureRequestState::Cancelled);
+    assert_eq!(state(d.id), ErasureRequestState::Done);
+    assert_eq!(state(e.id), ErasureRequestState::Pending);
+    // Carol is readable again; dave erased; erin restricted.
+    assert_eq!(restored.read(&carol, 0, 10).unwrap().len(), 1);
+    assert!(
+        restored
+            .read_with(&dave, 0, 10, Access::Override)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        restored.read(&erin, 0, 10),
+        Err(Error::Restricted { .. })
+    ));
+    assert_eq!(restored.stats().unwrap().erasure_requests_open, 1);
+    // Nothing runs that should not: carol's request is closed.
+    assert_eq!(restored.run_erasure_requests().unwrap(), 0);
+    assert_eq!(restored.read(&carol, 0, 10).unwrap().len(), 1);
+    restored.close().unwrap();
+}

@@ -209,7 +209,13 @@ fn a_request_with_no_grace_runs_at_once_and_bad_requests_are_refused() {
         audited(&store, AuditOp::ErasureRequested, &carol),
         vec![("dpo".to_string(), AuditOutcome::Refused)]
     );
-    for bad in ["", "xyz", "0123456789abcdef0123456789abcdeg", "é"] {
+    for bad in [
+        "",
+        "xyz",
+        "0123456789abcdef0123456789abcdeg",
+        "+f000000000000000000000000000000",
+        "é",
+    ] {
         assert!(
             matches!(
                 bad.parse::<RequestId>(),
@@ -448,6 +454,73 @@ fn a_direct_erasure_closes_the_open_request() {
     assert_eq!(store.run_erasure_requests().unwrap(), 0);
     assert_eq!(audited(&store, AuditOp::Erase, &alice), ok("admin"));
     assert_eq!(store.stats().unwrap().erasure_requests_open, 0);
+}
+
+/// A request that deletes the subject conversations: an erasure of the
+/// user without that option still deletes them (the subjects index goes
+/// with the erasure, so the request could not do it later) and closes it.
+#[test]
+fn a_direct_erasure_does_what_the_open_request_asked() {
+    let (_dir, _clock, store) = setup();
+    let (dave, erin) = (user("dave"), user("erin"));
+    let room = ConversationId::new("ledger-direct-room").unwrap();
+    let cv = store.conversation(&room);
+    cv.append(&dave, b"dave").unwrap();
+    cv.append(&erin, b"erin").unwrap();
+    cv.set_subjects_as(std::slice::from_ref(&dave), "admin")
+        .unwrap();
+    let req = store
+        .request_erasure_as(&dave, 50_000, true, "dpo")
+        .unwrap()
+        .request;
+    let erased = store
+        .erase_as(&dave, EraseOptions::default(), "admin")
+        .unwrap();
+    assert_eq!(erased.conversations_deleted.len(), 1);
+    assert!(cv.read(0, 10).unwrap().is_empty());
+    let listed = store.erasure_requests(None).unwrap();
+    assert_eq!(
+        (listed[0].id, listed[0].state),
+        (req.id, ErasureRequestState::Done)
+    );
+}
+
+/// A ledger record that does not decode is skipped (with a warning): the
+/// store opens, the other requests list and run.
+#[test]
+fn a_damaged_ledger_record_does_not_keep_the_store_from_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock(Arc::new(AtomicU64::new(1_000)));
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store = open(dir.path(), &clock);
+    store.append(&alice, b"x").unwrap();
+    store.append(&bob, b"y").unwrap();
+    let a = store
+        .request_erasure_as(&alice, 0, false, "dpo")
+        .unwrap()
+        .request;
+    let b = store
+        .request_erasure_as(&bob, 0, false, "dpo")
+        .unwrap()
+        .request;
+    store.close().unwrap();
+    {
+        let db = common::raw_db(dir.path());
+        let meta = db.cf_handle("meta").unwrap();
+        let mut key = b"erasure_request/".to_vec();
+        key.extend_from_slice(&a.id.0);
+        let mut v = db.get_cf(meta, &key).unwrap().unwrap();
+        v[3] ^= 0x55;
+        db.put_cf(meta, &key, &v).unwrap();
+    }
+    let store = open(dir.path(), &clock);
+    let listed = store.erasure_requests(None).unwrap();
+    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+    assert_eq!(store.run_erasure_requests().unwrap(), 1);
+    // Alice can still be erased directly.
+    store
+        .erase_as(&alice, EraseOptions::default(), "admin")
+        .unwrap();
 }
 
 #[test]

@@ -280,7 +280,9 @@ pub fn restore(o: RestoreOptions) -> Result<Restored> {
     std::fs::create_dir_all(&staging.0)?;
     archive::extract(&o.from, &staging.0)?;
     let journal = o.journals.iter().fold(own, |a, j| a.merged(j));
-    let mut options = Options::new(&staging.0, o.root_key).purge_interval(None);
+    let mut options = Options::new(&staging.0, o.root_key)
+        .purge_interval(None)
+        .ledger_interval(None);
     if let Some(previous) = o.previous_root_key {
         options = options.previous_root_key(previous);
         options.rotation_target = Some((journal.root_key_generation, journal.root_key_check));
@@ -363,7 +365,11 @@ pub fn rekey(
         journals,
         accept_stale_journal,
     })?;
-    let store = Store::open(Options::new(&work.0, root_key).purge_interval(None))?;
+    let store = Store::open(
+        Options::new(&work.0, root_key)
+            .purge_interval(None)
+            .ledger_interval(None),
+    )?;
     let partial = sibling(out, "partial")?;
     let written = (|| {
         let mut f = create_private(&partial)?;

@@ -489,8 +489,11 @@ pub(crate) fn restore_command(args: &RestoreArgs) -> ExitCode {
         print_manifest(&r.manifest);
         println!("journal applied:     as of {}", date(r.journal_ms));
         println!(
-            "replayed:            {} erasure(s), {} conversation deletion(s), {} redaction(s)",
-            r.replay.users_erased, r.replay.conversations_deleted, r.replay.redactions
+            "replayed:            {} erasure(s), {} conversation deletion(s), {} redaction(s), {} erasure request(s)",
+            r.replay.users_erased,
+            r.replay.conversations_deleted,
+            r.replay.redactions,
+            r.replay.requests
         );
         println!(
             "purge:               {}",

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::{LedgerRecord, LedgerState, REQUEST_ID_LEN};
 use super::rootkeys::ROOT_KEY_CHECK_LEN;
 use super::{corrupt_encoding, decode_record, encode_record};
 use crate::error::Result;
@@ -47,6 +48,29 @@ pub struct JournalRedaction {
     pub redacted_at_ms: u64,
 }
 
+/// An erasure request of the ledger (its id and record: a handle, times
+/// and flags, never an id), so that a restore knows the requests cancelled,
+/// done or received since the backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRequest {
+    /// The request id.
+    pub id: [u8; REQUEST_ID_LEN],
+    /// The request as the store holds it.
+    pub record: LedgerRecord,
+}
+
+impl JournalRequest {
+    /// How far along it is: pending, waiting for a hold, closed (done or
+    /// cancelled). A request only moves forward.
+    pub fn progress(&self) -> u8 {
+        match self.record.state {
+            LedgerState::Pending => 0,
+            LedgerState::WaitingForHold { .. } => 1,
+            LedgerState::Done(_) | LedgerState::Cancelled { .. } => 2,
+        }
+    }
+}
+
 /// The erasure journal of a store at one moment: everything an older copy
 /// of the store (a backup) must lose before it may serve again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +92,8 @@ pub struct Journal {
     pub redactions: Vec<JournalRedaction>,
     /// Redacted conversation messages, by handle and seq.
     pub conversation_redactions: Vec<JournalRedaction>,
+    /// The erasure ledger's requests, by ascending id.
+    pub requests: Vec<JournalRequest>,
 }
 
 impl Journal {
@@ -98,6 +124,8 @@ impl Journal {
             || j.conversations.iter().any(|c| c.block_new)
             || !redactions_ok(&j.redactions)
             || !redactions_ok(&j.conversation_redactions)
+            || !j.requests.is_sorted_by(|a, b| a.id < b.id)
+            || !j.requests.iter().all(|r| r.record.is_valid())
             || j.root_key_generation == 0
         {
             return Err(corrupt_encoding());
@@ -140,6 +168,22 @@ impl Journal {
             &mut self.conversation_redactions,
             &other.conversation_redactions,
         );
+        // A request in both: the one further along (the newer journal's on
+        // a tie).
+        let other_newer = other.taken_ms > self.taken_ms;
+        for r in &other.requests {
+            match self.requests.binary_search_by(|x| x.id.cmp(&r.id)) {
+                Ok(i) => {
+                    let mine = self.requests[i];
+                    if r.progress() > mine.progress()
+                        || (r.progress() == mine.progress() && other_newer)
+                    {
+                        self.requests[i] = *r;
+                    }
+                }
+                Err(i) => self.requests.insert(i, *r),
+            }
+        }
         if other.taken_ms > self.taken_ms {
             self.taken_ms = other.taken_ms;
             self.root_key_generation = other.root_key_generation;
@@ -270,7 +314,61 @@ mod tests {
                 redacted_at_ms: 6,
             }],
             conversation_redactions: Vec::new(),
+            requests: Vec::new(),
         }
+    }
+
+    fn request(id: u8, state: LedgerState) -> JournalRequest {
+        JournalRequest {
+            id: [id; REQUEST_ID_LEN],
+            record: LedgerRecord {
+                handle: [id; 16],
+                received_ms: 10,
+                due_ms: 100,
+                grace_until_ms: 20,
+                delete_subject_conversations: false,
+                added_restriction: crate::codec::Restriction::default(),
+                state,
+            },
+        }
+    }
+
+    #[test]
+    fn merge_keeps_each_request_at_its_furthest_state() {
+        let mut old = journal(100, Vec::new());
+        old.requests = vec![
+            request(1, LedgerState::Cancelled { at_ms: 15 }),
+            request(2, LedgerState::Pending),
+        ];
+        let mut new = journal(200, Vec::new());
+        new.requests = vec![
+            request(1, LedgerState::Pending),
+            request(2, LedgerState::WaitingForHold { since_ms: 30 }),
+            request(3, LedgerState::Pending),
+        ];
+        let m = old.clone().merged(&new);
+        assert_eq!(
+            m.requests,
+            vec![
+                request(1, LedgerState::Cancelled { at_ms: 15 }),
+                request(2, LedgerState::WaitingForHold { since_ms: 30 }),
+                request(3, LedgerState::Pending),
+            ]
+        );
+        assert_eq!(new.merged(&old).requests, m.requests);
+        let mut bytes = Vec::new();
+        m.encode(&mut bytes);
+        assert_eq!(Journal::decode(&bytes).unwrap(), m);
+        let mut bad = m.clone();
+        bad.requests.swap(0, 1);
+        let mut bytes = Vec::new();
+        bad.encode(&mut bytes);
+        assert!(Journal::decode(&bytes).is_err(), "unsorted ids");
+        let mut bad = m;
+        bad.requests[0].record.grace_until_ms = 1_000;
+        let mut bytes = Vec::new();
+        bad.encode(&mut bytes);
+        assert!(Journal::decode(&bytes).is_err(), "grace past the due date");
     }
 
     #[test]

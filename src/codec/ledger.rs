@@ -98,10 +98,15 @@ impl LedgerRecord {
     /// [`Corruption::Encoding`](crate::Corruption::Encoding).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let r: LedgerRecord = decode_record(bytes)?;
-        if r.grace_until_ms < r.received_ms || r.due_ms < r.grace_until_ms {
+        if !r.is_valid() {
             return Err(corrupt_encoding());
         }
         Ok(r)
+    }
+
+    /// Whether its times are in order: received, grace end, due date.
+    pub fn is_valid(&self) -> bool {
+        self.received_ms <= self.grace_until_ms && self.grace_until_ms <= self.due_ms
     }
 }
 

@@ -567,9 +567,15 @@ impl proto::admin_server::Admin for AdminService {
             let id: crate::RequestId = match request.into_inner().request_id.parse() {
                 Ok(id) => id,
                 Err(e) => {
-                    let _ = self
-                        .store
-                        .record_audit(&actor, op, None, AuditOutcome::Refused);
+                    let store = Arc::clone(&self.store);
+                    let who = actor.clone();
+                    // The refusal's synced write off the async workers.
+                    let _ = blocking(move || {
+                        store
+                            .record_audit(&who, op, None, AuditOutcome::Refused)
+                            .map_err(status)
+                    })
+                    .await;
                     return Err(Status::invalid_argument(format!("request_id: {e}")));
                 }
             };

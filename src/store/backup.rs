@@ -31,6 +31,9 @@ pub struct JournalReplay {
     pub conversations_deleted: u64,
     /// Messages redacted (of users' logs and of conversations).
     pub redactions: u64,
+    /// Erasure requests brought up to the journal's state (received,
+    /// cancelled or done since this copy).
+    pub requests: u64,
 }
 
 /// A checkpoint written by [`Store::checkpoint`].
@@ -292,6 +295,7 @@ impl Inner {
             conversations,
             redactions,
             conversation_redactions,
+            requests: self.journal_requests()?,
         })
     }
 
@@ -323,7 +327,13 @@ impl Inner {
             return Err(BackupError::OtherStore.into());
         }
         self.engine.check_writable()?;
-        let mut report = JournalReplay::default();
+        // Requests first: one done since closes here with the live
+        // receipt, before its erasure is replayed.
+        let requests = self.replay_requests(&journal.requests, RESTORE_ACTOR)?;
+        let mut report = JournalReplay {
+            requests,
+            ..JournalReplay::default()
+        };
         for e in &journal.users {
             if self.replay_erasure(e)? {
                 report.users_erased += 1;
@@ -354,6 +364,7 @@ impl Inner {
             users_erased = report.users_erased,
             conversations_deleted = report.conversations_deleted,
             redactions = report.redactions,
+            requests = report.requests,
             "erasure journal applied"
         );
         Ok(report)

@@ -235,9 +235,15 @@ impl Inner {
         }
         // The conversations it is a subject of: deleted with it, or it
         // leaves their subjects; its index entries go either way.
+        // An open erasure request that deletes them makes any erasure of
+        // the user do so (the subjects index goes with this erasure, so the
+        // request could not do it later). Not a replay: a journal lists the
+        // deletions the live store made.
+        let delete_subjects = options.delete_subject_conversations
+            || (options.replay.is_none() && self.request_deletes_subjects(&handle));
         let mut deletions = Vec::new();
         for conv in subject_convs {
-            if options.delete_subject_conversations {
+            if delete_subjects {
                 match self.conv_delete_into(&mut batch, conv, actor, now, None) {
                     Err(Error::LegalHold) => {
                         tracing::info!(%handle, conversation = %conv,
@@ -288,7 +294,7 @@ impl Inner {
         });
         // An open erasure request of the user is done with this erasure,
         // in its batch: it runs at most once, whoever erased.
-        let request = self.put_request_done(&mut batch, &handle, &receipt)?;
+        let request = self.put_request_done(&mut batch, &handle, &receipt, delete_subjects)?;
         let number = self.write_with_changes(batch, now, &changes, true)?;
         if let Some(id) = request {
             self.request_done(&handle, id);

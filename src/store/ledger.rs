@@ -16,8 +16,9 @@ use super::engine::{Cf, Scope};
 use super::erase::EraseOptions;
 use super::{Inner, Store, purger};
 use crate::codec::{
-    AuditOp, AuditOutcome, ErasureReceipt, LEDGER_PREFIX, LedgerReceipt, LedgerRecord, LedgerState,
-    PurgeStatus, REQUEST_ID_LEN, ReceiptSubject, Restriction, ledger_id, ledger_key,
+    AuditOp, AuditOutcome, ErasureReceipt, JournalRequest, LEDGER_PREFIX, LedgerReceipt,
+    LedgerRecord, LedgerState, PurgeStatus, REQUEST_ID_LEN, ReceiptSubject, Restriction, ledger_id,
+    ledger_key,
 };
 use crate::error::{Error, InvalidArgument, Result};
 use crate::types::{Handle, UserId};
@@ -44,7 +45,7 @@ impl std::str::FromStr for RequestId {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::from(InvalidArgument::RequestId);
-        if s.len() != 2 * REQUEST_ID_LEN || !s.is_ascii() {
+        if s.len() != 2 * REQUEST_ID_LEN || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut id = [0u8; REQUEST_ID_LEN];
@@ -180,6 +181,9 @@ impl Inner {
         })
     }
 
+    /// Every request, by id. A record that does not decode is skipped with
+    /// a warning (by its key's request id, if it has one): one damaged
+    /// request must not keep the store from opening, nor hide the others.
     fn for_each_request(&self, mut f: impl FnMut(RequestId, LedgerRecord)) -> Result<()> {
         let mut it = self.engine.cursor(Cf::Meta, Scope::All)?;
         it.seek(LEDGER_PREFIX);
@@ -187,11 +191,112 @@ impl Inner {
             if !k.starts_with(LEDGER_PREFIX) {
                 break;
             }
-            let id = ledger_id(k).ok_or(Error::Corrupt(crate::Corruption::Meta))?;
-            f(RequestId(id), LedgerRecord::decode(v)?);
+            match (ledger_id(k), LedgerRecord::decode(v)) {
+                (Some(id), Ok(rec)) => f(RequestId(id), rec),
+                (id, _) => {
+                    let request = id.map(|i| RequestId(i).to_string()).unwrap_or_default();
+                    tracing::warn!(%request, "a damaged erasure request record is skipped");
+                }
+            }
             it.next();
         }
         it.status()
+    }
+
+    /// Every request, for a journal.
+    pub(super) fn journal_requests(&self) -> Result<Vec<JournalRequest>> {
+        let mut out = Vec::new();
+        self.for_each_request(|id, record| out.push(JournalRequest { id: id.0, record }))?;
+        Ok(out)
+    }
+
+    /// Replays a journal's requests into this copy (a restore): each
+    /// request the journal has further along, or that this copy lacks,
+    /// takes the journal's record. One received since restricts its user
+    /// (as a request does); one cancelled since lifts what it added; one
+    /// done since is closed with its receipt (its erasure is replayed from
+    /// the journal's erasures). Audited with `actor`. Returns how many
+    /// changed.
+    pub(super) fn replay_requests(&self, requests: &[JournalRequest], actor: &str) -> Result<u64> {
+        let mut changed = 0;
+        for r in requests {
+            let id = RequestId(r.id);
+            let handle = Handle(r.record.handle);
+            let _guard = self.users.lock(&handle);
+            let here = self
+                .engine
+                .get(Cf::Meta, &ledger_key(&r.id))?
+                .and_then(|b| LedgerRecord::decode(&b).ok());
+            if let Some(h) = here {
+                let progress = JournalRequest {
+                    id: r.id,
+                    record: h,
+                }
+                .progress();
+                if h == r.record || progress > r.progress() {
+                    continue;
+                }
+            }
+            let was_open = here.is_some_and(|h| h.state.is_open());
+            let now_open = r.record.state.is_open();
+            let now = self.clock.now_ms();
+            let mut batch = self.engine.batch();
+            put_request(&mut batch, id, &r.record)?;
+            let op = match r.record.state {
+                LedgerState::Pending => Some(AuditOp::ErasureRequested),
+                LedgerState::WaitingForHold { .. } => Some(AuditOp::ErasureRequestWaitingForHold),
+                LedgerState::Cancelled { .. } => Some(AuditOp::ErasureRequestCancelled),
+                // Its erasure is audited when it is replayed.
+                LedgerState::Done(_) => None,
+            };
+            let restrict = now_open && !was_open;
+            let lift = was_open && matches!(r.record.state, LedgerState::Cancelled { .. });
+            let user = if restrict || lift {
+                match self.live_record(&handle, restrict) {
+                    Err(Error::Blocked | Error::Corrupt(_)) => None,
+                    other => other?,
+                }
+            } else {
+                None
+            };
+            match (user, op) {
+                (Some(user), Some(op)) => {
+                    let mut policy = user.rec.state.policy();
+                    let added = r.record.added_restriction;
+                    if restrict {
+                        policy.restriction = Restriction {
+                            block_appends: true,
+                            block_reads: true,
+                        };
+                    } else {
+                        policy.restriction.block_appends &= !added.block_appends;
+                        policy.restriction.block_reads &= !added.block_reads;
+                    }
+                    self.commit_policy(&handle, user, policy, batch, (actor, op), None)?;
+                }
+                (_, op) => {
+                    if let Some(op) = op {
+                        self.put_audit_at(
+                            &mut batch,
+                            now,
+                            actor,
+                            op,
+                            Some(handle),
+                            AuditOutcome::Ok,
+                        )?;
+                    }
+                    self.engine.write(batch, true)?;
+                }
+            }
+            let mut open = self.ledger.lock();
+            if now_open {
+                open.insert(handle, (id, r.record));
+            } else if open.get(&handle).is_some_and(|(i, _)| *i == id) {
+                open.remove(&handle);
+            }
+            changed += 1;
+        }
+        Ok(changed)
     }
 
     fn request_erasure(
@@ -231,8 +336,10 @@ impl Inner {
             let id = RequestId(id);
             // A user erased with block_new has no key record and gets none:
             // the request still runs (and issues a receipt).
+            // A damaged user likewise (no restriction can be written; the
+            // erasure repairs it).
             let live = match self.live_record(&handle, true) {
-                Err(Error::Blocked) => None,
+                Err(Error::Blocked | Error::Corrupt(_)) => None,
                 other => other?,
             };
             let before = live
@@ -383,15 +490,22 @@ impl Inner {
     /// In an erasure's batch (the user's lock held): marks the user's open
     /// request done with `receipt`. Returns the request's id, to drop from
     /// the open requests once the batch is written.
+    /// A request that also deletes the subject conversations stays open
+    /// through an erasure that does not (only a replay: any other erasure
+    /// does what the open request asked, see `erase_locked`).
     pub(super) fn put_request_done(
         &self,
         batch: &mut super::engine::Batch<'_>,
         handle: &Handle,
         receipt: &ErasureReceipt,
+        deletes_subject_conversations: bool,
     ) -> Result<Option<RequestId>> {
         let Some((id, mut rec)) = self.ledger.lock().get(handle).copied() else {
             return Ok(None);
         };
+        if rec.delete_subject_conversations && !deletes_subject_conversations {
+            return Ok(None);
+        }
         rec.state = LedgerState::Done(LedgerReceipt {
             epoch: receipt.epoch,
             erased_at_ms: receipt.erased_at_ms,
@@ -401,6 +515,14 @@ impl Inner {
         });
         put_request(batch, id, &rec)?;
         Ok(Some(id))
+    }
+
+    /// Whether the user's open request deletes its subject conversations.
+    pub(super) fn request_deletes_subjects(&self, handle: &Handle) -> bool {
+        self.ledger
+            .lock()
+            .get(handle)
+            .is_some_and(|(_, r)| r.delete_subject_conversations)
     }
 
     /// After the erasure's batch is written.

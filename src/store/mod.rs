@@ -487,9 +487,13 @@ impl Store {
     /// removal follows at the next [`Store::purge`].
     ///
     /// Erasing an unknown or already erased user succeeds (`messages_erased` 0).
+    /// An open erasure request of the user ([`Store::request_erasure_as`])
+    /// is done with it, in the same write; if that request deletes the
+    /// user's subject conversations, so does this erasure.
     ///
     /// # Errors
-    /// [`Error::LegalHold`], [`Error::Poisoned`] or a storage error.
+    /// [`Error::LegalHold`] (also for a subject conversation on hold that
+    /// the erasure deletes), [`Error::Poisoned`] or a storage error.
     pub fn erase(&self, user: &UserId) -> Result<Erased> {
         self.erase_as(user, EraseOptions::default(), LIBRARY_ACTOR)
     }
