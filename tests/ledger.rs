@@ -328,6 +328,41 @@ fn a_cancel_within_the_grace_lifts_only_what_the_request_added() {
     );
 }
 
+/// A restriction asked for during the grace stays after a cancellation,
+/// even in a mode the request had already turned on (and across a reopen).
+#[test]
+fn a_restriction_asked_during_the_grace_survives_the_cancel() {
+    let (dir, clock, store) = setup();
+    let alice = user("alice");
+    store.append(&alice, b"x").unwrap();
+    let req = store
+        .request_erasure_as(&alice, 10_000, false, "dpo")
+        .unwrap()
+        .request;
+    store
+        .restrict_as(
+            &alice,
+            Restriction {
+                block_appends: false,
+                block_reads: true,
+            },
+            "legal",
+        )
+        .unwrap();
+    store.close().unwrap();
+    let store = open(dir.path(), &clock);
+    store.cancel_erasure_as(req.id, "dpo").unwrap();
+    assert_eq!(
+        store.rights_state(&alice).unwrap().restriction,
+        Restriction {
+            block_appends: false,
+            block_reads: true
+        }
+    );
+    store.append(&alice, b"appends are back").unwrap();
+    restricted(store.read(&alice, 0, 10));
+}
+
 #[test]
 fn a_legal_hold_parks_the_request_until_it_lifts_or_ends() {
     let (_dir, clock, store) = setup();

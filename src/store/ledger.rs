@@ -517,6 +517,32 @@ impl Inner {
         Ok(Some(id))
     }
 
+    /// In a restriction's batch (the user's lock held): the user's open
+    /// request stops counting `modes` as added by it, so a cancellation
+    /// leaves them. Returns the changed request, to put in the open
+    /// requests once the batch is written.
+    pub(super) fn narrow_request(
+        &self,
+        batch: &mut super::engine::Batch<'_>,
+        handle: &Handle,
+        modes: Restriction,
+    ) -> Result<Option<(RequestId, LedgerRecord)>> {
+        if !modes.any() {
+            return Ok(None);
+        }
+        let Some((id, mut rec)) = self.ledger.lock().get(handle).copied() else {
+            return Ok(None);
+        };
+        let before = rec.added_restriction;
+        rec.added_restriction.block_appends &= !modes.block_appends;
+        rec.added_restriction.block_reads &= !modes.block_reads;
+        if rec.added_restriction == before {
+            return Ok(None);
+        }
+        put_request(batch, id, &rec)?;
+        Ok(Some((id, rec)))
+    }
+
     /// Whether the user's open request deletes its subject conversations.
     pub(super) fn request_deletes_subjects(&self, handle: &Handle) -> bool {
         self.ledger

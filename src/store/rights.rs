@@ -84,15 +84,21 @@ impl Store {
         modes: Restriction,
         actor: &str,
     ) -> Result<RightsState> {
-        self.inner
-            .update_policy(user, actor, AuditOp::Restrict, true, |p, _| {
+        self.inner.update_policy_with(
+            user,
+            actor,
+            AuditOp::Restrict,
+            true,
+            |p, _| {
                 if !modes.any() {
                     return Err(InvalidArgument::NoRestrictionMode.into());
                 }
                 p.restriction.block_appends |= modes.block_appends;
                 p.restriction.block_reads |= modes.block_reads;
                 Ok(())
-            })
+            },
+            modes,
+        )
     }
 
     /// Lifts the restriction modes set in `modes` (both, if `modes` sets
@@ -325,6 +331,21 @@ impl Inner {
         create: bool,
         change: impl FnOnce(&mut UserPolicy, u64) -> Result<()>,
     ) -> Result<RightsState> {
+        self.update_policy_with(user, actor, op, create, change, Restriction::default())
+    }
+
+    /// [`Inner::update_policy`]; `restricts`: the restriction modes asked
+    /// for (by `restrict_as`), which an open erasure request no longer
+    /// counts as its own, so that cancelling it does not lift them.
+    fn update_policy_with(
+        &self,
+        user: &UserId,
+        actor: &str,
+        op: AuditOp,
+        create: bool,
+        change: impl FnOnce(&mut UserPolicy, u64) -> Result<()>,
+        restricts: Restriction,
+    ) -> Result<RightsState> {
         let handle = self.handle(user);
         let r = (|| {
             self.engine.check_writable()?;
@@ -339,14 +360,12 @@ impl Inner {
             let mut policy = user.rec.state.policy();
             change(&mut policy, now)?;
             let view = self.rights_state(&policy);
-            self.commit_policy(
-                &handle,
-                user,
-                policy,
-                self.engine.batch(),
-                (actor, op),
-                None,
-            )?;
+            let mut batch = self.engine.batch();
+            let request = self.narrow_request(&mut batch, &handle, restricts)?;
+            self.commit_policy(&handle, user, policy, batch, (actor, op), None)?;
+            if let Some(request) = request {
+                self.ledger.lock().insert(handle, request);
+            }
             Ok(view)
         })();
         self.audit_refusal(actor, op, handle, r)
