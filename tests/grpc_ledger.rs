@@ -9,18 +9,14 @@ mod grpc_support;
 use std::time::{Duration, Instant};
 
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
-use shredstore::server::proto::admin_client::AdminClient;
-use shredstore::server::proto::store_client::StoreClient;
 use shredstore::server::proto::{
     AppendRequest, AuditRequest, CancelErasureRequest, ErasureRequest, ErasureRequestState,
     ErasureRequestsRequest, ReadRequest, RequestErasureRequest, StatsRequest, VerifyReceiptRequest,
 };
 use tonic::Code;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Admin = AdminClient<InterceptedService<Channel, grpc_support::Bearer>>;
-type Store = StoreClient<InterceptedService<Channel, grpc_support::Bearer>>;
+type Admin = grpc_support::AdminClientT;
+type Store = grpc_support::StoreClientT;
 
 fn append(user: &str, payload: &str) -> AppendRequest {
     AppendRequest {

@@ -6,10 +6,8 @@
 mod grpc_support;
 
 use grpc_support::{ADMIN, APPENDER, ERASER, READER, TestServer, args};
-use shredstore::server::proto::admin_client::AdminClient;
 use shredstore::server::proto::export_response::Record;
 use shredstore::server::proto::set_retention_request::Policy;
-use shredstore::server::proto::store_client::StoreClient;
 use shredstore::server::proto::{
     AppendRequest, AuditRequest, AuditResponse, ConsentRecord, EraseRequest, ExportManifest,
     ExportRequest, GetRightsRequest, LegalBasis, LiftLegalHoldRequest, Message, PurgeRequest,
@@ -17,12 +15,10 @@ use shredstore::server::proto::{
     RightsState, SetLegalHoldRequest, SetRetentionRequest, StatsRequest, UnrestrictRequest,
     VerifyReceiptRequest,
 };
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-type Store = StoreClient<InterceptedService<Channel, grpc_support::Bearer>>;
-type Admin = AdminClient<InterceptedService<Channel, grpc_support::Bearer>>;
+type Store = grpc_support::StoreClientT;
+type Admin = grpc_support::AdminClientT;
 
 fn append(user: &str, payload: &str) -> AppendRequest {
     AppendRequest {

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::user;
 use shredstore::{
-    Access, AuditOp, AuditOutcome, ConversationId, Durability, EraseOptions, ErasureRequestState,
-    Error, InvalidArgument, LEDGER_ACTOR, RequestId, Restriction, Store, UserId,
+    Access, AuditOp, AuditOutcome, ConversationId, Durability, EraseOptions, ErasureRequest,
+    ErasureRequestState, Error, InvalidArgument, LEDGER_ACTOR, RequestId, Restriction, Store,
+    UserId,
 };
 
 /// A clock the test moves by hand.
@@ -79,6 +80,15 @@ fn audited(store: &Store, op: AuditOp, u: &UserId) -> Vec<(String, AuditOutcome)
         .filter(|r| r.op == op && r.handle == Some(handle))
         .map(|r| (r.actor, r.outcome))
         .collect()
+}
+
+/// A new erasure request for `u` by actor "dpo".
+fn request(store: &Store, u: &UserId, grace_ms: u64, subjects: bool) -> ErasureRequest {
+    let made = store
+        .request_erasure_as(u, grace_ms, subjects, "dpo")
+        .unwrap();
+    assert!(!made.existing);
+    made.request
 }
 
 /// How many messages of `u` an admin-privileged read returns.
@@ -239,10 +249,7 @@ fn a_request_with_no_grace_runs_at_once_and_bad_requests_are_refused() {
     let dave = user("dave");
     store.append(&dave, b"y").unwrap();
     store.erase_with(&dave, EraseOptions::block_new()).unwrap();
-    let req = store
-        .request_erasure_as(&dave, 0, false, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &dave, 0, false);
     assert_eq!(store.run_erasure_requests().unwrap(), 1);
     let done = store.erasure_requests(None).unwrap();
     let done = done.iter().find(|r| r.id == req.id).unwrap();
@@ -268,10 +275,7 @@ fn a_cancel_within_the_grace_lifts_only_what_the_request_added() {
             "admin",
         )
         .unwrap();
-    let req = store
-        .request_erasure_as(&alice, 10_000, false, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &alice, 10_000, false);
     restricted(store.read(&alice, 0, 10));
     clock.set(5_000);
     let cancelled = store.cancel_erasure_as(req.id, "dpo").unwrap();
@@ -303,10 +307,7 @@ fn a_cancel_within_the_grace_lifts_only_what_the_request_added() {
 
     // Bob's request cannot be cancelled once its grace is over, even
     // before the runner got to it.
-    let bob_req = store
-        .request_erasure_as(&bob, 1_000, false, "dpo")
-        .unwrap()
-        .request;
+    let bob_req = request(&store, &bob, 1_000, false);
     clock.set(21_000);
     assert!(matches!(
         store.cancel_erasure_as(bob_req.id, "dpo"),
@@ -335,10 +336,7 @@ fn a_restriction_asked_during_the_grace_survives_the_cancel() {
     let (dir, clock, store) = setup();
     let alice = user("alice");
     store.append(&alice, b"x").unwrap();
-    let req = store
-        .request_erasure_as(&alice, 10_000, false, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &alice, 10_000, false);
     store
         .restrict_as(
             &alice,
@@ -375,14 +373,8 @@ fn a_legal_hold_parks_the_request_until_it_lifts_or_ends() {
     store
         .set_legal_hold_as(&carol, "case 8", Some(30_000), "legal")
         .unwrap();
-    let a = store
-        .request_erasure_as(&alice, 0, false, "dpo")
-        .unwrap()
-        .request;
-    let c = store
-        .request_erasure_as(&carol, 0, false, "dpo")
-        .unwrap()
-        .request;
+    let a = request(&store, &alice, 0, false);
+    let c = request(&store, &carol, 0, false);
     clock.set(2_000);
     assert_eq!(store.run_erasure_requests().unwrap(), 0);
     let waiting = store
@@ -445,10 +437,7 @@ fn a_hold_on_a_subject_conversation_parks_a_request_that_deletes_it() {
     cv.set_subjects_as(std::slice::from_ref(&dave), "admin")
         .unwrap();
     cv.set_legal_hold_as("case 9", None, "legal").unwrap();
-    let req = store
-        .request_erasure_as(&dave, 0, true, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &dave, 0, true);
     assert!(req.delete_subject_conversations);
     assert_eq!(store.run_erasure_requests().unwrap(), 0);
     assert_eq!(
@@ -471,10 +460,7 @@ fn a_direct_erasure_closes_the_open_request() {
     let (_dir, clock, store) = setup();
     let alice = user("alice");
     store.append(&alice, b"x").unwrap();
-    let req = store
-        .request_erasure_as(&alice, 50_000, false, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &alice, 50_000, false);
     let erased = store
         .erase_as(&alice, EraseOptions::default(), "admin")
         .unwrap();
@@ -504,10 +490,7 @@ fn a_direct_erasure_does_what_the_open_request_asked() {
     cv.append(&erin, b"erin").unwrap();
     cv.set_subjects_as(std::slice::from_ref(&dave), "admin")
         .unwrap();
-    let req = store
-        .request_erasure_as(&dave, 50_000, true, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &dave, 50_000, true);
     let erased = store
         .erase_as(&dave, EraseOptions::default(), "admin")
         .unwrap();
@@ -530,14 +513,8 @@ fn a_damaged_ledger_record_does_not_keep_the_store_from_opening() {
     let store = open(dir.path(), &clock);
     store.append(&alice, b"x").unwrap();
     store.append(&bob, b"y").unwrap();
-    let a = store
-        .request_erasure_as(&alice, 0, false, "dpo")
-        .unwrap()
-        .request;
-    let b = store
-        .request_erasure_as(&bob, 0, false, "dpo")
-        .unwrap()
-        .request;
+    let a = request(&store, &alice, 0, false);
+    let b = request(&store, &bob, 0, false);
     store.close().unwrap();
     {
         let db = common::raw_db(dir.path());
@@ -618,14 +595,8 @@ fn open_requests_survive_a_reopen_and_run_once_after_it() {
     let store = open(dir.path(), &clock);
     store.append(&alice, b"x").unwrap();
     store.append(&bob, b"y").unwrap();
-    let a = store
-        .request_erasure_as(&alice, 0, false, "dpo")
-        .unwrap()
-        .request;
-    let b = store
-        .request_erasure_as(&bob, 5_000, false, "dpo")
-        .unwrap()
-        .request;
+    let a = request(&store, &alice, 0, false);
+    let b = request(&store, &bob, 5_000, false);
     // Due, not yet done, when the store goes down.
     clock.set(3_000);
     store.close().unwrap();
@@ -657,10 +628,7 @@ fn the_background_runner_erases_when_the_grace_ends() {
             .unwrap();
     let alice = user("alice");
     store.append(&alice, b"x").unwrap();
-    let req = store
-        .request_erasure_as(&alice, 200, false, "dpo")
-        .unwrap()
-        .request;
+    let req = request(&store, &alice, 200, false);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let state = store.erasure_requests(None).unwrap()[0].state;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{LedgerRecord, LedgerState, REQUEST_ID_LEN};
+use super::ledger::{LedgerRecord, REQUEST_ID_LEN};
 use super::rootkeys::ROOT_KEY_CHECK_LEN;
 use super::{corrupt_encoding, decode_record, encode_record};
 use crate::error::Result;
@@ -57,18 +57,6 @@ pub struct JournalRequest {
     pub id: [u8; REQUEST_ID_LEN],
     /// The request as the store holds it.
     pub record: LedgerRecord,
-}
-
-impl JournalRequest {
-    /// How far along it is: pending, waiting for a hold, closed (done or
-    /// cancelled). A request only moves forward.
-    pub fn progress(&self) -> u8 {
-        match self.record.state {
-            LedgerState::Pending => 0,
-            LedgerState::WaitingForHold { .. } => 1,
-            LedgerState::Done(_) | LedgerState::Cancelled { .. } => 2,
-        }
-    }
 }
 
 /// The erasure journal of a store at one moment: everything an older copy
@@ -175,8 +163,9 @@ impl Journal {
             match self.requests.binary_search_by(|x| x.id.cmp(&r.id)) {
                 Ok(i) => {
                     let mine = self.requests[i];
-                    if r.progress() > mine.progress()
-                        || (r.progress() == mine.progress() && other_newer)
+                    if r.record.state.progress() > mine.record.state.progress()
+                        || (r.record.state.progress() == mine.record.state.progress()
+                            && other_newer)
                     {
                         self.requests[i] = *r;
                     }
@@ -289,6 +278,7 @@ impl BackupChecksums {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::LedgerState;
 
     fn erasure(h: u8, epoch: u32, at: u64) -> JournalErasure {
         JournalErasure {

@@ -54,6 +54,16 @@ pub enum LedgerState {
 }
 
 impl LedgerState {
+    /// How far along it is: pending, waiting for a hold, closed (done or
+    /// cancelled). A request only moves forward.
+    pub fn progress(self) -> u8 {
+        match self {
+            LedgerState::Pending => 0,
+            LedgerState::WaitingForHold { .. } => 1,
+            LedgerState::Done(_) | LedgerState::Cancelled { .. } => 2,
+        }
+    }
+
     /// Whether the request still has to run (pending or waiting for a
     /// hold).
     pub fn is_open(self) -> bool {

@@ -12,8 +12,8 @@ use super::conversations::Conversations;
 use super::engine::Engine;
 use super::filter_state::FilterState;
 use super::options::Durability;
-use super::purger;
 use super::users::Users;
+use super::worker;
 use crate::crypto::{self, HandleKey, KEY_LEN, SivCipher};
 use crate::error::{Error, InvalidArgument, Result};
 use crate::types::{Clock, Handle, UserId};
@@ -108,7 +108,7 @@ pub(crate) struct Inner {
     pub(super) purge_interval: Option<Duration>,
     /// The `interrupt_purge` test hook.
     pub(super) interrupt_purge: Option<Arc<std::sync::atomic::AtomicBool>>,
-    pub(super) purger_signal: purger::Signal,
+    pub(super) purger_signal: Arc<worker::Signal>,
     /// The root-key rotation in progress, if any (see `rootkey.rs`).
     pub(super) rotation: Mutex<Option<crate::codec::RotationRecord>>,
     /// A copy of `rotation`'s progress, for readers that must not wait
@@ -125,7 +125,7 @@ pub(crate) struct Inner {
     pub(super) ledger:
         Mutex<HashMap<Handle, (super::ledger::RequestId, crate::codec::LedgerRecord)>>,
     /// Wakes the ledger runner and tells it to stop.
-    pub(super) ledger_signal: purger::Signal,
+    pub(super) ledger_signal: Arc<worker::Signal>,
     /// How long after its receipt an erasure request is due, ms.
     pub(super) erasure_due_ms: u64,
 }

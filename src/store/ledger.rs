@@ -9,12 +9,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::engine::{Cf, Scope};
 use super::erase::EraseOptions;
-use super::{Inner, Store, purger};
+use super::worker::Worker;
+use super::{Inner, Store};
 use crate::codec::{
     AuditOp, AuditOutcome, ErasureReceipt, JournalRequest, LEDGER_PREFIX, LedgerReceipt,
     LedgerRecord, LedgerState, PurgeStatus, REQUEST_ID_LEN, ReceiptSubject, Restriction, ledger_id,
@@ -227,15 +227,9 @@ impl Inner {
                 .engine
                 .get(Cf::Meta, &ledger_key(&r.id))?
                 .and_then(|b| LedgerRecord::decode(&b).ok());
-            if let Some(h) = here {
-                let progress = JournalRequest {
-                    id: r.id,
-                    record: h,
-                }
-                .progress();
-                if h == r.record || progress > r.progress() {
-                    continue;
-                }
+            let ahead = |h: &LedgerRecord| h.state.progress() > r.record.state.progress();
+            if here.is_some_and(|h| h == r.record || ahead(&h)) {
+                continue;
             }
             let was_open = here.is_some_and(|h| h.state.is_open());
             let now_open = r.record.state.is_open();
@@ -680,47 +674,14 @@ fn receipt_of(handle: Handle, r: &LedgerReceipt) -> ErasureReceipt {
     }
 }
 
-/// The background runner of the ledger.
-pub(crate) struct LedgerRunner {
-    inner: Arc<Inner>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LedgerRunner {
-    pub(crate) fn spawn(inner: Arc<Inner>, every: Duration) -> Result<LedgerRunner> {
-        let worker = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("shredstore-ledger".into())
-            .spawn(move || run(&worker, every))?;
-        Ok(LedgerRunner {
-            inner,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread after its current run and waits for it.
-    pub(crate) fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.inner.ledger_signal.stop();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("ledger thread panicked");
-        }
-    }
-}
-
-impl Drop for LedgerRunner {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
+/// Starts the ledger's background runner.
+pub(crate) fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Worker> {
+    let signal = Arc::clone(&inner.ledger_signal);
+    Worker::spawn("shredstore-ledger", signal, move || run(&inner, every))
 }
 
 fn run(inner: &Inner, every: Duration) {
-    let signal: &purger::Signal = &inner.ledger_signal;
+    let signal = &inner.ledger_signal;
     loop {
         if !inner.ledger.lock().is_empty() && !inner.engine.is_poisoned() {
             match inner.run_erasure_requests() {

@@ -36,6 +36,7 @@ mod sealing;
 mod stats;
 mod users;
 mod verify;
+mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -174,9 +175,9 @@ pub const LIBRARY_ACTOR: &str = "library";
 /// `Store` is `Send + Sync`; share it with an `Arc`. All calls are synchronous.
 pub struct Store {
     inner: Arc<Inner>,
-    purger: Option<purger::Purger>,
-    rotator: Option<rootkey::Rotator>,
-    ledger: Option<ledger::LedgerRunner>,
+    /// The background threads, stopped in this order: the ledger's runner
+    /// (its erasures need the store), the rotation, the purger.
+    workers: Vec<worker::Worker>,
 }
 
 impl fmt::Debug for Store {
@@ -200,16 +201,20 @@ impl Store {
         let (rotation_batch, rotation_pause) = (options.rotation_batch, options.rotation_pause);
         let ledger_interval = options.ledger_interval;
         let inner = Inner::open(options)?;
-        let purger = purge_interval
-            .map(|every| purger::Purger::spawn(Arc::clone(&inner), every))
-            .transpose()?;
-        let rotator = inner
-            .rotation_status()
-            .map(|_| rootkey::Rotator::spawn(Arc::clone(&inner), rotation_batch, rotation_pause))
-            .transpose()?;
-        let ledger = ledger_interval
-            .map(|every| ledger::LedgerRunner::spawn(Arc::clone(&inner), every))
-            .transpose()?;
+        let mut workers = Vec::new();
+        if let Some(every) = ledger_interval {
+            workers.push(ledger::spawn(Arc::clone(&inner), every)?);
+        }
+        if inner.rotation_status().is_some() {
+            workers.push(rootkey::spawn(
+                Arc::clone(&inner),
+                rotation_batch,
+                rotation_pause,
+            )?);
+        }
+        if let Some(every) = purge_interval {
+            workers.push(purger::spawn(Arc::clone(&inner), every)?);
+        }
         tracing::info!(
             data_dir = %inner.engine.dir().display(),
             users = inner.users.count.load(Ordering::Relaxed),
@@ -217,12 +222,7 @@ impl Store {
             root_key_generation = inner.keys.generation,
             "store opened"
         );
-        Ok(Store {
-            inner,
-            purger,
-            rotator,
-            ledger,
-        })
+        Ok(Store { inner, workers })
     }
 
     /// The generation of the root key this store runs under: 1 until a
@@ -673,29 +673,19 @@ impl Store {
     /// store poisoned by an earlier failure cannot promise its buffered
     /// writes are durable.
     pub fn close(mut self) -> Result<()> {
-        if let Some(l) = self.ledger.take() {
-            l.stop();
-        }
-        if let Some(r) = self.rotator.take() {
-            r.stop();
-        }
-        if let Some(p) = self.purger.take() {
-            p.stop();
-        }
+        self.stop_workers();
         self.inner.engine.sync_wal()
+    }
+
+    fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.stop();
+        }
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some(l) = self.ledger.take() {
-            l.stop();
-        }
-        if let Some(r) = self.rotator.take() {
-            r.stop();
-        }
-        if let Some(p) = self.purger.take() {
-            p.stop();
-        }
+        self.stop_workers();
     }
 }

@@ -17,7 +17,6 @@ use super::filter_state::FilterState;
 use super::inner::{Inner, Pending, StoreLimits};
 use super::layout;
 use super::options::Options;
-use super::purger;
 use super::rootkey::{self, OpenedKeys};
 use super::users::Users;
 use crate::codec::{
@@ -84,14 +83,14 @@ impl Inner {
             purge_lock: Mutex::new(()),
             purge_interval: options.purge_interval,
             interrupt_purge: options.hooks.interrupt_purge.clone(),
-            purger_signal: purger::Signal::default(),
+            purger_signal: Arc::default(),
             rotation_view: Mutex::new(rotation.as_ref().map(rootkey::RotationStatus::of)),
             rotation_finished: Mutex::new(None),
             rotation: Mutex::new(rotation),
             rotation_skipped: AtomicU64::new(0),
             backup_lock: Mutex::new(()),
             ledger: Mutex::new(HashMap::new()),
-            ledger_signal: purger::Signal::default(),
+            ledger_signal: Arc::default(),
             erasure_due_ms: u64::try_from(options.erasure_due.as_millis()).unwrap_or(u64::MAX),
         });
         if starting && let Some(rot) = inner.rotation.lock().as_ref() {

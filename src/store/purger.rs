@@ -3,82 +3,16 @@
 //! per interval.
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
-
 use super::Inner;
+use super::worker::Worker;
 use crate::error::Result;
 
-/// Wakes a background thread (the purger on erase, the ledger runner on a
-/// request) and tells it to stop.
-#[derive(Default)]
-pub(crate) struct Signal {
-    stop: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Signal {
-    /// Wakes the purger. Takes the mutex so the wake-up cannot fall between
-    /// the purger's check for pending work and its wait.
-    pub(crate) fn notify(&self) {
-        let _guard = self.stop.lock();
-        self.cv.notify_all();
-    }
-
-    /// Tells the thread to stop.
-    pub(crate) fn stop(&self) {
-        *self.stop.lock() = true;
-        self.cv.notify_all();
-    }
-
-    /// Sleeps up to `d` or until notified; whether a stop was asked.
-    pub(crate) fn wait(&self, d: Duration) -> bool {
-        let mut stop = self.stop.lock();
-        if !*stop {
-            self.cv.wait_for(&mut stop, d);
-        }
-        *stop
-    }
-}
-
-pub(crate) struct Purger {
-    inner: Arc<Inner>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Purger {
-    pub(crate) fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Purger> {
-        let worker = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("shredstore-purger".into())
-            .spawn(move || run(&worker, every))?;
-        Ok(Purger {
-            inner,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread and waits for it (an in-flight purge finishes first).
-    pub(crate) fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.inner.purger_signal.stop();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("purger thread panicked");
-        }
-    }
-}
-
-impl Drop for Purger {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
+/// Starts the background purger.
+pub(crate) fn spawn(inner: Arc<Inner>, every: Duration) -> Result<Worker> {
+    let signal = Arc::clone(&inner.purger_signal);
+    Worker::spawn("shredstore-purger", signal, move || run(&inner, every))
 }
 
 fn run(inner: &Inner, every: Duration) {

@@ -19,16 +19,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use parking_lot::{Condvar, Mutex};
 
 use super::Inner;
 use super::engine::{Batch, Cf, Engine, Scope};
 use super::inner::StoreKeys;
 use super::layout;
 use super::options::Options;
+use super::worker::{Signal, Worker};
 use crate::codec::{
     self, AuditOp, AuditOutcome, ConvKeyRecord, HANDLE_KEY_AAD, KeyRecord, RetiredRootKey,
     RootKeyHistory, RotationPhase, RotationRecord,
@@ -637,69 +635,20 @@ fn put_rotation(batch: &mut Batch<'_>, rot: &RotationRecord) -> Result<()> {
     batch.put(Cf::Meta, layout::META_ROTATION, &encoded)
 }
 
-/// Stops the rotation thread.
-#[derive(Default)]
-struct Stop {
-    stop: Mutex<bool>,
-    cv: Condvar,
+/// Starts the background thread of a rotation; it ends when the rotation
+/// is done.
+pub(crate) fn spawn(inner: Arc<Inner>, batch: usize, pause: Duration) -> Result<Worker> {
+    let signal = Arc::new(Signal::default());
+    let stop = Arc::clone(&signal);
+    Worker::spawn("shredstore-rotation", signal, move || {
+        run(&inner, &stop, batch, pause);
+    })
 }
 
-impl Stop {
-    /// Sleeps up to `d`; whether a stop was asked.
-    fn wait(&self, d: Duration) -> bool {
-        let mut stop = self.stop.lock();
-        if !*stop && !d.is_zero() {
-            self.cv.wait_for(&mut stop, d);
-        }
-        *stop
-    }
-}
-
-/// The background thread of a rotation.
-pub(crate) struct Rotator {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Rotator {
-    pub(crate) fn spawn(inner: Arc<Inner>, batch: usize, pause: Duration) -> Result<Rotator> {
-        let stop = Arc::new(Stop::default());
-        let s = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("shredstore-rotation".into())
-            .spawn(move || run(&inner, &s, batch, pause))?;
-        Ok(Rotator {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the thread after its current batch and waits for it.
-    pub(crate) fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        *self.stop.stop.lock() = true;
-        self.stop.cv.notify_all();
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("rotation thread panicked");
-        }
-    }
-}
-
-impl Drop for Rotator {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn run(inner: &Inner, stop: &Stop, batch: usize, pause: Duration) {
+fn run(inner: &Inner, stop: &Signal, batch: usize, pause: Duration) {
     let mut last_log = Instant::now();
     loop {
-        if *stop.stop.lock() {
+        if stop.stopped() {
             return;
         }
         let wait = match inner.rotation_step(batch) {

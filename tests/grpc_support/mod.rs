@@ -97,17 +97,11 @@ impl TestServer {
             .unwrap()
     }
 
-    pub async fn store(
-        &self,
-        token: Option<&'static str>,
-    ) -> StoreClient<InterceptedService<Channel, Bearer>> {
+    pub async fn store(&self, token: Option<&'static str>) -> StoreClientT {
         StoreClient::with_interceptor(self.channel().await, Bearer(token))
     }
 
-    pub async fn admin(
-        &self,
-        token: Option<&'static str>,
-    ) -> AdminClient<InterceptedService<Channel, Bearer>> {
+    pub async fn admin(&self, token: Option<&'static str>) -> AdminClientT {
         AdminClient::with_interceptor(self.channel().await, Bearer(token))
     }
 
@@ -137,6 +131,9 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// A Conversations client with a bearer token.
+/// The clients the test server hands out, with a bearer token.
+pub type StoreClientT = StoreClient<InterceptedService<Channel, Bearer>>;
+pub type AdminClientT = AdminClient<InterceptedService<Channel, Bearer>>;
 pub type ConversationsClientT =
     shredstore::server::proto::conversations_client::ConversationsClient<
         tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
