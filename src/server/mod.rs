@@ -79,6 +79,10 @@ pub fn status(e: Error) -> Status {
         Error::NoSuchMessage | Error::NoSuchRequest => Status::not_found(e.to_string()),
         Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Poisoned => Status::unavailable(e.to_string()),
+        // A lost race with another front end (retry) or a cluster that did
+        // not answer: both are worth retrying.
+        Error::Conflict => Status::aborted(e.to_string()),
+        Error::JetStream(_) => Status::unavailable(e.to_string()),
         Error::SeqExhausted => Status::resource_exhausted(e.to_string()),
         Error::Backup(
             crate::BackupError::Busy
