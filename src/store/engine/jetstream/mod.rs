@@ -28,6 +28,7 @@
 //! offered (the erasure protocol on JetStream deletes what it lists).
 
 mod api;
+mod batch;
 mod cursor;
 pub(crate) mod subject;
 #[cfg(test)]
@@ -279,11 +280,7 @@ impl JetStreamEngine {
 
     /// The value under `key`, if any (read from the stream's leader).
     pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let place = self.place(cf, key)?;
-        Ok(self
-            .last(&place)?
-            .filter(|m| !is_tombstone(m))
-            .map(|m| m.data))
+        self.value_at(&self.place(cf, key)?)
     }
 
     /// An empty batch.
@@ -735,90 +732,5 @@ pub(super) fn random_id() -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-/// Writes collected for one atomic [`JetStreamEngine::write`].
-pub(crate) struct JsBatch {
-    ops: Vec<Op>,
-}
-
-enum Op {
-    Put {
-        cf: Cf,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        cf: Cf,
-        key: Vec<u8>,
-    },
-    Expect {
-        cf: Cf,
-        key: Vec<u8>,
-    },
-}
-
-impl Op {
-    fn cf(&self) -> Cf {
-        match self {
-            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::Expect { cf, .. } => *cf,
-        }
-    }
-    fn key(&self) -> &[u8] {
-        match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Expect { key, .. } => key,
-        }
-    }
-}
-
-impl JsBatch {
-    /// Sets `key` to `value`.
-    pub(crate) fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<()> {
-        self.ops.push(Op::Put {
-            cf,
-            key: key.to_vec(),
-            value: value.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Deletes `key`.
-    pub(crate) fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
-        self.ops.push(Op::Delete {
-            cf,
-            key: key.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Makes the write conditional on `key` being as this engine last saw
-    /// it (a record the batch's contents were decided on).
-    pub(crate) fn expect(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
-        self.ops.push(Op::Expect {
-            cf,
-            key: key.to_vec(),
-        });
-        Ok(())
-    }
-
-    /// Whether nothing was added.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-}
-
-struct PlannedWrite {
-    subject: String,
-    /// The sequence the write replaces (0: none).
-    previous: u64,
-    delete: bool,
-}
-
-struct Plan {
-    partition: u32,
-    msgs: Vec<Outgoing>,
-    /// The record writes, in the order of `msgs` (they come first).
-    writes: Vec<PlannedWrite>,
-    /// The positions in `msgs` of check messages.
-    nops: Vec<u64>,
-    /// Every subject written or checked.
-    touched: Vec<String>,
-}
+pub(crate) use self::batch::JsBatch;
+use self::batch::{Op, Plan, PlannedWrite};
