@@ -130,6 +130,17 @@ pub enum Error {
     #[error("engine configuration: {0}")]
     EngineConfig(String),
 
+    /// The store runs on an engine that cannot keep this operation's
+    /// guarantee (file-level checks, compaction and checkpoints are
+    /// RocksDB's; see README's engine table).
+    #[error("{operation} is not available on the {engine} engine")]
+    Unsupported {
+        /// The engine (`jetstream`).
+        engine: &'static str,
+        /// What was asked for.
+        operation: &'static str,
+    },
+
     /// A filesystem operation outside RocksDB failed.
     #[error("I/O error")]
     Io(#[from] std::io::Error),

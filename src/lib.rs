@@ -51,6 +51,8 @@ pub use codec::{
 };
 pub use crypto::{OsRandom, RootKey, SecureRandom};
 pub use error::{BackupError, Corruption, Error, InvalidArgument, Result};
+#[cfg(feature = "jetstream")]
+pub use store::JetStreamOptions;
 pub use store::{
     Access, Appended, AuditCursor, AuthoredMessage, ChangeCursor, ChangeEntry, ConsentEntry,
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, DEFAULT_MAX_PAYLOAD,

@@ -256,10 +256,15 @@ async fn serve(args: ServeArgs) -> Result<(), shredstore::server::ServerError> {
     let server = Server::bind(config.clone()).await?;
     let addr = server.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
-    let mut banner = format!(
-        "shredstore listening on {scheme}://{addr} (gRPC; data dir {})\n",
-        config.data_dir.display()
-    );
+    let store_at = match &config.engine {
+        shredstore::server::EngineChoice::RocksDb => {
+            format!("data dir {}", config.data_dir.display())
+        }
+        shredstore::server::EngineChoice::JetStream { partitions, .. } => {
+            format!("jetstream engine, {partitions} partition(s)")
+        }
+    };
+    let mut banner = format!("shredstore listening on {scheme}://{addr} (gRPC; {store_at})\n");
     if let Some(m) = server.metrics_addr() {
         banner.push_str(&format!("metrics on http://{m}/metrics\n"));
     }

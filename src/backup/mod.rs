@@ -87,7 +87,7 @@ fn write_backup_as(
     stamp: Option<Stamp>,
 ) -> Result<BackupManifest> {
     let _one = store.backup_guard()?;
-    let dir = Scratch::fresh(sibling(store.data_dir(), "backup-tmp")?)?;
+    let dir = Scratch::fresh(sibling(store.data_dir()?, "backup-tmp")?)?;
     let info = store.checkpoint(&dir.0, actor)?;
     let mut journal = info.journal;
     let contents = inspect_dir(&dir.0, &journal, false)?;

@@ -111,6 +111,45 @@ pub struct ServeArgs {
     /// Users whose derived ciphers are cached [default: 65536].
     #[arg(long)]
     pub key_cache_entries: Option<usize>,
+    /// Where the records live: `rocksdb` (embedded, in --data-dir; the
+    /// default) or `jetstream` (a NATS JetStream cluster, --nats-url: this
+    /// server is then a stateless front end, several may serve one
+    /// cluster; README "Scale-out").
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// NATS servers of the JetStream cluster, comma-separated
+    /// (`nats://h1:4222,nats://h2:4222,nats://h3:4222`).
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// NATS credentials file (JWT and nkey seed) for the cluster.
+    #[arg(long)]
+    pub nats_creds: Option<PathBuf>,
+    /// CA (PEM) the NATS servers' TLS certificates must chain to (TLS is
+    /// then required).
+    #[arg(long)]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// JetStream partition streams, fixed when the store is created
+    /// [default: 1; the store runs on 1 for now].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+}
+
+/// Which engine holds the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// The embedded RocksDB in the data directory.
+    RocksDb,
+    /// A NATS JetStream cluster.
+    JetStream {
+        /// Server URLs, comma-separated.
+        urls: String,
+        /// Credentials file.
+        creds: Option<PathBuf>,
+        /// CA of the servers' TLS certificates.
+        tls_ca: Option<PathBuf>,
+        /// Partition streams.
+        partitions: u32,
+    },
 }
 
 /// Fully resolved settings.
@@ -156,6 +195,8 @@ pub struct ServerConfig {
     pub write_buffer_bytes: usize,
     /// Key cache entries.
     pub key_cache_entries: usize,
+    /// The engine.
+    pub engine: EngineChoice,
 }
 
 /// Where the root key comes from.
@@ -284,7 +325,15 @@ impl ServeArgs {
                 "erasure_due_days must be 1..=3650".into(),
             ));
         }
+        let engine = resolve_engine(
+            a.engine.or(file.engine),
+            a.nats_url.or(file.nats_url),
+            a.nats_creds.or(file.nats_creds),
+            a.nats_tls_ca.or(file.nats_tls_ca),
+            a.partitions.or(file.partitions),
+        )?;
         Ok(ServerConfig {
+            engine,
             data_dir,
             listen: a
                 .listen
@@ -315,6 +364,51 @@ impl ServeArgs {
                 .or(file.key_cache_entries)
                 .unwrap_or(65_536),
         })
+    }
+}
+
+/// The engine the flags name; NATS flags without `--engine jetstream`
+/// (or the reverse) are refused rather than ignored.
+fn resolve_engine(
+    engine: Option<String>,
+    urls: Option<String>,
+    creds: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    partitions: Option<u32>,
+) -> Result<EngineChoice, ServerError> {
+    match engine.as_deref() {
+        None | Some("rocksdb") => {
+            if urls.is_some() || creds.is_some() || tls_ca.is_some() || partitions.is_some() {
+                return Err(ServerError::Config(
+                    "nats_url, nats_creds, nats_tls_ca and partitions need --engine jetstream"
+                        .into(),
+                ));
+            }
+            Ok(EngineChoice::RocksDb)
+        }
+        Some("jetstream") => {
+            if !cfg!(feature = "jetstream") {
+                return Err(ServerError::Config(
+                    "this build has no jetstream engine (cargo feature `jetstream`)".into(),
+                ));
+            }
+            let urls = urls
+                .filter(|u| !u.trim().is_empty())
+                .ok_or_else(|| ServerError::Config("--engine jetstream needs --nats-url".into()))?;
+            let partitions = partitions.unwrap_or(1);
+            if partitions == 0 {
+                return Err(ServerError::Config("partitions must be at least 1".into()));
+            }
+            Ok(EngineChoice::JetStream {
+                urls,
+                creds,
+                tls_ca,
+                partitions,
+            })
+        }
+        Some(other) => Err(ServerError::Config(format!(
+            "engine must be rocksdb or jetstream, not {other:?}"
+        ))),
     }
 }
 

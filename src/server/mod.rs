@@ -25,7 +25,8 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use auth::{Auth, AuthFailure, Caller, Role, hash_token};
 pub use config::{
-    PREVIOUS_ROOT_KEY_ENV, ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig, dev_key_path,
+    EngineChoice, PREVIOUS_ROOT_KEY_ENV, ROOT_KEY_ENV, RootKeySource, ServeArgs, ServerConfig,
+    dev_key_path,
 };
 pub use metrics::Metrics;
 
@@ -75,7 +76,8 @@ pub fn status(e: Error) -> Status {
         | Error::IdempotencyConflict
         | Error::Restricted { .. }
         | Error::LegalHold
-        | Error::RequestClosed => Status::failed_precondition(e.to_string()),
+        | Error::RequestClosed
+        | Error::Unsupported { .. } => Status::failed_precondition(e.to_string()),
         Error::NoSuchMessage | Error::NoSuchRequest => Status::not_found(e.to_string()),
         Error::Decrypt | Error::Corrupt(_) => Status::data_loss(e.to_string()),
         Error::Poisoned => Status::unavailable(e.to_string()),
@@ -93,6 +95,33 @@ pub fn status(e: Error) -> Status {
             tracing::error!(error = %other, "internal error");
             Status::internal("internal storage error")
         }
+    }
+}
+
+/// `options` on the engine `choice` names.
+fn with_engine(options: Options, choice: &config::EngineChoice) -> Result<Options, ServerError> {
+    match choice {
+        config::EngineChoice::RocksDb => Ok(options),
+        #[cfg(feature = "jetstream")]
+        config::EngineChoice::JetStream {
+            urls,
+            creds,
+            tls_ca,
+            partitions,
+        } => {
+            let mut js = crate::JetStreamOptions::new(urls.clone()).partitions(*partitions);
+            if let Some(c) = creds {
+                js = js.creds(c.clone());
+            }
+            if let Some(ca) = tls_ca {
+                js = js.tls_ca(ca.clone());
+            }
+            Ok(options.jetstream(js))
+        }
+        #[cfg(not(feature = "jetstream"))]
+        config::EngineChoice::JetStream { .. } => Err(ServerError::Config(
+            "this build has no jetstream engine (cargo feature `jetstream`)".into(),
+        )),
     }
 }
 
@@ -132,6 +161,7 @@ impl Server {
                 .block_cache_bytes(cfg.block_cache_bytes)
                 .write_buffer_bytes(cfg.write_buffer_bytes)
                 .key_cache_entries(cfg.key_cache_entries);
+            let options = with_engine(options, &cfg.engine)?;
             tracing::info!(budget = %options.memory_budget(), "store memory budget");
             Ok(Store::open(options)?)
         })

@@ -102,6 +102,22 @@ impl Inner {
         self.engine.check_writable()?;
         let handle = self.handle(user);
         let _guard = self.users.lock(&handle);
+        // Another front end of a JetStream cluster may have appended (or
+        // erased) meanwhile: then nothing was written; reload and retry.
+        self.retry_conflicts(
+            || self.users.forget(&handle),
+            || self.append_locked(&handle, payloads, client_message_id),
+        )
+    }
+
+    /// [`Inner::append`] under the user's lock.
+    fn append_locked<P: AsRef<[u8]>>(
+        &self,
+        handle: &Handle,
+        payloads: &[P],
+        client_message_id: Option<&[u8]>,
+    ) -> Result<(Vec<Appended>, bool)> {
+        let handle = *handle;
         let dedup_key = client_message_id.map(|id| self.keys.handle_key.dedup_key(&handle, id));
         if let (Some(key), [payload]) = (&dedup_key, payloads)
             && let Some(earlier) = self.find_duplicate(&handle, key, payload.as_ref())?
@@ -153,9 +169,12 @@ impl Inner {
             });
         }
         // First append of a user (epoch): key record and messages in one batch,
-        // so ciphertext is never durable without its key.
-        if let Some(rec) = &new_record {
-            self.put_key_record(&mut batch, &handle, rec)?;
+        // so ciphertext is never durable without its key. Otherwise the key
+        // record must still be the one the messages were sealed under (on
+        // JetStream: not erased through another front end since).
+        match &new_record {
+            Some(rec) => self.put_key_record(&mut batch, &handle, rec)?,
+            None => batch.expect(Cf::Keys, handle.as_bytes())?,
         }
         if self.retention_may_apply(state.policy()) {
             self.put_seq_floor(&mut batch, &handle, end)?;

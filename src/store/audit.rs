@@ -126,9 +126,16 @@ impl Inner {
         handle: Option<Handle>,
         outcome: AuditOutcome,
     ) -> Result<()> {
-        let mut batch = self.engine.batch();
-        self.put_audit(&mut batch, actor, op, handle, outcome)?;
-        self.engine.write(batch, true)
+        // Another front end (JetStream) may have taken the same key: the
+        // retry takes the next counter.
+        self.retry_conflicts(
+            || {},
+            || {
+                let mut batch = self.engine.batch();
+                self.put_audit(&mut batch, actor, op, handle, outcome)?;
+                self.engine.write(batch, true)
+            },
+        )
     }
 
     /// [`Inner::record_audit`] for a caller: the store's own operations

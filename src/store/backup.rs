@@ -129,9 +129,9 @@ impl Store {
         }
     }
 
-    /// The data directory.
-    pub(crate) fn data_dir(&self) -> &Path {
-        self.inner.engine.dir()
+    /// The data directory (backups are RocksDB's: see [`Engine::rocks`]).
+    pub(crate) fn data_dir(&self) -> Result<&Path> {
+        Ok(self.inner.engine.rocks("a backup")?.dir())
     }
 
     /// Records that this store was restored (audit operation `restore`,

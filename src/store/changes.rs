@@ -192,6 +192,26 @@ impl Inner {
         Ok(())
     }
 
+    /// After a lost race with another front end (JetStream): the change
+    /// numbers it may have used meanwhile are skipped, so the retry does
+    /// not collide with them again.
+    pub(super) fn resync_after_conflict(&self) {
+        let tail = (|| -> Result<u64> {
+            let mut it = self.engine.cursor(Cf::Changes, Scope::All)?;
+            it.seek_for_prev(&change_key(u64::MAX));
+            let last = it.key().map(parse_change_key).transpose()?.unwrap_or(0);
+            it.status()?;
+            Ok(last)
+        })();
+        match tail {
+            Ok(last) => {
+                let mut next = self.changes.next.lock();
+                *next = (*next).max(last.saturating_add(1));
+            }
+            Err(e) => tracing::warn!(error = %e, "re-reading the change feed's end failed"),
+        }
+    }
+
     /// Writes `batch` with `changes` appended to the feed (stamped
     /// `time_ms`), numbered in commit order. Returns the last number used
     /// (0 if none): the caller publishes it ([`Inner::publish_changes`])
@@ -221,7 +241,15 @@ impl Inner {
             .encode(&mut value);
             batch.put(Cf::Changes, &change_key(*next + i as u64), &value)?;
         }
-        self.engine.write(batch, sync)?;
+        if let Err(e) = self.engine.write(batch, sync) {
+            drop(next);
+            if matches!(e, Error::Conflict) {
+                // Another front end may have taken these numbers: skip
+                // past them for the retry.
+                self.resync_after_conflict();
+            }
+            return Err(e);
+        }
         *next += changes.len() as u64;
         Ok(*next - 1)
     }

@@ -32,6 +32,38 @@ impl Inner {
         self.engine.check_writable()?;
         let author_handle = self.handle(author);
         let _conv_guard = self.convs.lock(handle);
+        // Lost a race with another front end (JetStream): nothing was
+        // written; reload the conversation and the author, and retry.
+        self.retry_conflicts(
+            || {
+                self.convs.forget(handle);
+                self.users.forget(&author_handle);
+                self.convs.forget_author(&author_handle);
+            },
+            || {
+                self.conv_append_locked(
+                    id,
+                    handle,
+                    author,
+                    &author_handle,
+                    payloads,
+                    client_message_id,
+                )
+            },
+        )
+    }
+
+    /// [`Inner::conv_append`] under the conversation's lock.
+    fn conv_append_locked<P: AsRef<[u8]>>(
+        &self,
+        id: &ConversationId,
+        handle: &Handle,
+        author: &UserId,
+        author_handle: &Handle,
+        payloads: &[P],
+        client_message_id: Option<&[u8]>,
+    ) -> Result<(Vec<Appended>, bool)> {
+        let author_handle = *author_handle;
         let dedup_key = client_message_id.map(|m| self.keys.handle_key.dedup_key(handle, m));
         if let (Some(key), [payload]) = (&dedup_key, payloads)
             && let Some(earlier) =
@@ -106,11 +138,15 @@ impl Inner {
         }
         // First use of a conversation or a user (epoch): the key records
         // go in the same batch, so ciphertext is never durable without them.
-        if let Some(rec) = &new_conv {
-            self.put_conv_key_record(&mut batch, handle, rec)?;
+        // Otherwise both key records must still be the ones sealed under
+        // (on JetStream: not erased or deleted through another front end).
+        match &new_conv {
+            Some(rec) => self.put_conv_key_record(&mut batch, handle, rec)?,
+            None => batch.expect(Cf::ConvKeys, handle.as_bytes())?,
         }
-        if let Some(rec) = &new_author {
-            self.put_key_record(&mut batch, &author_handle, rec)?;
+        match &new_author {
+            Some(rec) => self.put_key_record(&mut batch, &author_handle, rec)?,
+            None => batch.expect(Cf::Keys, author_handle.as_bytes())?,
         }
         if let Some(key) = &dedup_key {
             self.put_dedup(&mut batch, key, first, now)?;

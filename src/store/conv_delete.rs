@@ -133,7 +133,7 @@ impl Inner {
             log_position: match &old_marker {
                 Some(m) if purged => m.log_position,
                 _ if epoch == 0 => 0,
-                _ => self.engine.write_position(),
+                _ => self.engine.write_position()?,
             },
         };
         let mut encoded = Vec::new();

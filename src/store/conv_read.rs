@@ -50,7 +50,7 @@ impl Inner {
         // across their synced write): a deletion evicts the key before it
         // returns, so a read that starts after that misses the cache and
         // loads under the lock, finding no key.
-        let conv = match self.convs.cached(handle) {
+        let conv = match self.fresh_cached_conv(handle)? {
             Some(c) => c,
             None => {
                 let _guard = self.convs.lock(handle);
@@ -157,7 +157,7 @@ impl Inner {
     /// What a read knows of `author` now: from the key cache, or loaded
     /// under the author's lock.
     pub(super) fn author_view(&self, author: &Handle) -> Result<AuthorView> {
-        if let Some(s) = self.users.cached(author) {
+        if let Some(s) = self.fresh_cached_user(author)? {
             return Ok(AuthorView::Live(s));
         }
         let _guard = self.users.lock(author);

@@ -252,9 +252,23 @@ impl Inner {
             .transpose()
     }
 
+    /// The cached state of a conversation, if it is cached and its key
+    /// record is unchanged (deleted or changed through another front end of
+    /// a JetStream cluster: the stale entry is dropped).
+    pub(super) fn fresh_cached_conv(&self, handle: &Handle) -> Result<Option<CachedConv>> {
+        let Some(c) = self.convs.cached(handle) else {
+            return Ok(None);
+        };
+        if self.engine.is_unchanged(Cf::ConvKeys, handle.as_bytes())? {
+            return Ok(Some(c));
+        }
+        self.convs.forget(handle);
+        Ok(None)
+    }
+
     /// Loads a conversation's state. Caller holds its lock.
     pub(super) fn load_conv(&self, handle: &Handle) -> Result<ConvState> {
-        if let Some(c) = self.convs.cached(handle) {
+        if let Some(c) = self.fresh_cached_conv(handle)? {
             return Ok(ConvState::Live(c));
         }
         let last = self.last_slot(handle)?;

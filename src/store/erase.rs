@@ -91,9 +91,23 @@ impl Inner {
     ) -> Result<Erased> {
         self.engine.check_writable()?;
         let handle = self.handle(user);
-        self.with_erase_locks(&handle, |convs| {
-            self.erase_locked(&handle, options, actor, convs)
-        })
+        // The marker is written with a compare-and-set on JetStream: an
+        // erase, append or change through another front end meanwhile
+        // fails it whole; read everything again and retry.
+        let erased = self.retry_conflicts(
+            || {
+                self.users.forget(&handle);
+                self.resync_after_conflict();
+            },
+            || {
+                self.with_erase_locks(&handle, |convs| {
+                    self.erase_locked(&handle, options, actor, convs)
+                })
+            },
+        )?;
+        #[cfg(feature = "jetstream")]
+        self.note_erasure_replicas(&handle, erased.epoch)?;
+        Ok(erased)
     }
 
     /// Runs `f` with the locks an erasure of `handle` takes, given the
@@ -213,7 +227,7 @@ impl Inner {
             log_position: match &old_marker {
                 _ if nothing_stored => 0,
                 Some(m) if already_purged => m.log_position,
-                _ => self.engine.write_position(),
+                _ => self.engine.write_position()?,
             },
         };
         let mut encoded = Vec::new();

@@ -130,6 +130,10 @@ pub(crate) struct Inner {
     pub(super) erasure_due_ms: u64,
 }
 
+/// How often an operation that lost a race with another front end reloads
+/// and retries before it reports [`Error::Conflict`] (gRPC ABORTED).
+pub(super) const CONFLICT_RETRIES: u32 = 16;
+
 impl Inner {
     /// Passes `r` through, counting a decrypt or corruption error (an
     /// incident signal: damaged or tampered data).
@@ -138,6 +142,34 @@ impl Inner {
             self.integrity_failures.fetch_add(1, Ordering::Relaxed);
         }
         r
+    }
+
+    /// Runs `op`, and again after `reset` (up to [`CONFLICT_RETRIES`]
+    /// times) while it fails with [`Error::Conflict`]: it lost a race with
+    /// another front end of the same JetStream cluster, wrote nothing, and
+    /// `reset` drops what it had cached of the records involved. RocksDB
+    /// never reports a conflict (the store's locks serialize its writers).
+    pub(super) fn retry_conflicts<T>(
+        &self,
+        mut reset: impl FnMut(),
+        mut op: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match op() {
+                Err(Error::Conflict) if tries < CONFLICT_RETRIES => {
+                    tries += 1;
+                    reset();
+                    // Back off a random while, longer each time, so the
+                    // racers stop meeting (up to 64 ms).
+                    let mut b = [0u8; 1];
+                    let jitter = self.rng.fill(&mut b).map_or(0, |()| u64::from(b[0]));
+                    let ceiling = 1u64 << tries.min(6);
+                    std::thread::sleep(std::time::Duration::from_millis(jitter % (ceiling + 1)));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// The handle of `user` in this store.

@@ -27,6 +27,8 @@ mod ledger;
 mod open;
 mod options;
 mod purge;
+#[cfg(feature = "jetstream")]
+mod purge_js;
 mod purger;
 mod read;
 mod redact;
@@ -34,6 +36,10 @@ mod rights;
 mod rootkey;
 mod sealing;
 mod stats;
+#[cfg(all(test, feature = "jetstream"))]
+mod test_cluster;
+#[cfg(all(test, feature = "jetstream"))]
+mod tests_jetstream;
 mod users;
 mod verify;
 mod worker;
@@ -55,6 +61,8 @@ pub use conversation::{
     Conversation, ConversationDeleted, ConversationItem, ConversationMessage, Tombstone,
     TombstoneCause,
 };
+#[cfg(feature = "jetstream")]
+pub use engine::jetstream::JetStreamOptions;
 pub use engine::open_plain_baseline;
 pub use erase::{EraseOptions, Erased};
 pub use export::{AuthoredMessage, ExportCursor, ExportItem, ExportManifest};
@@ -183,6 +191,7 @@ pub struct Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
+            .field("engine", &self.inner.engine.name())
             .field("data_dir", &self.inner.engine.dir())
             .finish_non_exhaustive()
     }
@@ -216,7 +225,8 @@ impl Store {
             workers.push(purger::spawn(Arc::clone(&inner), every)?);
         }
         tracing::info!(
-            data_dir = %inner.engine.dir().display(),
+            engine = inner.engine.name(),
+            data_dir = %inner.engine.dir().map(|d| d.display().to_string()).unwrap_or_default(),
             users = inner.users.count.load(Ordering::Relaxed),
             pending_erasures = inner.pending.lock().len(),
             root_key_generation = inner.keys.generation,
@@ -614,6 +624,22 @@ impl Store {
                 PurgeStatus::Pending
             }
         }))
+    }
+
+    /// Tells a JetStream store that every replica which was offline or
+    /// behind during a purge has been rebuilt (README "Scale-out"): the
+    /// erasures purged then are reported physical at the next purge.
+    /// Audited (operation `purge`). Returns how many erasures it released.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] on RocksDB; [`Error::JetStream`] while a
+    /// replica is still not current.
+    #[cfg(feature = "jetstream")]
+    pub fn confirm_replicas_rebuilt(&self, actor: &str) -> Result<usize> {
+        let released = self.inner.confirm_replicas_rebuilt()?;
+        self.inner
+            .record_audit(actor, AuditOp::Purge, None, AuditOutcome::Ok)?;
+        Ok(released)
     }
 
     /// Flushes all memtables to SST files.

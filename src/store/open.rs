@@ -31,7 +31,11 @@ impl Inner {
     /// Opens the engine and recovers the in-memory state.
     pub(super) fn open(options: Options) -> Result<Arc<Inner>> {
         options.validate()?;
-        if options.hooks.memory_env.is_none() {
+        #[cfg(feature = "jetstream")]
+        let on_disk = options.jetstream.is_none();
+        #[cfg(not(feature = "jetstream"))]
+        let on_disk = true;
+        if on_disk && options.hooks.memory_env.is_none() {
             std::fs::create_dir_all(&options.data_dir)?;
         }
         let default_retention_ms = options
@@ -47,7 +51,19 @@ impl Inner {
         // Every audit record is a put, so each counter handed out is below
         // the engine's write position at the end of its session: starting
         // there never repeats one, without scanning the trail.
-        let audit_counter = engine.write_position();
+        #[cfg_attr(not(feature = "jetstream"), allow(unused_mut))]
+        let mut audit_counter = engine.write_position()?;
+        // Front ends of one JetStream cluster count audit records apart:
+        // each starts its counter in a random region of its own (the low
+        // 40 bits count), so two rarely meet, and a meeting is a lost race
+        // the write retries.
+        #[cfg(feature = "jetstream")]
+        if options.jetstream.is_some() {
+            let mut r = [0u8; 3];
+            options.rng.fill(&mut r)?;
+            let region = u64::from(u32::from_be_bytes([0, r[0], r[1], r[2]]));
+            audit_counter = (region << 40) | (audit_counter & ((1 << 40) - 1));
+        }
         let cache_size = NonZeroUsize::new(options.key_cache_entries).ok_or(
             InvalidArgument::Option("key_cache_entries must be at least 1"),
         )?;

@@ -61,6 +61,9 @@ pub struct Options {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: Arc<dyn SecureRandom>,
     pub(crate) hooks: TestHooks,
+    /// Keep the records in this JetStream cluster instead of RocksDB.
+    #[cfg(feature = "jetstream")]
+    pub(crate) jetstream: Option<super::JetStreamOptions>,
 }
 
 /// Sabotage for tests that prove a check can fail: never set outside tests.
@@ -108,6 +111,12 @@ impl std::fmt::Debug for MemoryEnv {
     }
 }
 
+/// The largest append batch on JetStream: each message of a batch is up to
+/// three records (message, idempotency entry, change), and one atomic
+/// JetStream batch holds at most 1000.
+#[cfg(feature = "jetstream")]
+pub const JETSTREAM_MAX_BATCH: usize = 250;
+
 /// Default maximum payload size: 64 KiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -139,6 +148,8 @@ impl Options {
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
             hooks: TestHooks::default(),
+            #[cfg(feature = "jetstream")]
+            jetstream: None,
         }
     }
 
@@ -275,6 +286,18 @@ impl Options {
         self
     }
 
+    /// Keep every record in a NATS JetStream cluster instead of the
+    /// embedded RocksDB: the store becomes a stateless front end (the data
+    /// directory is not used). Several front ends may serve one cluster.
+    /// Batches are bounded by JetStream's atomic batch: `max_batch` is
+    /// lowered to [`JETSTREAM_MAX_BATCH`] if it is above.
+    #[cfg(feature = "jetstream")]
+    pub fn jetstream(mut self, cluster: super::JetStreamOptions) -> Self {
+        self.jetstream = Some(cluster);
+        self.max_batch = self.max_batch.min(JETSTREAM_MAX_BATCH);
+        self
+    }
+
     /// Test-only sabotage ([`TestHooks`]).
     #[doc(hidden)]
     pub fn test_hooks(mut self, hooks: TestHooks) -> Self {
@@ -350,6 +373,13 @@ impl Options {
             if !ok {
                 return Err(InvalidArgument::Option(what).into());
             }
+        }
+        #[cfg(feature = "jetstream")]
+        if self.jetstream.is_some() && self.max_batch > JETSTREAM_MAX_BATCH {
+            return Err(InvalidArgument::Option(
+                "max_batch must be at most 250 on the jetstream engine",
+            )
+            .into());
         }
         if self.retention.is_some_and(|d| d.as_millis() == 0) {
             return Err(InvalidArgument::Option("retention must be at least 1 ms").into());

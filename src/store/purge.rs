@@ -107,6 +107,10 @@ pub(super) fn compaction_spans(files: &[&LiveSst], sorted: &[Handle]) -> Vec<(Ha
 
 impl Inner {
     pub(super) fn has_pending(&self) -> bool {
+        #[cfg(feature = "jetstream")]
+        if let Err(e) = self.refresh_pending() {
+            tracing::warn!(error = %e, "reading the pending erasures failed");
+        }
         !self.pending.lock().is_empty()
             || !self.pending_redactions.lock().is_empty()
             || !self.pending_conv_deletions.lock().is_empty()
@@ -139,6 +143,8 @@ impl Inner {
         let _purging = self.purge_lock.lock();
         self.engine.check_writable()?;
         let started = Instant::now();
+        #[cfg(feature = "jetstream")]
+        self.refresh_pending()?;
         let erasures: Vec<(Handle, u32)> = self
             .pending
             .lock()
@@ -162,6 +168,10 @@ impl Inner {
                 complete: true,
                 duration: started.elapsed(),
             });
+        }
+        #[cfg(feature = "jetstream")]
+        if let Some(js) = self.engine.jetstream() {
+            return self.purge_jetstream(js, &erasures, &redactions, started);
         }
         let mut sorted: Vec<Handle> = erasures.iter().map(|(h, _)| *h).collect();
         sorted.extend(redactions.iter().map(|(h, _)| *h));
@@ -471,7 +481,7 @@ impl Inner {
 
     /// Marks the markers of `done` purged (unless the user was erased again
     /// meanwhile), removes them from the pending set and from the filter.
-    fn mark_purged(&self, done: &[(Handle, u32)]) -> Result<usize> {
+    pub(super) fn mark_purged(&self, done: &[(Handle, u32)]) -> Result<usize> {
         let mut n = 0;
         for (handle, epoch) in done {
             let _guard = self.users.lock(handle);

@@ -220,7 +220,7 @@ impl Inner {
         // evicted the key already (it evicts, then bumps), so the lookup
         // misses and loads from disk under the user's lock.
         let erase_generation = self.erase_generation.load(Ordering::Acquire);
-        let cached = self.users.cached(&handle);
+        let cached = self.fresh_cached_user(&handle)?;
         let loaded = match cached {
             Some(s) => UserState::Live(s),
             None => {

@@ -100,7 +100,7 @@ impl Inner {
             purges_incomplete: self.purges_incomplete.load(Ordering::Relaxed),
             filter_drops: self.engine.filter_drops(),
             bytes_on_disk: self.engine.bytes_on_disk()?,
-            rocksdb_sequence: self.engine.write_position(),
+            rocksdb_sequence: self.engine.write_position()?,
             poisoned: self.engine.is_poisoned(),
             integrity_failures: self.integrity_failures.load(Ordering::Relaxed),
             conversations,

@@ -293,9 +293,25 @@ impl Inner {
         Ok(self.get_marker(handle)?.is_some_and(|m| m.epoch >= epoch))
     }
 
+    /// The cached state of a user, if it is cached and its key record is
+    /// still the one it was loaded from. Another front end of a JetStream
+    /// cluster may have erased the user or changed its policy since: the
+    /// stale entry is dropped then (a RocksDB store has no other writer).
+    pub(super) fn fresh_cached_user(&self, handle: &Handle) -> Result<Option<CachedUser>> {
+        let Some(c) = self.users.cached(handle) else {
+            return Ok(None);
+        };
+        if self.engine.is_unchanged(Cf::Keys, handle.as_bytes())? {
+            return Ok(Some(c));
+        }
+        self.users.forget(handle);
+        self.convs.forget_author(handle);
+        Ok(None)
+    }
+
     /// Loads a user's state. Caller holds the user's lock.
     pub(super) fn load(&self, handle: &Handle) -> Result<UserState> {
-        if let Some(c) = self.users.cached(handle) {
+        if let Some(c) = self.fresh_cached_user(handle)? {
             return Ok(UserState::Live(c));
         }
         if self.damaged_markers.lock().contains(handle) {

@@ -96,6 +96,9 @@ impl ErasureCheck {
 
 impl Inner {
     pub(super) fn verify_erasure(&self, user: &UserId) -> Result<ErasureCheck> {
+        // The check reads the data directory's files; a JetStream store's
+        // are on the servers (its purge confirms there: `purge_js.rs`).
+        self.engine.rocks("a file-level check")?;
         let handle = self.handle(user);
         let marker = self.get_marker(&handle)?;
         let mut check = ErasureCheck {

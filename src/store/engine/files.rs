@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{Cf, Engine, sst, wal};
+use super::{Cf, sst, wal};
 use crate::error::Result;
 use crate::types::Handle;
 
@@ -99,7 +99,7 @@ fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
-impl Engine {
+impl super::rocks::Rocks {
     fn path_of(&self, number: u64, suffix: &str) -> PathBuf {
         self.dir.join(format!("{number:06}{suffix}"))
     }

@@ -1,46 +1,48 @@
-//! The engine layer: the one place that knows RocksDB. The store's
-//! operations call it through a narrow interface: column families by name
-//! ([`Cf`]), point reads ([`Engine::get`]), atomic batches ([`Batch`],
-//! [`Engine::write`]), range cursors ([`Cursor`]), flush and compaction, and
-//! what the data directory's files hold ([`files`]). Nothing outside this
-//! module names a RocksDB type, so a second engine (JetStream) can stand in
-//! the same place.
+//! The engine layer: the one place that knows where records live. The
+//! store's operations call it through a narrow interface: column families
+//! by name ([`Cf`]), point reads ([`Engine::get`]), atomic batches
+//! ([`Batch`], [`Engine::write`]), ordered cursors ([`Cursor`]), flush and
+//! compaction, and what the data directory's files hold ([`files`]).
 //!
-//! A failed write or WAL sync poisons the engine: later writes fail with
-//! [`Error::Poisoned`] until the store is reopened.
+//! Two engines stand behind it: the embedded RocksDB ([`rocks`], the
+//! default) and a NATS JetStream cluster ([`jetstream`], feature
+//! `jetstream`). What only RocksDB has (compaction, files, checkpoints)
+//! fails on JetStream with [`Error::Unsupported`] naming the engine, never
+//! silently.
+//!
+//! A failed write or WAL sync poisons the RocksDB engine: later writes fail
+//! with [`Error::Poisoned`] until the store is reopened.
 
 pub(crate) mod files;
 mod filter;
-// Issue 15, part 1: the engine and its cluster tests. The store opens it in
-// part 2 (`--engine jetstream`); until then only its tests call it.
 #[cfg(feature = "jetstream")]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod jetstream;
 #[cfg(test)]
 mod real_files;
+mod rocks;
 pub(crate) mod sst;
 mod tuning;
 pub(crate) mod wal;
 
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use rocksdb::statistics::Ticker;
-use rocksdb::{
-    BottommostLevelCompaction, ColumnFamily, CompactOptions, DB, DBPinnableSlice, DBRawIterator,
-    FlushOptions, ReadOptions, WriteBatch, WriteOptions,
-};
+use rocksdb::{DBPinnableSlice, DBRawIterator};
 
+#[cfg(feature = "jetstream")]
+use self::jetstream::{JetStreamEngine, JsBatch, JsCursor};
+pub(crate) use self::rocks::ReadOnly;
+use self::rocks::{Rocks, RocksBatch};
 pub use tuning::open_plain_baseline;
 pub(crate) use tuning::{MAX_WRITE_BUFFERS, SMALL_CF_WRITE_BUFFER};
 
 use super::filter_state::FilterState;
 use super::layout;
 use super::options::Options;
-use crate::codec;
-use crate::error::{Corruption, Error, Result};
+#[cfg(feature = "jetstream")]
+use crate::error::Error;
+use crate::error::Result;
 use crate::types::Handle;
 
 /// The column families of a store (see `docs/format.md`).
@@ -147,79 +149,6 @@ impl Cf {
     }
 }
 
-/// A store's files opened read-only, without its keys (to count and
-/// compare records of a backup: `shredstore backup inspect`).
-pub(crate) struct ReadOnly {
-    db: DB,
-}
-
-impl ReadOnly {
-    /// Opens the store in `dir` read-only.
-    pub(crate) fn open(dir: &Path) -> Result<ReadOnly> {
-        let existing = DB::list_cf(&rocksdb::Options::default(), dir)?;
-        if !existing.iter().any(|e| e == Cf::Meta.name()) {
-            return Err(Error::Corrupt(Corruption::Meta));
-        }
-        let db = DB::open_cf_for_read_only(&rocksdb::Options::default(), dir, &existing, false)?;
-        Ok(ReadOnly { db })
-    }
-
-    /// The value under `key` (`None` also when the column family is absent:
-    /// an older format).
-    pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.db.cf_handle(cf.name()) {
-            Some(h) => Ok(self.db.get_cf(h, key)?),
-            None => Ok(None),
-        }
-    }
-
-    /// Calls `f` with every key and value of `cf`, in key order.
-    pub(crate) fn for_each(
-        &self,
-        cf: Cf,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let Some(h) = self.db.cf_handle(cf.name()) else {
-            return Ok(());
-        };
-        let mut it = self.db.raw_iterator_cf(h);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            f(k, v)?;
-            it.next();
-        }
-        it.status()?;
-        Ok(())
-    }
-}
-
-/// An open RocksDB instance with the store's column families.
-pub(crate) struct Engine {
-    db: DB,
-    db_opts: rocksdb::Options,
-    dir: PathBuf,
-    poisoned: AtomicBool,
-    /// While set, WAL syncs fail (a test hook).
-    fail_syncs: Option<Arc<AtomicBool>>,
-    /// The files live in RocksDB's in-memory filesystem (a test hook): the
-    /// data directory holds none of them.
-    in_memory: bool,
-    /// Write options of synced and of buffered writes, made once (RocksDB
-    /// allocates each `WriteOptions`).
-    write_synced: WriteOptions,
-    write_buffered: WriteOptions,
-}
-
-/// A value read in place (no copy).
-pub(crate) struct Pinned<'e>(DBPinnableSlice<'e>);
-
-impl Deref for Pinned<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// Which keys a [`Cursor`] visits.
 #[derive(Clone, Copy)]
 pub(crate) enum Scope<'a> {
@@ -229,318 +158,431 @@ pub(crate) enum Scope<'a> {
     Handle(&'a Handle),
 }
 
+/// The store's records: in the embedded RocksDB, or in a JetStream cluster.
+pub(crate) enum Engine {
+    Rocks(Rocks),
+    #[cfg(feature = "jetstream")]
+    JetStream(JetStreamEngine),
+}
+
+/// A value read: in place (RocksDB) or copied (JetStream).
+pub(crate) enum Pinned<'e> {
+    Rocks(DBPinnableSlice<'e>),
+    #[cfg(feature = "jetstream")]
+    Owned(Vec<u8>),
+}
+
+impl Deref for Pinned<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Pinned::Rocks(p) => p,
+            #[cfg(feature = "jetstream")]
+            Pinned::Owned(v) => v,
+        }
+    }
+}
+
+/// The engine names errors and the engine table use.
+pub(crate) const ROCKSDB: &str = "rocksdb";
+#[cfg(feature = "jetstream")]
+pub(crate) const JETSTREAM: &str = "jetstream";
+
 impl Engine {
-    /// Opens (or creates) the RocksDB instance of a store, with the
-    /// compaction filter reading `filter`.
+    /// Opens the engine `options` name: the RocksDB instance in the data
+    /// directory (with the compaction filter reading `filter`), or a
+    /// connection to the JetStream cluster.
     pub(crate) fn open(options: &Options, filter: &Arc<FilterState>) -> Result<Engine> {
-        let (db, db_opts) = tuning::open_db(options, filter)?;
-        Ok(Engine {
-            db,
-            db_opts,
-            dir: options.data_dir.clone(),
-            poisoned: AtomicBool::new(false),
-            fail_syncs: options.hooks.fail_syncs.clone(),
-            in_memory: options.hooks.memory_env.is_some(),
-            write_synced: write_options(true),
-            write_buffered: write_options(false),
-        })
+        #[cfg(feature = "jetstream")]
+        if let Some(js) = &options.jetstream {
+            // A store batch puts a user's records together with the audit
+            // trail and the change feed, which live in partition 0: one
+            // atomic batch cannot span partitions yet.
+            if js.partitions != 1 {
+                return Err(Error::EngineConfig(
+                    "the store runs on one JetStream partition for now (--partitions 1)".into(),
+                ));
+            }
+            return Ok(Engine::JetStream(JetStreamEngine::connect(js)?));
+        }
+        Ok(Engine::Rocks(Rocks::open(options, filter)?))
     }
 
-    fn cf(&self, cf: Cf) -> Result<&ColumnFamily> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or(Error::Corrupt(Corruption::Meta))
+    /// The engine's name (`rocksdb`, `jetstream`).
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Engine::Rocks(_) => ROCKSDB,
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => JETSTREAM,
+        }
     }
 
-    /// The data directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    /// The RocksDB engine, or [`Error::Unsupported`] naming `operation`.
+    #[cfg_attr(not(feature = "jetstream"), allow(unused_variables))]
+    pub(crate) fn rocks(&self, operation: &'static str) -> Result<&Rocks> {
+        match self {
+            Engine::Rocks(r) => Ok(r),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Err(Error::Unsupported {
+                engine: JETSTREAM,
+                operation,
+            }),
+        }
+    }
+
+    /// The JetStream engine, if this is one.
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn jetstream(&self) -> Option<&JetStreamEngine> {
+        match self {
+            Engine::JetStream(j) => Some(j),
+            Engine::Rocks(_) => None,
+        }
+    }
+
+    /// The data directory (`None` on JetStream: the front end keeps none).
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        match self {
+            Engine::Rocks(r) => Some(r.dir()),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => None,
+        }
     }
 
     /// The value under `key`, if any.
     pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Pinned<'_>>> {
-        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.map(Pinned))
+        match self {
+            Engine::Rocks(r) => Ok(r.get(cf, key)?.map(Pinned::Rocks)),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => Ok(j.get(cf, key)?.map(Pinned::Owned)),
+        }
+    }
+
+    /// Whether the record under `key` is as this front end last read it
+    /// (always on RocksDB, which no other process writes; on JetStream
+    /// another front end may have).
+    #[cfg_attr(not(feature = "jetstream"), allow(unused_variables))]
+    pub(crate) fn is_unchanged(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        match self {
+            Engine::Rocks(_) => Ok(true),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => j.is_unchanged(cf, key),
+        }
     }
 
     /// An empty batch.
     pub(crate) fn batch(&self) -> Batch<'_> {
-        Batch {
-            engine: self,
-            wb: WriteBatch::default(),
+        match self {
+            Engine::Rocks(r) => Batch::Rocks(r.batch()),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => Batch::JetStream(j.batch(), j),
         }
     }
 
     /// Fails with [`Error::Poisoned`] after a failed write or sync.
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.is_poisoned() {
-            Err(Error::Poisoned)
-        } else {
-            Ok(())
+        match self {
+            Engine::Rocks(r) => r.check_writable(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Ok(()),
         }
     }
 
-    /// Whether a write or sync failed since open.
+    /// Whether a write or sync failed since open (never on JetStream: a
+    /// failed request poisons nothing there).
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        match self {
+            Engine::Rocks(r) => r.is_poisoned(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => false,
+        }
     }
 
-    fn poison(&self, what: &str, e: &dyn std::fmt::Display) {
-        self.poisoned.store(true, Ordering::Release);
-        tracing::error!(error = %e, "{what} failed; store poisoned until reopened");
-    }
-
-    /// Writes `batch` atomically (fsynced first if `sync`). A failure poisons
-    /// the store.
+    /// Writes `batch` atomically (fsynced first if `sync`; JetStream
+    /// acknowledges only what its servers stored and synced). A RocksDB
+    /// failure poisons the store; on JetStream a lost race is
+    /// [`Error::Conflict`] with nothing written.
     pub(crate) fn write(&self, batch: Batch<'_>, sync: bool) -> Result<()> {
-        self.check_writable()?;
-        let wo = if sync {
-            &self.write_synced
-        } else {
-            &self.write_buffered
-        };
-        self.db.write_opt(batch.wb, wo).map_err(|e| {
-            self.poison("write", &e);
-            Error::Storage(e)
-        })
+        match (self, batch) {
+            (Engine::Rocks(r), Batch::Rocks(b)) => r.write(b, sync),
+            #[cfg(feature = "jetstream")]
+            (Engine::JetStream(j), Batch::JetStream(b, _)) => j.write(b, sync),
+            #[cfg(feature = "jetstream")]
+            _ => Err(Error::EngineConfig("a batch of another engine".into())),
+        }
     }
 
-    /// Syncs the WAL to stable storage. A failure poisons the store.
+    /// Syncs the WAL to stable storage (nothing to do on JetStream: every
+    /// acknowledged write is already synced). A failure poisons the store.
     pub(crate) fn sync_wal(&self) -> Result<()> {
-        self.check_writable()?;
-        if self
-            .fail_syncs
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Acquire))
-        {
-            let e = std::io::Error::other("injected WAL sync failure");
-            self.poison("WAL sync", &e);
-            return Err(Error::Io(e));
+        match self {
+            Engine::Rocks(r) => r.sync_wal(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Ok(()),
         }
-        // RocksDB's in-memory Env has no SyncWAL (nothing to sync there).
-        self.db.flush_wal(!self.in_memory).map_err(|e| {
-            self.poison("WAL sync", &e);
-            Error::Storage(e)
-        })
     }
 
-    /// A cursor over `scope` of `cf`. It pins the files it reads while it
-    /// lives: keep it short.
+    /// A cursor over `scope` of `cf`. Keep it short: on RocksDB it pins the
+    /// files it reads; on JetStream it lists the keys when made.
     pub(crate) fn cursor(&self, cf: Cf, scope: Scope<'_>) -> Result<Cursor<'_>> {
-        let handle = self.cf(cf)?;
-        let it = match scope {
-            Scope::All => self.db.raw_iterator_cf(handle),
-            Scope::Handle(h) => self.db.raw_iterator_cf_opt(handle, handle_read_options(h)),
-        };
-        Ok(Cursor(it))
-    }
-
-    /// Flushes every column family's memtable (so WAL files holding older
-    /// writes become obsolete).
-    pub(crate) fn flush_all(&self) -> Result<()> {
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        // Every column family: one left unflushed would pin the old WALs.
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| self.cf(*cf))
-            .collect::<Result<Vec<_>>>()?;
-        self.db.flush_cfs_opt(&cfs, &fo)?;
-        // The default column family is unused but shares the WAL.
-        self.db.flush_opt(&fo)?;
-        Ok(())
-    }
-
-    /// Compacts `[start, end]` of `cf` (`None`: open-ended) down to the
-    /// bottommost level, through the compaction filter, rewriting the
-    /// bottommost files too. RocksDB reports no error here: a failed
-    /// compaction shows in [`Engine::background_errors`].
-    pub(crate) fn compact(&self, cf: Cf, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
-        let mut opts = CompactOptions::default();
-        opts.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        opts.set_exclusive_manual_compaction(false);
-        self.db
-            .compact_range_cf_opt(self.cf(cf)?, start, end, &opts);
-        Ok(())
-    }
-
-    /// Writes a consistent copy of the store into `dir` (which must not
-    /// exist; on the same filesystem its SST files are hard links): a
-    /// RocksDB checkpoint, taken after a flush of the memtables, while
-    /// writes go on.
-    pub(crate) fn checkpoint(&self, dir: &Path) -> Result<()> {
-        if self.in_memory {
-            return Err(Error::Backup(crate::error::BackupError::InMemory));
+        match self {
+            Engine::Rocks(r) => Ok(Cursor::Rocks(r.cursor(cf, scope)?)),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => Ok(Cursor::JetStream(j.cursor(cf, scope)?)),
         }
-        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
-        Ok(())
     }
 
-    /// RocksDB's count of background errors (failed flushes, compactions).
+    /// Flushes every memtable (nothing to flush on JetStream).
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        match self {
+            Engine::Rocks(r) => r.flush_all(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Ok(()),
+        }
+    }
+
+    /// Compacts `[start, end]` of `cf` through the compaction filter
+    /// (RocksDB only).
+    pub(crate) fn compact(&self, cf: Cf, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
+        self.rocks("a compaction")?.compact(cf, start, end)
+    }
+
+    /// Writes a consistent copy of the store into `dir` (RocksDB only).
+    pub(crate) fn checkpoint(&self, dir: &Path) -> Result<()> {
+        self.rocks("a backup")?.checkpoint(dir)
+    }
+
+    /// RocksDB's count of background errors (none on JetStream).
     pub(crate) fn background_errors(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .property_int_value("rocksdb.background-errors")?
-            .unwrap_or(0))
+        match self {
+            Engine::Rocks(r) => r.background_errors(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Ok(0),
+        }
     }
 
     /// The position of the last write in the engine's log (RocksDB's latest
-    /// sequence number): every write acknowledged before this call is at or
-    /// below it.
-    pub(crate) fn write_position(&self) -> u64 {
-        self.db.latest_sequence_number()
+    /// sequence number; on JetStream the highest last sequence of the
+    /// partition streams): every write acknowledged before this call is at
+    /// or below it.
+    pub(crate) fn write_position(&self) -> Result<u64> {
+        match self {
+            Engine::Rocks(r) => Ok(r.write_position()),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => j.write_position(),
+        }
     }
 
-    /// RocksDB's estimate of the keys in `cf`.
+    /// An estimate of the keys in `cf` (counted on JetStream).
     pub(crate) fn estimate_keys(&self, cf: Cf) -> Result<u64> {
-        Ok(self
-            .db
-            .property_int_value_cf(self.cf(cf)?, "rocksdb.estimate-num-keys")?
-            .unwrap_or(0))
+        match self {
+            Engine::Rocks(r) => r.estimate_keys(cf),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(j) => j.count_keys(cf),
+        }
     }
 
-    /// Records the compaction filter removed since open.
+    /// Records the compaction filter removed since open (none on JetStream).
     pub(crate) fn filter_drops(&self) -> u64 {
-        self.db_opts.get_ticker_count(Ticker::CompactionKeyDropUser)
+        match self {
+            Engine::Rocks(r) => r.filter_drops(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => 0,
+        }
     }
 
-    /// The SST files RocksDB currently uses, with their key ranges.
+    /// Bytes of every file in the data directory (0 on JetStream: the
+    /// front end keeps no files).
+    pub(crate) fn bytes_on_disk(&self) -> Result<u64> {
+        match self {
+            Engine::Rocks(r) => r.bytes_on_disk(),
+            #[cfg(feature = "jetstream")]
+            Engine::JetStream(_) => Ok(0),
+        }
+    }
+
+    /// The SST files RocksDB uses (RocksDB only).
     pub(crate) fn live_files(&self) -> Result<Vec<files::LiveSst>> {
-        Ok(self
-            .db
-            .live_files()?
-            .into_iter()
-            .filter_map(|f| {
-                Some(files::LiveSst {
-                    cf: Cf::from_name(f.column_family_name.as_bytes()),
-                    number: files::file_number(f.name.trim_start_matches('/'), ".sst")?,
-                    smallest: f.start_key.unwrap_or_default(),
-                    largest: f.end_key.unwrap_or_default(),
-                })
-            })
-            .collect())
+        self.rocks("a file-level check")?.live_files()
     }
-}
 
-/// Write options that fsync the WAL first, or not.
-fn write_options(sync: bool) -> WriteOptions {
-    let mut wo = WriteOptions::default();
-    wo.set_sync(sync);
-    wo
-}
-
-/// Read options confined to one handle's key range.
-fn handle_read_options(handle: &Handle) -> ReadOptions {
-    let mut ro = ReadOptions::default();
-    ro.set_prefix_same_as_start(true);
-    ro.set_iterate_lower_bound(handle.as_bytes().to_vec());
-    match codec::handle_upper_bound(handle) {
-        Some(ub) => ro.set_iterate_upper_bound(ub.to_vec()),
-        None => ro.set_total_order_seek(true),
+    /// Numbers of the SST files in the data directory (RocksDB only).
+    pub(crate) fn sst_files_on_disk(&self) -> Result<Vec<u64>> {
+        self.rocks("a file-level check")?.sst_files_on_disk()
     }
-    ro
+
+    /// Numbers of the WAL files in the data directory (RocksDB only).
+    pub(crate) fn wal_numbers(&self) -> Result<Vec<u64>> {
+        self.rocks("a file-level check")?.wal_numbers()
+    }
+
+    /// The WAL files with their first positions (RocksDB only).
+    pub(crate) fn wal_files(&self) -> Result<Vec<files::WalFile>> {
+        self.rocks("a file-level check")?.wal_files()
+    }
+
+    /// Reads every stored version of the records of `handles` in the SST
+    /// files `numbers` (RocksDB only; see [`Rocks::scan_ssts`]).
+    pub(crate) fn scan_ssts(
+        &self,
+        numbers: &[(u64, Option<Cf>)],
+        handles: Option<&std::collections::HashSet<Handle>>,
+        found: impl FnMut(&Handle, files::FileRecord<'_>),
+    ) -> Result<files::ScanReport> {
+        self.rocks("a file-level check")?
+            .scan_ssts(numbers, handles, found)
+    }
 }
 
 /// Writes collected for one atomic [`Engine::write`].
-pub(crate) struct Batch<'e> {
-    engine: &'e Engine,
-    wb: WriteBatch,
+pub(crate) enum Batch<'e> {
+    Rocks(RocksBatch<'e>),
+    #[cfg(feature = "jetstream")]
+    JetStream(JsBatch, &'e JetStreamEngine),
 }
 
 impl Batch<'_> {
     /// Sets `key` to `value`.
     pub(crate) fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<()> {
-        self.wb.put_cf(self.engine.cf(cf)?, key, value);
-        Ok(())
+        match self {
+            Batch::Rocks(b) => b.put(cf, key, value),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, _) => b.put(cf, key, value),
+        }
     }
 
     /// Deletes `key`.
     pub(crate) fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
-        self.wb.delete_cf(self.engine.cf(cf)?, key);
-        Ok(())
+        match self {
+            Batch::Rocks(b) => b.delete(cf, key),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, _) => b.delete(cf, key),
+        }
     }
 
-    /// Deletes every key that starts with `handle` (keys are at most 40
-    /// bytes long).
+    /// Makes the write conditional on `key` being as the engine last read
+    /// it (JetStream: another front end may write it meanwhile; RocksDB:
+    /// nothing to do, the store's locks serialize its writers).
+    #[cfg_attr(not(feature = "jetstream"), allow(unused_variables))]
+    pub(crate) fn expect(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
+        match self {
+            Batch::Rocks(_) => Ok(()),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, _) => b.expect(cf, key),
+        }
+    }
+
+    /// Deletes every key that starts with `handle` (on JetStream: every key
+    /// listed under it now).
     pub(crate) fn delete_handle_range(&mut self, cf: Cf, handle: &Handle) -> Result<()> {
-        const LAST: [u8; 40] = [0xff; 40];
-        let family = self.engine.cf(cf)?;
-        match codec::handle_upper_bound(handle) {
-            Some(ub) => {
-                self.wb
-                    .delete_range_cf(family, handle.as_bytes().as_slice(), ub.as_slice())
-            }
-            // The all-0xff handle: the range ends at the largest possible
-            // key, which delete_range excludes, so delete that one too.
-            None => {
-                self.wb
-                    .delete_range_cf(family, handle.as_bytes().as_slice(), LAST.as_slice());
-                self.wb.delete_cf(family, LAST);
+        match self {
+            Batch::Rocks(b) => b.delete_handle_range(cf, handle),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, j) => {
+                for key in j.list_keys(cf, Scope::Handle(handle))? {
+                    b.delete(cf, &key)?;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
-}
 
-impl Batch<'_> {
-    /// Deletes the keys in `[start, end)`.
+    /// Deletes the keys in `[start, end)` (on JetStream: the keys listed in
+    /// it now, of the handle `start` begins with).
     pub(crate) fn delete_range(&mut self, cf: Cf, start: &[u8], end: &[u8]) -> Result<()> {
-        self.wb.delete_range_cf(self.engine.cf(cf)?, start, end);
-        Ok(())
+        match self {
+            Batch::Rocks(b) => b.delete_range(cf, start, end),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, j) => {
+                let prefix = start.get(..Handle::LEN).and_then(|p| p.try_into().ok());
+                let handle = Handle(prefix.ok_or_else(|| {
+                    Error::JetStream("a ranged delete shorter than a handle".into())
+                })?);
+                for key in j.list_keys(cf, Scope::Handle(&handle))? {
+                    if key.as_slice() >= start && key.as_slice() < end {
+                        b.delete(cf, &key)?;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Whether nothing was added.
     pub(crate) fn is_empty(&self) -> bool {
-        self.wb.is_empty()
+        match self {
+            Batch::Rocks(b) => b.is_empty(),
+            #[cfg(feature = "jetstream")]
+            Batch::JetStream(b, _) => b.is_empty(),
+        }
     }
 }
 
-/// A positioned cursor over one column family (RocksDB raw iterator).
-pub(crate) struct Cursor<'e>(DBRawIterator<'e>);
+/// A positioned cursor over one column family.
+pub(crate) enum Cursor<'e> {
+    Rocks(DBRawIterator<'e>),
+    #[cfg(feature = "jetstream")]
+    JetStream(JsCursor<'e>),
+}
+
+/// One method of [`Cursor`] on either engine.
+macro_rules! on_cursor {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            Cursor::Rocks($c) => $e,
+            #[cfg(feature = "jetstream")]
+            Cursor::JetStream($c) => $e,
+        }
+    };
+}
 
 impl Cursor<'_> {
     /// Moves to the first key `>= key`.
     pub(crate) fn seek(&mut self, key: &[u8]) {
-        self.0.seek(key);
+        on_cursor!(self, c => c.seek(key))
     }
 
     /// Moves to the last key `<= key`.
     pub(crate) fn seek_for_prev(&mut self, key: &[u8]) {
-        self.0.seek_for_prev(key);
+        on_cursor!(self, c => c.seek_for_prev(key))
     }
 
     /// Moves to the first key.
     pub(crate) fn seek_to_first(&mut self) {
-        self.0.seek_to_first();
+        on_cursor!(self, c => c.seek_to_first())
     }
 
     /// Moves to the next key.
     pub(crate) fn next(&mut self) {
-        self.0.next();
+        on_cursor!(self, c => c.next())
     }
 
     /// Moves to the previous key.
     pub(crate) fn prev(&mut self) {
-        self.0.prev();
+        on_cursor!(self, c => c.prev())
     }
 
     /// The current key and value, `None` past the end (or on error: see
     /// [`Cursor::status`]).
     pub(crate) fn item(&self) -> Option<(&[u8], &[u8])> {
-        self.0.item()
+        on_cursor!(self, c => c.item())
     }
 
     /// The current key.
     pub(crate) fn key(&self) -> Option<&[u8]> {
-        self.0.key()
+        on_cursor!(self, c => c.key())
     }
 
     /// The current value.
     pub(crate) fn value(&self) -> Option<&[u8]> {
-        self.0.value()
+        on_cursor!(self, c => c.value())
     }
 
     /// The error that ended the iteration, if one did.
     pub(crate) fn status(&self) -> Result<()> {
-        Ok(self.0.status()?)
+        match self {
+            Cursor::Rocks(c) => Ok(c.status()?),
+            #[cfg(feature = "jetstream")]
+            Cursor::JetStream(c) => c.status(),
+        }
     }
 }

@@ -62,7 +62,7 @@ const META_PARTITIONS: &[u8] = b"jetstream_partitions";
 
 /// How to reach the cluster and how the store is laid out in it.
 #[derive(Debug, Clone)]
-pub(crate) struct JetStreamOptions {
+pub struct JetStreamOptions {
     /// Server URLs, comma-separated (`nats://h1:4222,nats://h2:4222`).
     pub(crate) urls: String,
     /// A NATS credentials file (JWT and nkey seed).
@@ -80,8 +80,9 @@ pub(crate) struct JetStreamOptions {
 }
 
 impl JetStreamOptions {
-    /// Defaults: 1 partition, 3 replicas, namespace `shred`, 10 s requests.
-    pub(crate) fn new(urls: impl Into<String>) -> JetStreamOptions {
+    /// The cluster at `urls` (comma-separated `nats://host:port`), with
+    /// defaults: 1 partition, 3 replicas, namespace `shred`, 10 s requests.
+    pub fn new(urls: impl Into<String>) -> JetStreamOptions {
         JetStreamOptions {
             urls: urls.into(),
             creds: None,
@@ -91,6 +92,44 @@ impl JetStreamOptions {
             namespace: "shred".into(),
             request_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// A NATS credentials file (JWT and nkey seed).
+    pub fn creds(mut self, path: impl Into<PathBuf>) -> Self {
+        self.creds = Some(path.into());
+        self
+    }
+
+    /// Verify the servers' TLS certificates with this CA (PEM); TLS is
+    /// then required.
+    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
+        self
+    }
+
+    /// Partition streams (fixed when the store is created).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Replicas of each stream (3 by default; 1 to 5).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// The subjects' first token and the streams' name prefix (several
+    /// stores can share a cluster under different namespaces).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long a request may wait for JetStream's answer.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     fn validate(&self) -> Result<()> {
@@ -281,6 +320,18 @@ impl JetStreamEngine {
     /// The value under `key`, if any (read from the stream's leader).
     pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.value_at(&self.place(cf, key)?)
+    }
+
+    /// Whether the record under `key` is still the version this engine
+    /// last saw (asks the stream's leader, and remembers what it found): a
+    /// front end's cached state of a user or conversation is only as good
+    /// as the key record it was loaded from, which another front end may
+    /// have changed or erased.
+    pub(crate) fn is_unchanged(&self, cf: Cf, key: &[u8]) -> Result<bool> {
+        let place = self.place(cf, key)?;
+        let seen = self.known(&place.subject);
+        let now = self.last(&place)?.map_or(0, |m| m.seq);
+        Ok(seen == Some(now))
     }
 
     /// An empty batch.
@@ -489,6 +540,44 @@ impl JetStreamEngine {
     /// A cursor over `scope` of `cf`, in key order. It lists the keys when
     /// made and reads each value when it reaches it.
     pub(crate) fn cursor(&self, cf: Cf, scope: Scope<'_>) -> Result<JsCursor<'_>> {
+        Ok(JsCursor::new(self, self.listed(cf, scope)?))
+    }
+
+    /// The keys of `scope` of `cf` now (tombstoned ones included), in key
+    /// order.
+    pub(crate) fn list_keys(&self, cf: Cf, scope: Scope<'_>) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .listed(cf, scope)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// About how many records `cf` holds: its subjects (a deleted record's
+    /// tombstone, counted too, goes right after its write).
+    pub(crate) fn count_keys(&self, cf: Cf) -> Result<u64> {
+        Ok(self.listed(cf, Scope::All)?.len() as u64)
+    }
+
+    /// The highest last sequence of the partition streams: every write
+    /// acknowledged before this call is at or below it.
+    pub(crate) fn write_position(&self) -> Result<u64> {
+        let mut top = 0;
+        for p in 0..self.layout.partitions {
+            let info = self
+                .rt
+                .block_on(self.api.stream_info(&self.layout.stream(p)))
+                .map_err(js_err)?;
+            let last = info
+                .pointer("/state/last_seq")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            top = top.max(last);
+        }
+        Ok(top)
+    }
+
+    fn listed(&self, cf: Cf, scope: Scope<'_>) -> Result<Vec<(Vec<u8>, Place)>> {
         let filters = match scope {
             Scope::All => self.layout.cf_filters(cf),
             Scope::Handle(h) => vec![self.layout.handle_filter(cf, h)],
@@ -518,7 +607,7 @@ impl JetStreamEngine {
             }
         }
         keys.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(JsCursor::new(self, keys))
+        Ok(keys)
     }
 
     /// The current value of a listed key (`None`: deleted since listed).
@@ -529,40 +618,75 @@ impl JetStreamEngine {
             .map(|m| m.data))
     }
 
+    #[cfg(test)]
     /// Securely deletes every message of `cf` under `handle`: current
     /// values, tombstones and any replaced value not yet removed. Returns how
     /// many it deleted. (The purge of an erased user or deleted
     /// conversation; never JetStream's purge, which keeps the bytes.)
     pub(crate) fn secure_erase(&self, cf: Cf, handle: &Handle) -> Result<u64> {
+        Ok(self
+            .secure_delete_where(cf, handle, u64::MAX, |_, _| Ok(true))?
+            .0)
+    }
+
+    /// Securely deletes the messages of `cf` under `handle` that `erased`
+    /// picks, given each one's key and value (`None`: a tombstone, always
+    /// deleted), current and replaced versions alike. The purge's walk: it
+    /// decides per version, as RocksDB's compaction filter does. Deletes at
+    /// most `budget` messages; returns how many it deleted and whether it
+    /// went through them all.
+    pub(crate) fn secure_delete_where(
+        &self,
+        cf: Cf,
+        handle: &Handle,
+        budget: u64,
+        mut erased: impl FnMut(&[u8], Option<&[u8]>) -> Result<bool>,
+    ) -> Result<(u64, bool)> {
         let (p, filter) = self.layout.handle_filter(cf, handle);
         let stream = self.layout.stream(p);
         let prefix = handle.as_bytes();
         let mut deleted = 0;
         let mut seq = 1;
-        let mut seen = Vec::new();
+        // Per subject: whether every message of it was deleted.
+        let mut emptied: HashMap<String, bool> = HashMap::new();
+        let mut finished = true;
         while let Some(m) = self
             .rt
             .block_on(self.api.next_for(&stream, &filter, seq))
             .map_err(js_err)?
         {
             seq = m.seq + 1;
-            if !self
+            let Some(key) = self
                 .layout
                 .key_of(cf, &m.subject)
-                .is_some_and(|k| k.starts_with(prefix))
-            {
+                .filter(|k| k.starts_with(prefix))
+            else {
                 continue;
+            };
+            let value = (!is_tombstone(&m)).then_some(m.data.as_slice());
+            let gone = value.is_none() || erased(&key, value)?;
+            if gone && deleted == budget {
+                finished = false;
+                emptied.insert(m.subject, false);
+                break;
             }
-            self.rt
-                .block_on(self.api.secure_delete(&stream, m.seq))
-                .map_err(js_err)?;
-            deleted += 1;
-            seen.push(m.subject);
+            if gone {
+                self.rt
+                    .block_on(self.api.secure_delete(&stream, m.seq))
+                    .map_err(js_err)?;
+                deleted += 1;
+            }
+            let all = emptied.entry(m.subject).or_insert(true);
+            *all &= gone;
         }
-        for s in seen {
-            self.remember(&s, 0);
+        for (subject, all) in emptied {
+            if all {
+                self.remember(&subject, 0);
+            } else {
+                self.forget([subject]);
+            }
         }
-        Ok(deleted)
+        Ok((deleted, finished))
     }
 
     /// Removes, in every partition, what interrupted writes left: values
@@ -606,6 +730,7 @@ impl JetStreamEngine {
         Ok(deleted)
     }
 
+    #[cfg(test)]
     /// The server leading partition `p`'s stream, if one does.
     pub(crate) fn leader(&self, p: u32) -> Result<Option<String>> {
         let info = self
@@ -661,6 +786,7 @@ impl JetStreamEngine {
         Ok(true)
     }
 
+    #[cfg(test)]
     /// Asks partition `p`'s stream leader to step down (a new leader is
     /// elected among the replicas).
     pub(crate) fn step_down(&self, p: u32) -> Result<()> {

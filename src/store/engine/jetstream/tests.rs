@@ -8,24 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-#[path = "../../../../tests/tools/nats_cluster.rs"]
-mod nats_cluster;
-use nats_cluster::NatsCluster;
-
-fn nats_server() -> PathBuf {
-    let bin = match std::env::var_os("SHREDSTORE_TOOLS") {
-        Some(dir) => PathBuf::from(dir).join("bin"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/shredstore/tools/bin"),
-    }
-    .join("nats-server");
-    assert!(
-        bin.is_file(),
-        "{} not found: run scripts/test-tools.sh (make test does)",
-        bin.display()
-    );
-    bin
-}
+use crate::store::test_cluster::{NatsCluster, found_in, nats_server};
 
 fn engine(cluster: &NatsCluster, namespace: &str, partitions: u32) -> JetStreamEngine {
     let mut o = JetStreamOptions::new(cluster.urls());
@@ -400,15 +383,6 @@ fn compact_raft_logs(cluster: &mut NatsCluster, e: &JetStreamEngine) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// The files among `files` that hold `needle`.
-fn found_in(files: &[(PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<PathBuf> {
-    files
-        .iter()
-        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
-        .map(|(p, _)| p.clone())
-        .collect()
 }
 
 #[test]

@@ -1,0 +1,262 @@
+//! Purge on the JetStream engine. There is no compaction filter: the purge
+//! walks every stored version under each pending user's handle, current
+//! and replaced alike, and removes the erased ones with JetStream's secure
+//! delete (`STREAM.MSG.DELETE` without `no_erase`: the bytes are
+//! overwritten on every replica that applies it). Never purge-by-subject,
+//! which leaves the bytes in the block files. A run deletes at most
+//! [`PURGE_BUDGET`] messages; the rest waits for the next run.
+//!
+//! An erasure is reported purged only if every replica of every partition
+//! was online and current before and after the deletes. A replica that
+//! missed them keeps the bytes (measured: catching up later does not
+//! remove them from its Raft log) until it is rebuilt, so an erasure purged
+//! while one was not is recorded as unconfirmed (meta record
+//! `jetstream_unconfirmed`) and stays pending until the operator has
+//! rebuilt that replica and says so ([`Inner::confirm_replicas_rebuilt`];
+//! README "Scale-out").
+//! Not yet purged here, so left pending: the conversation slots of an
+//! erased author, deleted conversations and conversation redactions.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::Inner;
+use super::engine::files::FileRecord;
+use super::engine::jetstream::JetStreamEngine;
+use super::engine::{Cf, Scope};
+use super::inner::Pending;
+use super::purge::PurgeReport;
+use crate::codec::{self, EraseMarker};
+use crate::error::{Corruption, Error, Result};
+use crate::types::Handle;
+
+/// The meta record listing the erasures purged while a replica was not
+/// current: `handle || epoch (u32 BE)` each (docs/format.md).
+pub(super) const META_UNCONFIRMED: &[u8] = b"jetstream_unconfirmed";
+
+/// Secure deletes of one purge run at most (each is one request to the
+/// stream's leader, replicated to the others).
+pub(super) const PURGE_BUDGET: u64 = 10_000;
+
+impl Inner {
+    /// [`Inner::purge`]'s work on JetStream.
+    pub(super) fn purge_jetstream(
+        &self,
+        js: &JetStreamEngine,
+        erasures: &[(Handle, u32)],
+        redactions: &[(Handle, u64)],
+        started: Instant,
+    ) -> Result<PurgeReport> {
+        let replicas_before = js.replicas_current()?;
+        let mut budget = PURGE_BUDGET;
+        let mut clean = Vec::new();
+        let mut unfinished = 0usize;
+        let mut deleted = 0u64;
+        // The erasures this run deleted something of.
+        let mut touched = Vec::new();
+        for (handle, epoch) in erasures {
+            let mut finished = true;
+            let deleted_before = deleted;
+            for cf in Cf::USER_DATA {
+                // The author index says where an erased author's
+                // conversation slots are: it stays until those are purged.
+                if cf == Cf::Authors {
+                    continue;
+                }
+                let (n, done) = js.secure_delete_where(cf, handle, budget, |key, value| {
+                    self.is_erased_version(
+                        *epoch,
+                        FileRecord {
+                            cf: Some(cf),
+                            key,
+                            value,
+                        },
+                    )
+                })?;
+                budget -= n;
+                deleted += n;
+                finished &= done;
+            }
+            if deleted > deleted_before {
+                touched.push((*handle, *epoch));
+            }
+            let authored = !js.list_keys(Cf::Authors, Scope::Handle(handle))?.is_empty();
+            if finished && !authored {
+                clean.push((*handle, *epoch));
+            } else {
+                unfinished += 1;
+            }
+        }
+        // Redactions replace a message's value; the write removed the old
+        // one right after its commit, the sweep removes what a crash left.
+        let swept = if redactions.is_empty() {
+            0
+        } else {
+            js.sweep()?
+        };
+        let conversations_waiting = !self.pending_conv_deletions.lock().is_empty()
+            || !self.pending_conv_redactions.lock().is_empty();
+        let replicas_after = js.replicas_current()?;
+        let replicas = replicas_before && replicas_after;
+        let (mut erasures_purged, mut redactions_purged) = (0, 0);
+        let mut unconfirmed = self.unconfirmed_erasures()?;
+        if replicas {
+            let confirmed: Vec<(Handle, u32)> = clean
+                .iter()
+                .copied()
+                .filter(|(h, e)| !unconfirmed.iter().any(|(u, ue)| u == h && ue >= e))
+                .collect();
+            unfinished += clean.len() - confirmed.len();
+            erasures_purged = self.mark_purged(&confirmed)?;
+            redactions_purged = self.mark_redactions_purged(redactions)?;
+        } else if !touched.is_empty() {
+            // The replica that missed these deletes keeps the bytes.
+            for (h, e) in &touched {
+                match unconfirmed.iter_mut().find(|(u, _)| u == h) {
+                    Some((_, ue)) => *ue = (*ue).max(*e),
+                    None => unconfirmed.push((*h, *e)),
+                }
+            }
+            self.put_unconfirmed(&unconfirmed)?;
+        }
+        let complete = replicas && unfinished == 0 && !conversations_waiting;
+        if complete {
+            self.purges_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                replicas_current = replicas,
+                users_unfinished = unfinished,
+                conversations_waiting,
+                "purge incomplete on JetStream: a replica is or was offline or behind (it \
+                 keeps what it missed until rebuilt and confirmed), the run's delete budget \
+                 ran out, or the data is of conversations, which this engine does not purge \
+                 yet; will retry"
+            );
+        }
+        let report = PurgeReport {
+            erasures_purged,
+            redactions_purged,
+            conversations_purged: 0,
+            complete,
+            duration: started.elapsed(),
+        };
+        tracing::info!(
+            erasures_purged,
+            redactions_purged,
+            unconfirmed = unconfirmed.len(),
+            deleted,
+            swept,
+            complete,
+            duration_ms = u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            "purge finished (jetstream)"
+        );
+        Ok(report)
+    }
+
+    /// On JetStream, the pending erasures are those whose marker in the
+    /// cluster is not purged: another front end may have erased (or
+    /// purged) since this one loaded them. Nothing to do on RocksDB.
+    pub(super) fn refresh_pending(&self) -> Result<()> {
+        if self.engine.jetstream().is_none() {
+            return Ok(());
+        }
+        let mut fresh = HashMap::new();
+        let mut it = self.engine.cursor(Cf::Erased, Scope::All)?;
+        it.seek_to_first();
+        while let Some((k, v)) = it.item() {
+            // An undecodable marker was reported when it was loaded (or
+            // will be, by the front end that loads it): not purgeable.
+            if let (Ok(h), Ok(m)) = (codec::parse_handle_key(k), EraseMarker::decode(v))
+                && !m.purged
+            {
+                fresh.insert(
+                    h,
+                    Pending {
+                        epoch: m.epoch,
+                        erased_at_ms: m.erased_at_ms,
+                    },
+                );
+            }
+            it.next();
+        }
+        it.status()?;
+        *self.pending.lock() = fresh;
+        Ok(())
+    }
+
+    /// The erasures purged while a replica was not current.
+    pub(super) fn unconfirmed_erasures(&self) -> Result<Vec<(Handle, u32)>> {
+        let Some(v) = self.engine.get(Cf::Meta, META_UNCONFIRMED)? else {
+            return Ok(Vec::new());
+        };
+        let entry = Handle::LEN + 4;
+        if v.len() % entry != 0 {
+            return Err(Error::Corrupt(Corruption::Meta));
+        }
+        Ok(v.chunks_exact(entry)
+            .map(|c| {
+                let mut h = [0u8; Handle::LEN];
+                h.copy_from_slice(&c[..Handle::LEN]);
+                let mut e = [0u8; 4];
+                e.copy_from_slice(&c[Handle::LEN..]);
+                (Handle(h), u32::from_be_bytes(e))
+            })
+            .collect())
+    }
+
+    /// After an erasure on JetStream: if a replica is offline or behind,
+    /// it keeps what it holds of the user (its own log included) until it
+    /// is rebuilt, so the erasure joins the unconfirmed ones.
+    pub(super) fn note_erasure_replicas(&self, handle: &Handle, epoch: u32) -> Result<()> {
+        let Some(js) = self.engine.jetstream() else {
+            return Ok(());
+        };
+        if js.replicas_current()? {
+            return Ok(());
+        }
+        let _purging = self.purge_lock.lock();
+        let mut list = self.unconfirmed_erasures()?;
+        match list.iter_mut().find(|(h, _)| h == handle) {
+            Some((_, e)) => *e = (*e).max(epoch),
+            None => list.push((*handle, epoch)),
+        }
+        self.put_unconfirmed(&list)
+    }
+
+    fn put_unconfirmed(&self, list: &[(Handle, u32)]) -> Result<()> {
+        let mut b = self.engine.batch();
+        if list.is_empty() {
+            b.delete(Cf::Meta, META_UNCONFIRMED)?;
+        } else {
+            let mut v = Vec::with_capacity(list.len() * (Handle::LEN + 4));
+            for (h, e) in list {
+                v.extend_from_slice(h.as_bytes());
+                v.extend_from_slice(&e.to_be_bytes());
+            }
+            b.put(Cf::Meta, META_UNCONFIRMED, &v)?;
+        }
+        self.engine.write(b, true)
+    }
+
+    /// The operator rebuilt every replica that was offline or behind during
+    /// a purge (README "Scale-out": its store directory removed, the node
+    /// restarted, the streams copied to it afresh): the erasures purged
+    /// then may be reported physical at the next purge. Refused while a
+    /// replica is still not current. Returns how many it released.
+    pub(super) fn confirm_replicas_rebuilt(&self) -> Result<usize> {
+        let js = self.engine.jetstream().ok_or(Error::Unsupported {
+            engine: super::engine::ROCKSDB,
+            operation: "confirming a JetStream replica rebuild",
+        })?;
+        if !js.replicas_current()? {
+            return Err(Error::JetStream(
+                "a replica is still offline or behind: rebuild it first".into(),
+            ));
+        }
+        let _purging = self.purge_lock.lock();
+        let released = self.unconfirmed_erasures()?.len();
+        self.put_unconfirmed(&[])?;
+        Ok(released)
+    }
+}
