@@ -125,7 +125,7 @@ impl Inner {
             return Ok((vec![earlier], true));
         }
 
-        let (mut state, new_record) = match self.load(&handle)? {
+        let (mut state, new_record) = match self.load_for_write(&handle)? {
             UserState::Live(s) => {
                 if s.policy().restriction.block_appends {
                     return Err(Error::Restricted {

@@ -71,7 +71,7 @@ impl Inner {
         {
             return Ok((vec![earlier], true));
         }
-        let (mut conv, new_conv) = match self.load_conv(handle)? {
+        let (mut conv, new_conv) = match self.load_conv_for_write(handle)? {
             ConvState::Live(c) => (c, None),
             ConvState::Absent { marker, next_seq } => {
                 let (c, rec) = self.create_conv_key(handle, id, marker.as_ref(), next_seq)?;
@@ -80,7 +80,7 @@ impl Inner {
         };
         // Lock order: conversation, then user.
         let _author_guard = self.users.lock(&author_handle);
-        let (author_state, new_author) = match self.load(&author_handle)? {
+        let (author_state, new_author) = match self.load_for_write(&author_handle)? {
             UserState::Live(s) => {
                 if s.policy().restriction.block_appends {
                     return Err(Error::Restricted {

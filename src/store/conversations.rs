@@ -266,6 +266,16 @@ impl Inner {
         Ok(None)
     }
 
+    /// [`Inner::load_conv`] for a write that checks the conversation's
+    /// key record itself and reloads when that check fails (see
+    /// [`Inner::load_for_write`]).
+    pub(super) fn load_conv_for_write(&self, handle: &Handle) -> Result<ConvState> {
+        match self.convs.cached(handle) {
+            Some(c) => Ok(ConvState::Live(c)),
+            None => self.load_conv(handle),
+        }
+    }
+
     /// Loads a conversation's state. Caller holds its lock.
     pub(super) fn load_conv(&self, handle: &Handle) -> Result<ConvState> {
         if let Some(c) = self.fresh_cached_conv(handle)? {

@@ -461,22 +461,29 @@ impl Inner {
     /// (erased or deleted again meanwhile, or already purged). Caller holds
     /// the handle's lock.
     pub(super) fn set_marker_purged(&self, cf: Cf, handle: &Handle, epoch: u32) -> Result<bool> {
-        let Some(bytes) = self.engine.get(cf, handle.as_bytes())? else {
-            return Ok(false);
-        };
-        let mut marker = crate::codec::EraseMarker::decode(&bytes)?;
-        drop(bytes);
-        if marker.epoch != epoch || marker.purged {
-            return Ok(false);
-        }
-        marker.purged = true;
-        let mut encoded = Vec::new();
-        marker.encode(&mut encoded);
-        let mut wb = self.engine.batch();
-        wb.put(cf, handle.as_bytes(), &encoded)?;
-        // Not synced: if the flag is lost in a crash, it is purged again.
-        self.engine.write(wb, false)?;
-        Ok(true)
+        // Another front end may change the marker between the read and the
+        // write (its own purge, a new erase): read again, decide again.
+        self.retry_conflicts(
+            || (),
+            || {
+                let Some(bytes) = self.engine.get(cf, handle.as_bytes())? else {
+                    return Ok(false);
+                };
+                let mut marker = crate::codec::EraseMarker::decode(&bytes)?;
+                drop(bytes);
+                if marker.epoch != epoch || marker.purged {
+                    return Ok(false);
+                }
+                marker.purged = true;
+                let mut encoded = Vec::new();
+                marker.encode(&mut encoded);
+                let mut wb = self.engine.batch();
+                wb.put(cf, handle.as_bytes(), &encoded)?;
+                // Not synced: if the flag is lost in a crash, it is purged again.
+                self.engine.write(wb, false)?;
+                Ok(true)
+            },
+        )
     }
 
     /// Marks the markers of `done` purged (unless the user was erased again

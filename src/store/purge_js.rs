@@ -6,8 +6,10 @@
 //! which leaves the bytes in the block files. A run deletes at most
 //! [`PURGE_BUDGET`] messages; the rest waits for the next run.
 //!
-//! An erasure is reported purged only if every replica of every partition
-//! was online and current before and after the deletes. A replica that
+//! A run deletes only while every replica of every partition is online and
+//! current (waiting up to a few seconds for a follower a few entries
+//! behind), and reports an erasure purged only if they all are again after
+//! its deletes. A replica that
 //! missed them keeps the bytes (measured: catching up later does not
 //! remove them from its Raft log) until it is rebuilt, so an erasure purged
 //! while one was not is recorded as unconfirmed (meta record
@@ -34,6 +36,10 @@ use crate::types::Handle;
 /// current: `handle || epoch (u32 BE)` each (docs/format.md).
 pub(super) const META_UNCONFIRMED: &[u8] = b"jetstream_unconfirmed";
 
+/// How long a purge or an erase waits for every replica to be current
+/// before it counts one as offline or behind.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Secure deletes of one purge run at most (each is one request to the
 /// stream's leader, replicated to the others).
 pub(super) const PURGE_BUDGET: u64 = 10_000;
@@ -47,7 +53,20 @@ impl Inner {
         redactions: &[(Handle, u64)],
         started: Instant,
     ) -> Result<PurgeReport> {
-        let replicas_before = js.replicas_current()?;
+        // With a replica offline or behind, deleting would leave it the
+        // bytes: wait for it, else delete nothing this run.
+        if !js.replicas_settle(SETTLE)? {
+            tracing::warn!(
+                "purge skipped on JetStream: a replica is offline or behind; will retry"
+            );
+            return Ok(PurgeReport {
+                erasures_purged: 0,
+                redactions_purged: 0,
+                conversations_purged: 0,
+                complete: false,
+                duration: started.elapsed(),
+            });
+        }
         let mut budget = PURGE_BUDGET;
         let mut clean = Vec::new();
         let mut unfinished = 0usize;
@@ -96,10 +115,20 @@ impl Inner {
         };
         let conversations_waiting = !self.pending_conv_deletions.lock().is_empty()
             || !self.pending_conv_redactions.lock().is_empty();
-        let replicas_after = js.replicas_current()?;
-        let replicas = replicas_before && replicas_after;
+        // Every replica must have applied the deletes (it follows the log
+        // while it is online and current).
+        let replicas = js.replicas_settle(SETTLE)?;
         let (mut erasures_purged, mut redactions_purged) = (0, 0);
-        let mut unconfirmed = self.unconfirmed_erasures()?;
+        let unconfirmed = if replicas || touched.is_empty() {
+            self.unconfirmed_erasures()?
+        } else {
+            // The replica that missed these deletes keeps the bytes.
+            self.update_unconfirmed(|list| {
+                for (h, e) in &touched {
+                    add_unconfirmed(list, *h, *e);
+                }
+            })?
+        };
         if replicas {
             let confirmed: Vec<(Handle, u32)> = clean
                 .iter()
@@ -109,15 +138,6 @@ impl Inner {
             unfinished += clean.len() - confirmed.len();
             erasures_purged = self.mark_purged(&confirmed)?;
             redactions_purged = self.mark_redactions_purged(redactions)?;
-        } else if !touched.is_empty() {
-            // The replica that missed these deletes keeps the bytes.
-            for (h, e) in &touched {
-                match unconfirmed.iter_mut().find(|(u, _)| u == h) {
-                    Some((_, ue)) => *ue = (*ue).max(*e),
-                    None => unconfirmed.push((*h, *e)),
-                }
-            }
-            self.put_unconfirmed(&unconfirmed)?;
         }
         let complete = replicas && unfinished == 0 && !conversations_waiting;
         if complete {
@@ -212,16 +232,30 @@ impl Inner {
         let Some(js) = self.engine.jetstream() else {
             return Ok(());
         };
-        if js.replicas_current()? {
+        if js.replicas_settle(SETTLE)? {
             return Ok(());
         }
         let _purging = self.purge_lock.lock();
-        let mut list = self.unconfirmed_erasures()?;
-        match list.iter_mut().find(|(h, _)| h == handle) {
-            Some((_, e)) => *e = (*e).max(epoch),
-            None => list.push((*handle, epoch)),
-        }
-        self.put_unconfirmed(&list)
+        self.update_unconfirmed(|list| add_unconfirmed(list, *handle, epoch))
+            .map(drop)
+    }
+
+    /// Applies `change` to the unconfirmed erasures and stores the result
+    /// (read again and applied again when another front end changed them
+    /// meanwhile). Returns the list stored.
+    fn update_unconfirmed(
+        &self,
+        mut change: impl FnMut(&mut Vec<(Handle, u32)>),
+    ) -> Result<Vec<(Handle, u32)>> {
+        self.retry_conflicts(
+            || (),
+            || {
+                let mut list = self.unconfirmed_erasures()?;
+                change(&mut list);
+                self.put_unconfirmed(&list)?;
+                Ok(list)
+            },
+        )
     }
 
     fn put_unconfirmed(&self, list: &[(Handle, u32)]) -> Result<()> {
@@ -255,8 +289,20 @@ impl Inner {
             ));
         }
         let _purging = self.purge_lock.lock();
-        let released = self.unconfirmed_erasures()?.len();
-        self.put_unconfirmed(&[])?;
+        let mut released = 0;
+        self.update_unconfirmed(|list| {
+            released = list.len();
+            list.clear();
+        })?;
         Ok(released)
+    }
+}
+
+/// Adds the erasure `(handle, epoch)` to `list` (a later epoch of the same
+/// user replaces an earlier one).
+fn add_unconfirmed(list: &mut Vec<(Handle, u32)>, handle: Handle, epoch: u32) {
+    match list.iter_mut().find(|(h, _)| *h == handle) {
+        Some((_, e)) => *e = (*e).max(epoch),
+        None => list.push((handle, epoch)),
     }
 }

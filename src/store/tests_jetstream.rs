@@ -4,7 +4,6 @@
 //! leaves no bytes on any node, and what the engine refuses.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
 use super::engine::{Cf, Scope};
@@ -13,7 +12,9 @@ use crate::codec::Restriction;
 use crate::types::ConversationId;
 use crate::{InvalidArgument, JetStreamOptions, Options, RootKey};
 
-use crate::store::test_cluster::{NatsCluster, found_in, nats_server};
+use crate::store::test_cluster::{
+    self, FILLER_CHUNK, FILLER_CHUNKS, NatsCluster, compact_until_gone, found_in, nats_server,
+};
 
 const ROOT: [u8; 32] = [0x42; 32];
 
@@ -384,51 +385,27 @@ fn stored_records(store: &Store, handle: &Handle) -> Vec<Vec<u8>> {
     out
 }
 
-/// Restarts every node gracefully, one at a time (each snapshots its
-/// streams and compacts their Raft logs), until none of `gone` is left in
-/// any node's files; at most five rounds. A Raft log is kept in blocks of
-/// 4 MiB and compacted by whole blocks: first 5 MiB of other writes move
-/// the log past the block holding `gone`.
-fn compact_until_gone(cluster: &mut NatsCluster, store: &Store, gone: &[Vec<u8>]) {
+/// [`compact_until_gone`], the filler appended under a filler user.
+fn purge_raft_logs(cluster: &mut NatsCluster, store: &Store, gone: &[Vec<u8>]) {
     let filler = user("filler");
-    let chunk = vec![0x5a_u8; 60 * 1024];
-    for _ in 0..6 {
-        store
-            .append_batch(&filler, &vec![chunk.as_slice(); 15])
-            .unwrap();
-    }
-    for round in 1..=5 {
-        for i in 0..cluster.nodes.len() {
-            cluster.graceful_restart(i);
-            wait_current(store);
+    let chunk = vec![0x5a_u8; FILLER_CHUNK];
+    let mut fill = || {
+        for _ in 0..FILLER_CHUNKS / 15 {
+            store
+                .append_batch(&filler, &vec![chunk.as_slice(); 15])
+                .unwrap();
         }
-        let files = cluster.store_files();
-        let left: Vec<PathBuf> = gone.iter().flat_map(|r| found_in(&files, r)).collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(round < 5, "an erased record is still in {left:?}");
-    }
+    };
+    compact_until_gone(
+        cluster,
+        store.inner.engine.jetstream().unwrap(),
+        gone,
+        &mut fill,
+    );
 }
 
-/// Waits until every replica reports current five times in a row (a node
-/// that just rejoined flaps between current and catching up for a while).
 fn wait_current(store: &Store) {
-    let js = store.inner.engine.jetstream().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut in_a_row = 0;
-    while in_a_row < 5 {
-        if js.replicas_current().unwrap_or(false) {
-            in_a_row += 1;
-        } else {
-            in_a_row = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "replicas never caught up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    test_cluster::wait_current(store.inner.engine.jetstream().unwrap());
 }
 
 #[test]
@@ -453,7 +430,9 @@ fn erase_and_purge_leave_none_of_the_users_bytes_on_any_node() {
         stored_records(&store, &hb),
         stored_records(&store, &hc),
     );
-    // The positive control: every node holds every user's records.
+    // The positive control: every node holds every user's records (once
+    // every replica has caught up: an append needs two of the three).
+    wait_current(&store);
     let files = cluster.store_files();
     for r in ra.iter().chain(&rb).chain(&rc) {
         let holders = found_in(&files, r);
@@ -469,7 +448,7 @@ fn erase_and_purge_leave_none_of_the_users_bytes_on_any_node() {
     assert_eq!(report.erasures_purged, 1);
     assert_eq!(store.purge_status(&ha).unwrap(), Some(PurgeStatus::Purged));
     assert!(store.verify_receipt(&erased.receipt));
-    compact_until_gone(&mut cluster, &store, &ra);
+    purge_raft_logs(&mut cluster, &store, &ra);
     let files = cluster.store_files();
     for r in rb.iter().chain(&rc) {
         assert!(
@@ -523,7 +502,7 @@ fn erase_and_purge_leave_none_of_the_users_bytes_on_any_node() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(store.purge_status(&hb).unwrap(), Some(PurgeStatus::Purged));
-    compact_until_gone(&mut cluster, &store, &rb);
+    purge_raft_logs(&mut cluster, &store, &rb);
     let files = cluster.store_files();
     for r in &rc {
         let holders = found_in(&files, r);

@@ -309,6 +309,17 @@ impl Inner {
         Ok(None)
     }
 
+    /// [`Inner::load`] for a write that checks the key record itself
+    /// (`Batch::expect`) and reloads when that check fails: a cached state
+    /// is used without asking the engine first (one round trip less per
+    /// append on JetStream).
+    pub(super) fn load_for_write(&self, handle: &Handle) -> Result<UserState> {
+        match self.users.cached(handle) {
+            Some(c) => Ok(UserState::Live(c)),
+            None => self.load(handle),
+        }
+    }
+
     /// Loads a user's state. Caller holds the user's lock.
     pub(super) fn load(&self, handle: &Handle) -> Result<UserState> {
         if let Some(c) = self.fresh_cached_user(handle)? {

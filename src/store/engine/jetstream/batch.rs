@@ -59,7 +59,9 @@ impl JsBatch {
     }
 
     /// Makes the write conditional on `key` being as this engine last saw
-    /// it (a record the batch's contents were decided on).
+    /// it (a record the batch's contents were decided on). A record it has
+    /// not seen (or has forgotten) fails the write with
+    /// [`Error::Conflict`](crate::Error::Conflict): read it, then write.
     pub(crate) fn expect(&mut self, cf: Cf, key: &[u8]) -> Result<()> {
         self.ops.push(Op::Expect {
             cf,

@@ -502,9 +502,12 @@ impl JetStreamEngine {
             if plan.writes.iter().any(|w| w.subject == place.subject) {
                 continue; // written, so already checked
             }
-            let seq = match self.known(&place.subject) {
-                Some(seq) => seq,
-                None => self.last(&place)?.map_or(0, |m| m.seq),
+            // A record the caller relies on but this engine no longer
+            // remembers (forgotten after a failed write, or the table was
+            // cleared): what the caller decided on cannot be checked, so
+            // the write is a lost race; the caller reads again.
+            let Some(seq) = self.known(&place.subject) else {
+                return Err(Error::Conflict);
             };
             let mut headers = HeaderMap::new();
             headers.insert(
@@ -515,7 +518,6 @@ impl JetStreamEngine {
                 "Nats-Expected-Last-Subject-Sequence-Subject",
                 place.subject.as_str(),
             );
-            plan.touched.push(place.subject.clone());
             plan.nops.push(plan.msgs.len() as u64);
             plan.msgs.push(Outgoing {
                 subject: self.check_subject(partition),
@@ -784,6 +786,23 @@ impl JetStreamEngine {
             }
         }
         Ok(true)
+    }
+
+    /// [`Self::replicas_current`], asked again every 50 ms for up to
+    /// `within`: right after a write a follower is often a few entries
+    /// behind for a moment, which is not what the purge must notice (a
+    /// replica that is offline, or stays behind).
+    pub(crate) fn replicas_settle(&self, within: Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.replicas_current()? {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[cfg(test)]

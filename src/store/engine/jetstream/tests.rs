@@ -1,14 +1,16 @@
 //! The JetStream engine on a real 3-node cluster (nats-server from
 //! `scripts/test-tools.sh`, started on 127.0.0.1 with random ports).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use super::*;
 
-use crate::store::test_cluster::{NatsCluster, found_in, nats_server};
+use crate::store::test_cluster::{
+    FILLER_CHUNK, FILLER_CHUNKS, NatsCluster, compact_until_gone, found_in, nats_server,
+    wait_current,
+};
 
 fn engine(cluster: &NatsCluster, namespace: &str, partitions: u32) -> JetStreamEngine {
     let mut o = JetStreamOptions::new(cluster.urls());
@@ -195,8 +197,19 @@ fn records_batches_and_races_on_a_cluster() {
     assert!(matches!(e.write(batch, true), Err(Error::Conflict)));
     assert_eq!(e.get(Cf::Messages, &msg_key(&a, 100)).unwrap(), None);
     assert_eq!(e.get(Cf::Messages, &msg_key(&a, 149)).unwrap(), None);
-    // With the marker seen, the same batch goes through, all of it, and
+    // Unread (the failed write forgot it), the record cannot be checked:
+    // a conflict too. Read, the same batch goes through, all of it, and
     // leaves no check message behind.
+    let mut batch = e.batch();
+    batch.expect(Cf::Erased, a.as_bytes()).unwrap();
+    batch
+        .put(Cf::Messages, &msg_key(&a, 99), b"unchecked")
+        .unwrap();
+    assert!(matches!(e.write(batch, true), Err(Error::Conflict)));
+    assert_eq!(
+        e.get(Cf::Erased, a.as_bytes()).unwrap().as_deref(),
+        Some(&b"marker"[..])
+    );
     let mut batch = e.batch();
     for seq in 100..150 {
         batch.put(Cf::Messages, &msg_key(&a, seq), b"kept").unwrap();
@@ -368,23 +381,6 @@ fn acknowledged_writes_survive_killing_the_stream_leader() {
     }
 }
 
-/// Makes every replica snapshot its streams and compact its Raft log (the
-/// log holds every appended record until then): a rolling graceful restart,
-/// waiting for the cluster to be current again after each server.
-fn compact_raft_logs(cluster: &mut NatsCluster, e: &JetStreamEngine) {
-    for i in 0..cluster.nodes.len() {
-        cluster.graceful_restart(i);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !e.replicas_current().unwrap_or(false) {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster never caught up after a restart"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 #[test]
 fn secure_erase_leaves_no_bytes_on_any_node() {
     let mut cluster = NatsCluster::start(&nats_server(), 3);
@@ -402,7 +398,9 @@ fn secure_erase_leaves_no_bytes_on_any_node() {
         }
         canaries.insert(h.as_bytes()[0], records);
     }
-    // Every server stored both users' bytes (the scanner's positive control).
+    // Every server stored both users' bytes (the scanner's positive control),
+    // once every replica has caught up (an append needs two of the three).
+    wait_current(&e);
     let files = cluster.store_files();
     for (who, records) in &canaries {
         for r in records {
@@ -423,23 +421,19 @@ fn secure_erase_leaves_no_bytes_on_any_node() {
     assert_eq!(e.get(Cf::Keys, a.as_bytes()).unwrap(), None);
     assert!(keys(&e, Cf::Messages, Scope::Handle(&a)).is_empty());
     // The Raft log still holds the appends until the stream's next snapshot
-    // compacts it: force one on every replica (a rolling graceful restart).
-    // A Raft entry appended after a replica's snapshot keeps the log block
-    // it shares with older entries, so one round may not be enough: up to
-    // five rounds.
-    let mut files = Vec::new();
-    for round in 1..=5 {
-        compact_raft_logs(&mut cluster, &e);
-        files = cluster.store_files();
-        let left: Vec<PathBuf> = canaries[&0xa]
-            .iter()
-            .flat_map(|r| found_in(&files, r))
-            .collect();
-        if left.is_empty() {
-            break;
+    // compacts it by whole 4 MiB blocks: write past the block holding a's
+    // records, then force snapshots on every replica (rolling graceful
+    // restarts) until none of a's bytes is left.
+    let chunk = vec![0x5a_u8; FILLER_CHUNK];
+    let mut next = 0u64;
+    let mut fill = || {
+        for _ in 0..FILLER_CHUNKS {
+            next += 1;
+            put(&e, Cf::Messages, &msg_key(&handle(0xf), next), &chunk).unwrap();
         }
-        assert!(round < 5, "an erased record is still in {left:?}");
-    }
+    };
+    compact_until_gone(&mut cluster, &e, &canaries[&0xa], &mut fill);
+    let files = cluster.store_files();
     for r in &canaries[&0xb] {
         assert!(
             found_in(&files, r).len() >= 3,
