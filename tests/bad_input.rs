@@ -1,9 +1,17 @@
-//! Invalid arguments are rejected with typed errors before anything is written.
+//! Invalid arguments are rejected with typed errors before anything is
+//! written; on both engines.
 
 mod common;
 
-use common::{open, user};
-use shredstore::{Error, InvalidArgument, MAX_USER_ID_LEN, Options, RootKey, Store, UserId};
+use common::engines::{Fixture, on_both_engines};
+use common::user;
+use shredstore::{Error, InvalidArgument, MAX_USER_ID_LEN, Store, UserId};
+
+on_both_engines!(
+    bad_arguments_write_nothing,
+    error_messages_carry_no_user_data,
+    bad_options_are_rejected,
+);
 
 fn invalid(r: Result<impl std::fmt::Debug, Error>) -> InvalidArgument {
     match r {
@@ -35,11 +43,9 @@ fn user_id_validation() {
     assert!(!dbg.contains("secret"), "{dbg}");
 }
 
-#[test]
-fn bad_arguments_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+fn bad_arguments_write_nothing(f: &Fixture) {
     let store = Store::open(
-        common::options(dir.path())
+        f.options()
             .max_payload(100)
             .max_batch(4)
             .max_batch_bytes(250)
@@ -82,10 +88,8 @@ fn bad_arguments_write_nothing() {
     assert_eq!(store.read(&a, 0, 50).unwrap().len(), 5);
 }
 
-#[test]
-fn error_messages_carry_no_user_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn error_messages_carry_no_user_data(f: &Fixture) {
+    let store = f.open();
     let a = user("pii-person@example.com");
     let err = store
         .append(&a, &vec![b'P'; 70_000])
@@ -97,10 +101,8 @@ fn error_messages_carry_no_user_data() {
     );
 }
 
-#[test]
-fn bad_options_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let mk = || Options::new(dir.path(), RootKey::from_bytes(common::ROOT));
+fn bad_options_are_rejected(f: &Fixture) {
+    let mk = || f.options();
     for opts in [
         mk().max_payload(0),
         mk().max_batch(0),

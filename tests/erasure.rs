@@ -6,9 +6,20 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::engines::{Fixture, on_both_engines};
 use common::{open, open_buffered, raw_db, raw_entries, scan, user};
 use shredstore::layout::{CF_KEYS, CF_MESSAGES};
 use shredstore::{EraseOptions, Error, Store, UserId};
+
+// Invariant 2 and the erase contract, on both engines (invariant 3, the
+// bytes, is RocksDB's below; JetStream's is in the crate's JetStream tests).
+on_both_engines!(
+    returning_user_gets_fresh_epoch_and_seqs_continue,
+    erase_of_unknown_or_erased_user_is_idempotent,
+    block_new_refuses_appends_after_erase,
+    pending_erasures_survive_restart_and_are_purged,
+    open_iterator_stops_when_its_user_is_erased,
+);
 
 fn canary(user: &str, i: usize) -> Vec<u8> {
     format!("CANARY-PLAINTEXT<{user}>#{i:05}-do-not-store").into_bytes()
@@ -151,10 +162,8 @@ fn invariants_2_and_3_erase_then_purge_leaves_no_bytes() {
     assert_eq!(store.stats().unwrap().pending_erasures, 0);
 }
 
-#[test]
-fn returning_user_gets_fresh_epoch_and_seqs_continue() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn returning_user_gets_fresh_epoch_and_seqs_continue(f: &Fixture) {
+    let store = f.open();
     let a = user("returning");
     for i in 0..5 {
         assert_eq!(
@@ -181,7 +190,7 @@ fn returning_user_gets_fresh_epoch_and_seqs_continue() {
     store.purge().unwrap();
     // Seqs continue after purge and restart too.
     drop(store);
-    let store = open(dir.path());
+    let store = f.open();
     assert_eq!(store.append(&a, b"fourth").unwrap().seq, 8);
     let got: Vec<u64> = store
         .read(&a, 0, 100)
@@ -192,10 +201,8 @@ fn returning_user_gets_fresh_epoch_and_seqs_continue() {
     assert_eq!(got, vec![7, 8]);
 }
 
-#[test]
-fn erase_of_unknown_or_erased_user_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn erase_of_unknown_or_erased_user_is_idempotent(f: &Fixture) {
+    let store = f.open();
     let ghost = user("never-seen");
     assert_eq!(store.erase(&ghost).unwrap().messages_erased, 0);
     assert_eq!(store.append(&ghost, b"hi").unwrap().seq, 1);
@@ -207,10 +214,8 @@ fn erase_of_unknown_or_erased_user_is_idempotent() {
     assert_eq!(store.stats().unwrap().users, 1);
 }
 
-#[test]
-fn block_new_refuses_appends_after_erase() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn block_new_refuses_appends_after_erase(f: &Fixture) {
+    let store = f.open();
     let a = user("blocked");
     store.append(&a, b"x").unwrap();
     store.erase_with(&a, EraseOptions::block_new()).unwrap();
@@ -218,7 +223,7 @@ fn block_new_refuses_appends_after_erase() {
     // Sticky across a plain erase and a restart.
     store.erase(&a).unwrap();
     drop(store);
-    let store = open(dir.path());
+    let store = f.open();
     assert!(matches!(store.append(&a, b"y"), Err(Error::Blocked)));
     assert!(store.read(&a, 0, 10).unwrap().is_empty());
 }
@@ -270,14 +275,12 @@ fn background_purger_makes_erasure_physical() {
     assert!(stats.filter_drops >= 20);
 }
 
-#[test]
-fn pending_erasures_survive_restart_and_are_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn pending_erasures_survive_restart_and_are_purged(f: &Fixture) {
+    let store = f.open();
     let a = fill(&store, USER_A, 30);
     store.erase(&a).unwrap();
     drop(store);
-    let store = open(dir.path());
+    let store = f.open();
     assert_eq!(store.stats().unwrap().pending_erasures, 1);
     let r = store.purge().unwrap();
     assert_eq!(r.erasures_purged, 1);
@@ -327,10 +330,8 @@ fn invariant_6_erase_cost_is_independent_of_message_count() {
     );
 }
 
-#[test]
-fn open_iterator_stops_when_its_user_is_erased() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn open_iterator_stops_when_its_user_is_erased(f: &Fixture) {
+    let store = f.open();
     let a = fill(&store, USER_A, 10);
     let b = fill(&store, USER_B, 10);
     let mut it_a = store.read_iter(&a, 0).unwrap();

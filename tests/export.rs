@@ -3,13 +3,20 @@
 
 mod common;
 
-use common::{open, user};
+use common::engines::{Fixture, on_both_engines};
+use common::user;
 use shredstore::{AuditOp, AuditOutcome, ConversationId, EraseOptions, Error, ExportItem, Message};
 
-#[test]
-fn export_round_trips_what_was_appended_after_the_last_erasure() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+// Export, on both engines.
+on_both_engines!(
+    export_round_trips_what_was_appended_after_the_last_erasure,
+    erased_and_unknown_users_export_no_data_but_their_state,
+    a_failing_sink_stops_the_export_and_is_audited_as_failed,
+    export_includes_what_the_user_wrote_in_conversations,
+);
+
+fn export_round_trips_what_was_appended_after_the_last_erasure(f: &Fixture) {
+    let store = f.open();
     let alice = user("alice@example.com");
     store.append(&alice, b"before the erasure").unwrap();
     let first = store.erase(&alice).unwrap();
@@ -49,10 +56,8 @@ fn export_round_trips_what_was_appended_after_the_last_erasure() {
     assert_eq!(export.outcome, AuditOutcome::Ok);
 }
 
-#[test]
-fn erased_and_unknown_users_export_no_data_but_their_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn erased_and_unknown_users_export_no_data_but_their_state(f: &Fixture) {
+    let store = f.open();
     let bob = user("bob");
     store.append(&bob, b"gone").unwrap();
     store.erase_with(&bob, EraseOptions::block_new()).unwrap();
@@ -73,10 +78,8 @@ fn erased_and_unknown_users_export_no_data_but_their_state() {
     assert!(m.erasures_ms.is_empty());
 }
 
-#[test]
-fn a_failing_sink_stops_the_export_and_is_audited_as_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn a_failing_sink_stops_the_export_and_is_audited_as_failed(f: &Fixture) {
+    let store = f.open();
     let carol = user("carol");
     for i in 0..5 {
         store.append(&carol, format!("m{i}").as_bytes()).unwrap();
@@ -100,10 +103,8 @@ fn a_failing_sink_stops_the_export_and_is_audited_as_failed() {
 /// Issue 12: an export includes what the user wrote in conversations (under
 /// their current key), each with the conversation's id; not the others'
 /// messages, not what an erasure shredded, not redacted or deleted ones.
-#[test]
-fn export_includes_what_the_user_wrote_in_conversations() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn export_includes_what_the_user_wrote_in_conversations(f: &Fixture) {
+    let store = f.open();
     let (alice, bob) = (user("alice"), user("bob"));
     let room = ConversationId::new("room:1").unwrap();
     let dm = ConversationId::new("dm:alice:bob").unwrap();

@@ -1,21 +1,30 @@
 //! Round trips: many users, interleaved appends, read ranges and limits,
-//! streaming reads, batch atomicity.
+//! streaming reads, batch atomicity; on both engines.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{open, open_buffered, user};
+use common::engines::{Fixture, on_both_engines};
+use common::user;
 use shredstore::{Error, InvalidArgument, UserId};
+
+on_both_engines!(
+    interleaved_users_read_back_in_seq_order,
+    read_ranges_and_limits,
+    streaming_iterator_matches_read,
+    batch_is_atomic_and_consecutive,
+    empty_payload_round_trips,
+    binary_user_ids_are_distinct_users,
+    idempotent_append_returns_the_original_seq,
+);
 
 fn payload(u: usize, i: usize) -> Vec<u8> {
     format!("user {u} message {i} {}", "x".repeat(i % 50)).into_bytes()
 }
 
-#[test]
-fn interleaved_users_read_back_in_seq_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_buffered(dir.path());
+fn interleaved_users_read_back_in_seq_order(f: &Fixture) {
+    let store = f.open_buffered();
     let users: Vec<UserId> = (0..40).map(|u| user(&format!("user-{u}"))).collect();
     let mut model: BTreeMap<usize, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
     for i in 0..25 {
@@ -38,10 +47,8 @@ fn interleaved_users_read_back_in_seq_order() {
     }
 }
 
-#[test]
-fn read_ranges_and_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_buffered(dir.path());
+fn read_ranges_and_limits(f: &Fixture) {
+    let store = f.open_buffered();
     let a = user("alice");
     for i in 0..100 {
         store.append(&a, format!("m{i}").as_bytes()).unwrap();
@@ -70,10 +77,8 @@ fn read_ranges_and_limits() {
     assert!(store.read(&user("nobody"), 0, 10).unwrap().is_empty());
 }
 
-#[test]
-fn streaming_iterator_matches_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_buffered(dir.path());
+fn streaming_iterator_matches_read(f: &Fixture) {
+    let store = f.open_buffered();
     let a = user("streamer");
     let payloads: Vec<Vec<u8>> = (0..300).map(|i| payload(1, i)).collect();
     store.append_batch(&a, &payloads[..150]).unwrap();
@@ -95,10 +100,8 @@ fn streaming_iterator_matches_read() {
     assert_eq!(tail, vec![299, 300]);
 }
 
-#[test]
-fn batch_is_atomic_and_consecutive() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn batch_is_atomic_and_consecutive(f: &Fixture) {
+    let store = f.open();
     let a = user("batcher");
     store.append(&a, b"first").unwrap();
     let acks = store
@@ -127,20 +130,16 @@ fn batch_is_atomic_and_consecutive() {
     assert_eq!(store.append(&a, b"next").unwrap().seq, 6);
 }
 
-#[test]
-fn empty_payload_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn empty_payload_round_trips(f: &Fixture) {
+    let store = f.open();
     let a = user("empty");
     store.append(&a, b"").unwrap();
     let got = store.read(&a, 0, 1).unwrap();
     assert_eq!(got[0].payload, b"");
 }
 
-#[test]
-fn binary_user_ids_are_distinct_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn binary_user_ids_are_distinct_users(f: &Fixture) {
+    let store = f.open();
     let a = UserId::new(vec![0u8, 1, 2, 255]).unwrap();
     let b = UserId::new(vec![0u8, 1, 2, 254]).unwrap();
     let max = UserId::new(vec![7u8; shredstore::MAX_USER_ID_LEN]).unwrap();
@@ -153,10 +152,8 @@ fn binary_user_ids_are_distinct_users() {
     assert_ne!(store.handle(&a), store.handle(&b));
 }
 
-#[test]
-fn idempotent_append_returns_the_original_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+fn idempotent_append_returns_the_original_seq(f: &Fixture) {
+    let store = f.open();
     let a = user("retrier");
     let first = store.append_idempotent(&a, b"msg-1", b"hello").unwrap();
     assert!(!first.duplicate);
@@ -184,7 +181,7 @@ fn idempotent_append_returns_the_original_seq() {
     );
     // Remembered across restarts.
     drop(store);
-    let store = open(dir.path());
+    let store = f.open();
     assert!(
         store
             .append_idempotent(&a, b"msg-1", b"hello")

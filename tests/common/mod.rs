@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use shredstore::{Durability, Options, RootKey, Store, UserId};
 
+pub mod engines;
+
 /// The root key every test store uses (tests that need another say so).
 pub const ROOT: [u8; 32] = [0x42; 32];
 
