@@ -15,7 +15,9 @@
 //! - no seq is reused after the restart.
 //!
 //! The store is reused across rounds, so recovery after recovery is tested
-//! too. `SHREDSTORE_CRASH_ROUNDS` and `SHREDSTORE_CRASH_SEED` override the
+//! too. It runs on both engines: on JetStream the child is a front end
+//! killed mid-operation (an erase cut off there is whole or not at all, by
+//! its atomic batch) and the parent's new front end checks the cluster. `SHREDSTORE_CRASH_ROUNDS` and `SHREDSTORE_CRASH_SEED` override the
 //! defaults (12 rounds, a time-based seed printed on failure).
 
 mod common;
@@ -27,18 +29,34 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::engines::{self, Fixture, on_both_engines};
 use shredstore::{Durability, Options, RootKey, Store, UserId};
+
+on_both_engines!(
+    kill_9_at_random_moments_loses_nothing_acknowledged,
+    an_erase_cut_off_by_kill_9_is_whole_or_not_at_all,
+);
 
 const CHILD_ENV: &str = "SHREDSTORE_CRASH_CHILD";
 const FIRST_N_ENV: &str = "SHREDSTORE_CRASH_FIRST_N";
+/// The child erases one operation in this many.
+const ERASE_ONE_IN_ENV: &str = "SHREDSTORE_CRASH_ERASE_ONE_IN";
 const USERS: u64 = 12;
 const ROOT: [u8; 32] = [0x42; 32];
 
-fn options(dir: &Path) -> Options {
-    Options::new(dir, RootKey::from_bytes(ROOT))
+fn tuned(options: Options) -> Options {
+    options
         .durability(Durability::Sync)
         // Purges run in the background during the crash windows too.
         .purge_interval(Some(Duration::from_millis(30)))
+}
+
+/// The child's options: on the parent fixture's engine.
+fn child_options(dir: &Path) -> Options {
+    tuned(engines::child_options(Options::new(
+        dir,
+        RootKey::from_bytes(ROOT),
+    )))
 }
 
 fn user(u: u64) -> UserId {
@@ -73,7 +91,8 @@ fn crash_child_process() {
         return;
     };
     let first_n: u64 = std::env::var(FIRST_N_ENV).unwrap().parse().unwrap();
-    let store = Store::open(options(Path::new(&dir))).unwrap();
+    let erase_one_in: u64 = std::env::var(ERASE_ONE_IN_ENV).unwrap().parse().unwrap();
+    let store = Store::open(child_options(Path::new(&dir))).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
@@ -82,7 +101,7 @@ fn crash_child_process() {
     let mut last: HashMap<u64, u64> = HashMap::new();
     for n in first_n.. {
         let u = rng.below(USERS);
-        if rng.below(40) == 0 {
+        if rng.below(erase_one_in) == 0 {
             writeln!(out, "e {u}").unwrap();
             out.flush().unwrap();
             store.erase(&user(u)).unwrap();
@@ -135,7 +154,7 @@ struct Model {
     max_seq: u64,
 }
 
-fn run_child(dir: &Path, first_n: u64, kill_after: Duration) -> Vec<String> {
+fn run_child(f: &Fixture, first_n: u64, erase_one_in: u64, kill_after: Duration) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args([
@@ -144,8 +163,10 @@ fn run_child(dir: &Path, first_n: u64, kill_after: Duration) -> Vec<String> {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, dir)
+        .env(CHILD_ENV, f.dir.path())
+        .envs(f.child_env())
         .env(FIRST_N_ENV, first_n.to_string())
+        .env(ERASE_ONE_IN_ENV, erase_one_in.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -245,10 +266,13 @@ fn apply(models: &mut BTreeMap<u64, Model>, lines: &[String]) -> usize {
 
 /// Reopens the store and checks every user against the model, then brings
 /// the model in line with what is stored.
-fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) -> usize {
-    let store = Store::open(options(dir)).unwrap();
+/// Returns the redaction markers read and the erases the kill cut off.
+fn verify(f: &Fixture, models: &mut BTreeMap<u64, Model>, context: &str) -> (usize, usize) {
+    let store = Store::open(tuned(f.options())).unwrap();
     let mut markers_seen = 0;
+    let mut cut_off_erases = 0;
     for (&u, m) in models.iter_mut() {
+        cut_off_erases += usize::from(m.erase_pending);
         let got = store.read(&user(u), 0, 10_000).unwrap();
         let markers: BTreeSet<u64> = got
             .iter()
@@ -335,15 +359,41 @@ fn verify(dir: &Path, models: &mut BTreeMap<u64, Model>, context: &str) -> usize
         m.max_seq = a.seq;
     }
     store.close().unwrap();
-    markers_seen
+    (markers_seen, cut_off_erases)
 }
 
-#[test]
-fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+fn kill_9_at_random_moments_loses_nothing_acknowledged(f: &Fixture) {
     let rounds: u64 = std::env::var("SHREDSTORE_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
+    let run = crash_rounds(f, 40, rounds, usize::MAX);
+    assert!(
+        run.markers > 0,
+        "{}: no redaction was ever checked",
+        run.name
+    );
+}
+
+/// Erases are one operation in three, so kills land in them: rounds go on
+/// until three erases were cut off (60 rounds at most), each of which
+/// `verify` found whole or not at all.
+fn an_erase_cut_off_by_kill_9_is_whole_or_not_at_all(f: &Fixture) {
+    let run = crash_rounds(f, 3, 60, 3);
+    assert!(run.cut_off > 0, "{}: no kill landed in an erase", run.name);
+}
+
+/// What one crash run verified.
+struct Run {
+    /// Engine and seed, for the failure messages.
+    name: String,
+    markers: usize,
+    cut_off: usize,
+}
+
+/// Up to `rounds` rounds of child, kill, verify; fewer once
+/// `enough_cut_off` erases were cut off by the kill.
+fn crash_rounds(f: &Fixture, erase_one_in: u64, rounds: u64, enough_cut_off: usize) -> Run {
     let seed: u64 = std::env::var("SHREDSTORE_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -353,26 +403,41 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
                 .unwrap()
                 .as_nanos() as u64
         });
+    let engine = if f.is_jetstream() {
+        "jetstream"
+    } else {
+        "rocksdb"
+    };
     let mut rng = Rng(seed | 1);
-    let dir = tempfile::tempdir().unwrap();
     let mut models: BTreeMap<u64, Model> = BTreeMap::new();
     let mut total_acked = 0;
-    let mut markers = 0;
+    let (mut markers, mut cut_off, mut kills) = (0, 0, 0);
     for round in 0..rounds {
         // From "just opened" to a few hundred milliseconds of work.
         let kill_after = Duration::from_millis(rng.below(250));
-        let context = format!("seed {seed} round {round} (kill after {kill_after:?})");
-        let lines = run_child(dir.path(), (round + 1) * 1_000_000_000, kill_after);
+        let context = format!("{engine}: seed {seed} round {round} (kill after {kill_after:?})");
+        let lines = run_child(f, (round + 1) * 1_000_000_000, erase_one_in, kill_after);
         total_acked += apply(&mut models, &lines);
-        markers += verify(dir.path(), &mut models, &context);
+        let (m, c) = verify(f, &mut models, &context);
+        markers += m;
+        cut_off += c;
+        kills += 1;
+        if cut_off >= enough_cut_off {
+            break;
+        }
     }
     assert!(
         total_acked > 0,
-        "seed {seed}: the child never acknowledged anything"
+        "{engine}: seed {seed}: the child never acknowledged anything"
     );
-    assert!(markers > 0, "seed {seed}: no redaction was ever checked");
     eprintln!(
-        "crash test: seed {seed}, {rounds} kills, {total_acked} acknowledged operations verified, \
-         {markers} redaction markers read back"
+        "crash test ({engine}, erase 1 in {erase_one_in}): seed {seed}, {kills} kills, \
+         {total_acked} acknowledged operations verified, {markers} redaction markers read back, \
+         {cut_off} erases cut off by the kill"
     );
+    Run {
+        name: format!("{engine}: seed {seed}"),
+        markers,
+        cut_off,
+    }
 }

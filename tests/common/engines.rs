@@ -68,6 +68,19 @@ impl Fixture {
         options
     }
 
+    /// The environment that makes [`child_options`] in a child process
+    /// (a re-executed test binary) name this fixture's store.
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        #[cfg(feature = "jetstream")]
+        if let Some((cluster, namespace)) = &self.cluster {
+            return vec![
+                (CHILD_NATS_URLS, cluster.urls()),
+                (CHILD_NAMESPACE, namespace.clone()),
+            ];
+        }
+        Vec::new()
+    }
+
     pub fn open(&self) -> Store {
         Store::open(self.options()).expect("open store")
     }
@@ -75,6 +88,24 @@ impl Fixture {
     pub fn open_buffered(&self) -> Store {
         Store::open(self.options().durability(Durability::Buffered)).expect("open store")
     }
+}
+
+#[cfg(feature = "jetstream")]
+const CHILD_NATS_URLS: &str = "SHREDSTORE_FIXTURE_NATS_URLS";
+#[cfg(feature = "jetstream")]
+const CHILD_NAMESPACE: &str = "SHREDSTORE_FIXTURE_NAMESPACE";
+
+/// In a child process: `options` on the engine of the parent's fixture
+/// (its [`Fixture::child_env`]); RocksDB when none is set.
+pub fn child_options(options: Options) -> Options {
+    #[cfg(feature = "jetstream")]
+    if let (Ok(urls), Ok(namespace)) = (
+        std::env::var(CHILD_NATS_URLS),
+        std::env::var(CHILD_NAMESPACE),
+    ) {
+        return options.jetstream(shredstore::JetStreamOptions::new(urls).namespace(namespace));
+    }
+    options
 }
 
 /// The cluster of this binary's JetStream tests: started by the first that
