@@ -283,17 +283,18 @@ impl Inner {
             engine: super::engine::ROCKSDB,
             operation: "confirming a JetStream replica rebuild",
         })?;
+        let _purging = self.purge_lock.lock();
+        // What the operator confirms: the erasures listed when every
+        // replica was seen current (one added since, by another front end,
+        // stays).
+        let confirmed = self.unconfirmed_erasures()?;
         if !js.replicas_current()? {
             return Err(Error::JetStream(
                 "a replica is still offline or behind: rebuild it first".into(),
             ));
         }
-        let _purging = self.purge_lock.lock();
-        let mut released = 0;
-        self.update_unconfirmed(|list| {
-            released = list.len();
-            list.clear();
-        })?;
+        self.update_unconfirmed(|list| list.retain(|e| !confirmed.contains(e)))?;
+        let released = confirmed.len();
         Ok(released)
     }
 }

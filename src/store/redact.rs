@@ -159,27 +159,25 @@ impl Inner {
             if self.pending_redactions.lock().get(handle) != Some(generation) {
                 continue;
             }
-            // Another front end may change the key record between the read
-            // and the write: read again, decide again.
-            self.retry_conflicts(
-                || (),
-                || {
-                    let Some(mut rec) = self.key_record(handle)? else {
-                        return Ok(());
-                    };
-                    let mut policy = rec.state.policy();
-                    if policy.purge_pending {
-                        policy.purge_pending = false;
-                        rec.state = KeyState::of(policy.clone());
-                        let mut wb = self.engine.batch();
-                        self.put_key_record(&mut wb, handle, &rec)?;
-                        // Not synced: if the flag is lost in a crash, the range is purged again.
-                        self.engine.write(wb, false)?;
-                        self.users.set_cached_policy(handle, policy);
+            if let Some(mut rec) = self.key_record(handle)? {
+                let mut policy = rec.state.policy();
+                if policy.purge_pending {
+                    policy.purge_pending = false;
+                    rec.state = KeyState::of(policy.clone());
+                    let mut wb = self.engine.batch();
+                    self.put_key_record(&mut wb, handle, &rec)?;
+                    // Not synced: if the flag is lost in a crash, the range is purged again.
+                    match self.engine.write(wb, false) {
+                        Ok(()) => self.users.set_cached_policy(handle, policy),
+                        // Another front end changed the key record since
+                        // the read (maybe a new redaction, which this run's
+                        // sweep did not see): the flag stays for the next
+                        // purge.
+                        Err(Error::Conflict) => continue,
+                        Err(e) => return Err(e),
                     }
-                    Ok(())
-                },
-            )?;
+                }
+            }
             self.pending_redactions.lock().remove(handle);
             done += 1;
         }

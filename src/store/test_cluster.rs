@@ -26,6 +26,23 @@ pub(crate) fn nats_server() -> PathBuf {
     bin
 }
 
+/// Cluster tests run side by side, except those that scan the nodes' files
+/// for erased bytes: under the load of five other clusters on two cores a
+/// follower lags and catches up from the leader's snapshot, and its Raft
+/// log then keeps the erased records past every forced snapshot (README
+/// "Raft WAL window"). Those take [`alone`], the others [`beside_others`].
+static CLUSTER_TESTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a cluster test that may run beside other cluster tests.
+pub(crate) fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    CLUSTER_TESTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a cluster test that must be the only one running.
+pub(crate) fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CLUSTER_TESTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The files among `files` that hold `needle`.
 pub(crate) fn found_in(files: &[(PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<PathBuf> {
     files

@@ -49,6 +49,7 @@ fn payloads(msgs: &[Message]) -> Vec<Vec<u8>> {
 
 #[test]
 fn the_store_runs_on_a_cluster_and_a_new_front_end_finds_everything() {
+    let _cluster_tests = test_cluster::beside_others();
     let cluster = NatsCluster::start(&nats_server(), 3);
     let store = front_end(&cluster, "rt");
     assert!(
@@ -183,6 +184,7 @@ fn the_store_runs_on_a_cluster_and_a_new_front_end_finds_everything() {
 
 #[test]
 fn rights_audit_export_redaction_and_the_change_feed_on_a_cluster() {
+    let _cluster_tests = test_cluster::beside_others();
     let cluster = NatsCluster::start(&nats_server(), 3);
     let store = front_end(&cluster, "rights");
     let (alice, bob) = (user("alice"), user("bob"));
@@ -258,6 +260,7 @@ fn rights_audit_export_redaction_and_the_change_feed_on_a_cluster() {
 
 #[test]
 fn two_front_ends_append_to_the_same_users_and_conversation() {
+    let _cluster_tests = test_cluster::beside_others();
     let cluster = NatsCluster::start(&nats_server(), 3);
     let fronts = [
         Arc::new(front_end(&cluster, "two")),
@@ -335,6 +338,7 @@ fn two_front_ends_append_to_the_same_users_and_conversation() {
 
 #[test]
 fn an_erase_through_one_front_end_is_honoured_by_the_other() {
+    let _cluster_tests = test_cluster::beside_others();
     let cluster = NatsCluster::start(&nats_server(), 3);
     let (a, b) = (front_end(&cluster, "inval"), front_end(&cluster, "inval"));
     let alice = user("alice");
@@ -410,6 +414,7 @@ fn wait_current(store: &Store) {
 
 #[test]
 fn erase_and_purge_leave_none_of_the_users_bytes_on_any_node() {
+    let _cluster_tests = test_cluster::alone();
     let mut cluster = NatsCluster::start(&nats_server(), 3);
     let store = front_end(&cluster, "purge");
     let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
@@ -519,6 +524,7 @@ fn erase_and_purge_leave_none_of_the_users_bytes_on_any_node() {
 
 #[test]
 fn acknowledged_appends_survive_killing_the_stream_leader() {
+    let _cluster_tests = test_cluster::beside_others();
     let mut cluster = NatsCluster::start(&nats_server(), 3);
     let store = Arc::new(front_end(&cluster, "failover"));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -71,6 +71,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 
 #[test]
 fn records_batches_and_races_on_a_cluster() {
+    let _cluster_tests = crate::store::test_cluster::beside_others();
     let cluster = NatsCluster::start(&nats_server(), 3);
     let e = engine(&cluster, "kv", 1);
     let (a, b) = (handle(1), handle(2));
@@ -310,6 +311,7 @@ fn records_batches_and_races_on_a_cluster() {
 
 #[test]
 fn acknowledged_writes_survive_killing_the_stream_leader() {
+    let _cluster_tests = crate::store::test_cluster::beside_others();
     let mut cluster = NatsCluster::start(&nats_server(), 3);
     let e = Arc::new(engine(&cluster, "failover", 1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -383,6 +385,7 @@ fn acknowledged_writes_survive_killing_the_stream_leader() {
 
 #[test]
 fn secure_erase_leaves_no_bytes_on_any_node() {
+    let _cluster_tests = crate::store::test_cluster::alone();
     let mut cluster = NatsCluster::start(&nats_server(), 3);
     let e = engine(&cluster, "erase", 1);
     let (a, b) = (handle(0xa), handle(0xb));
